@@ -1,0 +1,268 @@
+/**
+ * The drafting engine: one entry per live request (keyed by request id), sibling groups found by
+ * prompt hash, and a token-budgeted LRU history of finished groups. Pure: no I/O, no clocks.
+ *
+ * Sources by drafter:
+ * - `sam`: one generalized suffix automaton per prompt group holds the prompt, every sibling's
+ *   output (live, as it is generated, and after it finishes) and earlier rollouts of the same
+ *   prompt (history). A request drafts from the freshest occurrence of its longest context.
+ * - `seed`: the seed design, own context only (reference policy).
+ * - `ngram`: vLLM's n-gram proposer, own context only (baseline).
+ */
+import { SuffixAutomaton } from './automaton.js';
+import { sidecarError } from './errors.js';
+import { NgramIndex } from './ngram.js';
+import { recencyWalkDraft, seedDraft } from './policies.js';
+import { promptKey, samePrefix } from './prompt-hash.js';
+
+export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
+export type DrafterKind = (typeof DRAFTERS)[number];
+
+export interface EngineOptions {
+  drafter: DrafterKind;
+  /** Requests with identical prompts draft from each other and from history (sam only). */
+  siblings: boolean;
+  /** Token budget for finished groups kept for later rollout steps (sam with siblings). */
+  historyTokens: number;
+  /** Token ids must be below this (vocabulary size). */
+  vocabSize: number;
+  ngramMin: number;
+  ngramMax: number;
+  /** Shortest context the sam policy drafts from. */
+  minMatch: number;
+}
+
+export const DEFAULT_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze({
+  drafter: 'sam',
+  siblings: true,
+  historyTokens: 8_000_000,
+  vocabSize: 1 << 20,
+  ngramMin: 2,
+  ngramMax: 5,
+  minMatch: 1,
+});
+
+class Group {
+  readonly automaton = new SuffixAutomaton();
+  activeMembers = 0;
+  constructor(
+    readonly key: string,
+    readonly prompt: Int32Array,
+  ) {}
+}
+
+class RequestEntry {
+  length = 0;
+  constructor(
+    readonly id: string,
+    readonly promptLength: number,
+    readonly group: Group | null,
+    readonly cursor: number,
+    readonly own: SuffixAutomaton | null,
+    readonly ngram: NgramIndex | null,
+  ) {}
+}
+
+export interface EngineStats {
+  requests: number;
+  groups: number;
+  historyGroups: number;
+  historyTokens: number;
+  tokensIndexed: number;
+  bytes: number;
+  historyEvictions: number;
+}
+
+export class DraftEngine {
+  readonly options: Readonly<EngineOptions>;
+  private readonly requests = new Map<string, RequestEntry>();
+  private readonly groups = new Map<string, Group>();
+  /** Groups with no active member, least recently used first (Map keeps insertion order). */
+  private readonly history = new Map<string, Group>();
+  private historyTokenCount = 0;
+  private historyEvictionCount = 0;
+
+  constructor(options: Partial<EngineOptions> = {}) {
+    this.options = Object.freeze({ ...DEFAULT_ENGINE_OPTIONS, ...options });
+  }
+
+  has(id: string): boolean {
+    return this.requests.has(id);
+  }
+
+  /** Tokens the engine holds for this request (its context length), or -1 if unknown. */
+  lengthOf(id: string): number {
+    return this.requests.get(id)?.length ?? -1;
+  }
+
+  promptLengthOf(id: string): number {
+    return this.requests.get(id)?.promptLength ?? -1;
+  }
+
+  get requestCount(): number {
+    return this.requests.size;
+  }
+
+  /**
+   * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
+   * the prompt, which decides its sibling group. Validates before touching any state.
+   */
+  open(id: string, context: ArrayLike<number>, promptLength: number): void {
+    if (!(promptLength >= 0 && promptLength <= context.length)) {
+      throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
+    }
+    this.validateTokens(context, 0, context.length, 'context');
+    if (this.requests.has(id)) this.release(id);
+    const { drafter } = this.options;
+    let group: Group | null = null;
+    let cursor = -1;
+    let own: SuffixAutomaton | null = null;
+    let ngram: NgramIndex | null = null;
+    if (drafter === 'sam') {
+      group = this.joinGroup(id, context, promptLength);
+      cursor = group.automaton.openCursor();
+    } else if (drafter === 'seed') {
+      own = new SuffixAutomaton({ positions: true, initialTokens: Math.max(256, context.length * 2) });
+      cursor = own.openCursor();
+    } else {
+      ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
+    }
+    const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
+    this.requests.set(id, entry);
+    this.ingest(entry, context, 0, context.length);
+  }
+
+  /** Appends tokens[from..to) to a known request. */
+  append(id: string, tokens: ArrayLike<number>, from = 0, to = tokens.length): void {
+    const entry = this.requests.get(id);
+    if (entry === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(id)}`, 'req_id');
+    this.validateTokens(tokens, from, to, 'tokens');
+    this.ingest(entry, tokens, from, to);
+  }
+
+  /** Writes a draft of at most k tokens into out[offset...]; returns its length. */
+  draft(id: string, k: number, out: Int32Array, offset = 0): number {
+    const entry = this.requests.get(id);
+    if (entry === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(id)}`, 'req_id');
+    return this.draftEntry(entry, k, out, offset);
+  }
+
+  /** Releases a finished or aborted request; its output stays with its group. */
+  release(id: string): boolean {
+    const entry = this.requests.get(id);
+    if (entry === undefined) return false;
+    this.requests.delete(id);
+    const group = entry.group;
+    if (group !== null) {
+      group.automaton.closeCursor(entry.cursor);
+      group.activeMembers--;
+      if (group.activeMembers === 0) this.retire(group);
+    }
+    return true;
+  }
+
+  stats(): EngineStats {
+    let bytes = 0;
+    let tokens = 0;
+    for (const group of this.groups.values()) {
+      bytes += group.automaton.byteSize() + group.prompt.byteLength;
+      tokens += group.automaton.tokenCount;
+    }
+    for (const entry of this.requests.values()) {
+      if (entry.own !== null) {
+        bytes += entry.own.byteSize();
+        tokens += entry.own.tokenCount;
+      }
+      if (entry.ngram !== null) {
+        bytes += entry.ngram.byteSize();
+        tokens += entry.ngram.size;
+      }
+    }
+    return {
+      requests: this.requests.size,
+      groups: this.groups.size,
+      historyGroups: this.history.size,
+      historyTokens: this.historyTokenCount,
+      tokensIndexed: tokens,
+      bytes,
+      historyEvictions: this.historyEvictionCount,
+    };
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private draftEntry(entry: RequestEntry, k: number, out: Int32Array, offset: number): number {
+    if (entry.group !== null) return recencyWalkDraft(entry.group.automaton, entry.cursor, k, out, offset, this.options);
+    if (entry.own !== null) return seedDraft(entry.own, entry.cursor, k, out, offset);
+    return entry.ngram!.draft(k, out, offset);
+  }
+
+  private ingest(entry: RequestEntry, tokens: ArrayLike<number>, from: number, to: number): void {
+    if (entry.group !== null) {
+      const automaton = entry.group.automaton;
+      for (let i = from; i < to; i++) automaton.append(entry.cursor, tokens[i]);
+    } else if (entry.own !== null) {
+      for (let i = from; i < to; i++) entry.own.append(entry.cursor, tokens[i]);
+    } else {
+      for (let i = from; i < to; i++) entry.ngram!.append(tokens[i]);
+    }
+    entry.length += to - from;
+  }
+
+  private validateTokens(tokens: ArrayLike<number>, from: number, to: number, field: string): void {
+    const vocab = this.options.vocabSize;
+    for (let i = from; i < to; i++) {
+      const t = tokens[i];
+      if (!(Number.isInteger(t) && t >= 0 && t < vocab)) {
+        throw sidecarError('TOKEN_OUT_OF_RANGE', `${field}[${i}] = ${t}, vocabulary size ${vocab}`, field);
+      }
+    }
+  }
+
+  private joinGroup(id: string, context: ArrayLike<number>, promptLength: number): Group {
+    // Without sibling sharing every request is a group of its own.
+    let key = this.options.siblings ? promptKey(context, promptLength) : `req:${id}`;
+    let group = this.groups.get(key);
+    // A hash collision with a different prompt: keep them apart under a disambiguated key.
+    while (group !== undefined && !(group.prompt.length === promptLength && samePrefix(group.prompt, context, promptLength))) {
+      key += '+';
+      group = this.groups.get(key);
+    }
+    if (group === undefined) {
+      const prompt = Int32Array.from({ length: promptLength }, (_, i) => context[i]);
+      group = new Group(key, prompt);
+      this.groups.set(key, group);
+    } else if (group.activeMembers === 0) {
+      this.history.delete(key);
+      this.historyTokenCount -= group.automaton.tokenCount;
+    }
+    group.activeMembers++;
+    return group;
+  }
+
+  /** A group whose last member left: kept as history under the token budget, else dropped. */
+  private retire(group: Group): void {
+    if (!this.options.siblings || this.options.historyTokens <= 0) {
+      this.groups.delete(group.key);
+      return;
+    }
+    group.automaton.compact();
+    this.history.set(group.key, group);
+    this.historyTokenCount += group.automaton.tokenCount;
+    this.enforceHistoryBudget(this.options.historyTokens);
+  }
+
+  /** Evicts least recently used history groups until at most `budget` tokens remain. */
+  enforceHistoryBudget(budget: number): number {
+    let evicted = 0;
+    for (const [key, group] of this.history) {
+      if (this.historyTokenCount <= budget) break;
+      this.history.delete(key);
+      this.groups.delete(key);
+      this.historyTokenCount -= group.automaton.tokenCount;
+      this.historyEvictionCount++;
+      evicted++;
+    }
+    return evicted;
+  }
+}

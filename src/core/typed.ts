@@ -1,0 +1,18 @@
+/** Growable typed-array storage helpers shared by the core's data structures. */
+
+export type IntArray = Int32Array | Uint32Array;
+
+/** Capacity after growing `current` so that it holds at least `needed` elements (doubling). */
+export function grownCapacity(current: number, needed: number): number {
+  let capacity = Math.max(current, 16);
+  while (capacity < needed) capacity *= 2;
+  return capacity;
+}
+
+/** A copy of `source` with `capacity` elements; new slots hold `fill`. */
+export function resizedInt32(source: Int32Array, capacity: number, fill = 0): Int32Array {
+  const next = new Int32Array(capacity);
+  next.set(capacity >= source.length ? source : source.subarray(0, capacity));
+  if (fill !== 0 && capacity > source.length) next.fill(fill, source.length);
+  return next;
+}

@@ -1,0 +1,66 @@
+/** Trace rows: one request's prompt and output token ids, with environment-inserted spans. */
+import { readFileSync } from 'node:fs';
+import { sidecarError } from '../core/errors.js';
+
+export interface TraceRow {
+  id: string;
+  /** Only used by the replay to order rows; the engine finds siblings from the prompt ids. */
+  group: string;
+  prompt: number[];
+  output: number[];
+  /** Half-open [start, end) spans of `output` that the model did not generate. */
+  env: Array<[number, number]>;
+}
+
+function isTokenArray(value: unknown): value is number[] {
+  return Array.isArray(value) && value.every((t) => Number.isInteger(t) && t >= 0);
+}
+
+/** Parses one token-id JSONL row, naming the line and field of any problem. */
+export function parseTraceRow(value: unknown, where: string): TraceRow {
+  if (typeof value !== 'object' || value === null) throw sidecarError('TRACE_INVALID', `${where}: not a JSON object`, 'row');
+  const row = value as Record<string, unknown>;
+  if (!isTokenArray(row.prompt)) throw sidecarError('TRACE_INVALID', `${where}: prompt must be an array of token ids`, 'prompt');
+  if (!isTokenArray(row.output)) throw sidecarError('TRACE_INVALID', `${where}: output must be an array of token ids`, 'output');
+  const output = row.output;
+  const env: Array<[number, number]> = [];
+  if (row.env !== undefined) {
+    if (!Array.isArray(row.env)) throw sidecarError('TRACE_INVALID', `${where}: env must be an array of [start, end) spans`, 'env');
+    let previousEnd = 0;
+    for (const span of row.env) {
+      if (!Array.isArray(span) || span.length !== 2 || !Number.isInteger(span[0]) || !Number.isInteger(span[1])) {
+        throw sidecarError('TRACE_INVALID', `${where}: env span ${JSON.stringify(span)} is not [start, end)`, 'env');
+      }
+      const [start, end] = span as [number, number];
+      if (start < previousEnd || end < start || end > output.length) {
+        throw sidecarError('TRACE_INVALID', `${where}: env span [${start}, ${end}) out of order or beyond the output`, 'env');
+      }
+      env.push([start, end]);
+      previousEnd = end;
+    }
+  }
+  const id = typeof row.id === 'string' ? row.id : where;
+  const group = typeof row.group === 'string' ? row.group : id;
+  return { id, group, prompt: row.prompt, output, env };
+}
+
+export function parseTraceJsonl(text: string, source: string): TraceRow[] {
+  const rows: TraceRow[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (line === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      throw sidecarError('TRACE_INVALID', `${source}:${i + 1}: ${(error as Error).message}`, 'line');
+    }
+    rows.push(parseTraceRow(value, `${source}:${i + 1}`));
+  }
+  return rows;
+}
+
+export function loadTraceFile(path: string): TraceRow[] {
+  return parseTraceJsonl(readFileSync(path, 'utf8'), path);
+}
