@@ -147,10 +147,7 @@ export async function replay(rows: TraceRow[], backend: StepBackend, options: Re
       }
       for (const cursor of active) if (cursor.done) finished.push(cursor.row.id);
       rowsDone += active.length - stepping.length;
-      if (items.length === 0) {
-        await backend.step([], finished, k);
-        break;
-      }
+      if (items.length === 0) break;
       const drafts = await backend.step(items, finished, k);
       finished = [];
       for (let r = 0; r < stepping.length; r++) score(stepping[r], drafts[r], k, result);

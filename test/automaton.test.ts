@@ -1,0 +1,166 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { NONE, ROOT, SuffixAutomaton } from '../src/core/automaton.js';
+import { recencyWalkDraft, seedDraft } from '../src/core/policies.js';
+import { bruteSeedDraft, longestEarlierSuffix, occursIn } from './oracle.js';
+
+/** Random sequences over a small alphabet, and repetitive ones built from a repeated motif. */
+const tokenSequence = fc.oneof(
+  fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 60 }),
+  fc.array(fc.integer({ min: 0, max: 200_000 }), { minLength: 1, maxLength: 30 }),
+  fc
+    .tuple(fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 12 }), fc.array(fc.integer({ min: 0, max: 5 }), { maxLength: 5 }))
+    .map(([motif, times, tail]) => [...Array.from({ length: times }, () => motif).flat(), ...tail]),
+);
+
+function build(tokens: number[], positions = true): { sam: SuffixAutomaton; cursor: number } {
+  const sam = new SuffixAutomaton({ positions, initialTokens: 16 });
+  const cursor = sam.openCursor();
+  for (const t of tokens) sam.append(cursor, t);
+  return { sam, cursor };
+}
+
+describe('suffix automaton', () => {
+  it('keeps the running match: link(last) is the longest suffix that occurred earlier', () => {
+    fc.assert(
+      fc.property(tokenSequence, (tokens) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const cursor = sam.openCursor();
+        for (let i = 0; i < tokens.length; i++) {
+          sam.append(cursor, tokens[i]);
+          const match = sam.suffixLink(sam.lastState(cursor));
+          expect(sam.length(match)).toBe(longestEarlierSuffix(tokens.slice(0, i + 1)));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('accepts exactly the substrings of the indexed sequences', () => {
+    fc.assert(
+      fc.property(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { maxLength: 25 }), { minLength: 1, maxLength: 4 }), (sequences) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const cursors = sequences.map(() => sam.openCursor());
+        // Interleave the appends, as live siblings do.
+        const longest = Math.max(...sequences.map((s) => s.length));
+        for (let i = 0; i < longest; i++) sequences.forEach((s, j) => i < s.length && sam.append(cursors[j], s[i]));
+        const walk = (needle: number[]) => needle.reduce((state, t) => (state === NONE ? NONE : sam.transition(state, t)), ROOT);
+        for (let length = 1; length <= 4; length++) {
+          for (let code = 0; code < 3 ** length; code++) {
+            const needle = Array.from({ length }, (_, i) => Math.floor(code / 3 ** i) % 3);
+            expect(walk(needle) !== NONE).toBe(occursIn(sequences, needle));
+          }
+        }
+        sequences.forEach((s, j) => expect(sam.length(sam.lastState(cursors[j]))).toBe(s.length));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('stays linear in size: at most 2n states', () => {
+    fc.assert(
+      fc.property(tokenSequence, (tokens) => {
+        const { sam } = build(tokens, false);
+        expect(sam.size).toBeLessThanOrEqual(Math.max(2, 2 * tokens.length));
+      }),
+    );
+  });
+
+  it('grows its typed arrays without losing state (hashed high-degree states included)', () => {
+    const tokens = Array.from({ length: 20_000 }, (_, i) => (i * 7919) % 1000);
+    const { sam, cursor } = build(tokens);
+    expect(sam.tokenCount).toBe(20_000);
+    expect(sam.length(sam.lastState(cursor))).toBe(20_000);
+    // The root has a transition on each of the 1000 distinct tokens.
+    let rootEdges = 0;
+    sam.forEachTransition(ROOT, () => rootEdges++);
+    expect(rootEdges).toBe(1000);
+    for (let t = 0; t < 1000; t++) expect(sam.transition(ROOT, t)).not.toBe(NONE);
+    expect(sam.transition(ROOT, 1000)).toBe(NONE);
+  });
+
+  it('compacts to its used size and keeps answering', () => {
+    const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
+    const { sam, cursor } = build(tokens);
+    const before = sam.byteSize();
+    const out = new Int32Array(4);
+    const draftBefore = Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)));
+    sam.compact();
+    expect(sam.byteSize()).toBeLessThan(before);
+    expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(draftBefore);
+    sam.append(cursor, 5);
+    expect(sam.tokenCount).toBe(3001);
+  });
+});
+
+describe('seed policy', () => {
+  it('equals the brute-force seed draft for every prefix', () => {
+    fc.assert(
+      fc.property(tokenSequence, fc.integer({ min: 1, max: 6 }), (tokens, k) => {
+        const sam = new SuffixAutomaton({ positions: true, initialTokens: 16 });
+        const cursor = sam.openCursor();
+        const out = new Int32Array(k);
+        for (let i = 0; i < tokens.length; i++) {
+          sam.append(cursor, tokens[i]);
+          const length = seedDraft(sam, cursor, k, out, 0);
+          expect(Array.from(out.subarray(0, length))).toEqual(bruteSeedDraft(tokens.slice(0, i + 1), k));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('recency walk policy', () => {
+  it('proposes only real continuations: each token followed its predecessor somewhere', () => {
+    fc.assert(
+      fc.property(fc.array(tokenSequence, { minLength: 1, maxLength: 3 }), fc.integer({ min: 1, max: 8 }), (sequences, k) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const cursors = sequences.map(() => sam.openCursor());
+        const out = new Int32Array(k);
+        const seen = sequences.map(() => [] as number[]);
+        const longest = Math.max(...sequences.map((s) => s.length));
+        for (let i = 0; i < longest; i++) {
+          sequences.forEach((s, j) => {
+            if (i >= s.length) return;
+            sam.append(cursors[j], s[i]);
+            seen[j].push(s[i]);
+            const length = recencyWalkDraft(sam, cursors[j], k, out, 0, { minMatch: 1 });
+            let previous = s[i];
+            for (let d = 0; d < length; d++) {
+              expect(occursIn(seen, [previous, out[d]])).toBe(true);
+              previous = out[d];
+            }
+          });
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('follows the most recent continuation of the longest context', () => {
+    const sam = new SuffixAutomaton();
+    const cursor = sam.openCursor();
+    // "1 2 3" was followed by 4, later by 5: the later one wins.
+    for (const t of [1, 2, 3, 4, 9, 1, 2, 3, 5, 9, 1, 2, 3]) sam.append(cursor, t);
+    const out = new Int32Array(3);
+    expect(Array.from(out.subarray(0, recencyWalkDraft(sam, cursor, 3, out, 0, { minMatch: 1 })))).toEqual([5, 9, 1]);
+  });
+
+  it('drafts from a sibling that is ahead on the same prefix', () => {
+    const sam = new SuffixAutomaton();
+    const a = sam.openCursor();
+    const b = sam.openCursor();
+    for (const t of [7, 8, 9, 10, 11, 12]) sam.append(b, t);
+    for (const t of [7, 8, 9]) sam.append(a, t);
+    const out = new Int32Array(3);
+    expect(Array.from(out.subarray(0, recencyWalkDraft(sam, a, 3, out, 0, { minMatch: 1 })))).toEqual([10, 11, 12]);
+  });
+
+  it('does not draft from contexts shorter than minMatch', () => {
+    const { sam, cursor } = build([1, 2, 3, 1]);
+    const out = new Int32Array(3);
+    expect(recencyWalkDraft(sam, cursor, 3, out, 0, { minMatch: 1 })).toBeGreaterThan(0);
+    expect(recencyWalkDraft(sam, cursor, 3, out, 0, { minMatch: 2 })).toBe(0);
+  });
+});

@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { DraftEngine } from '../src/core/engine.js';
+import { SidecarError } from '../src/core/errors.js';
+
+const draftOf = (engine: DraftEngine, id: string, k = 3): number[] => {
+  const out = new Int32Array(k);
+  return Array.from(out.subarray(0, engine.draft(id, k, out, 0)));
+};
+
+const prompt = [100, 101, 102, 103];
+
+describe('draft engine', () => {
+  it('lets requests with the same prompt draft from each other (siblings found by prompt ids)', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('a', [...prompt, 1, 2, 3, 4, 5, 6], prompt.length);
+    engine.open('b', [...prompt, 1, 2], prompt.length);
+    expect(draftOf(engine, 'b')).toEqual([3, 4, 5]);
+    expect(engine.stats().groups).toBe(1);
+  });
+
+  it('keeps requests with different prompts apart', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('a', [...prompt, 1, 2, 3, 4, 5, 6], prompt.length);
+    engine.open('b', [100, 101, 102, 999, 1, 2], prompt.length);
+    expect(draftOf(engine, 'b')).toEqual([]);
+    expect(engine.stats().groups).toBe(2);
+  });
+
+  it('does not share between siblings when sibling drafting is off', () => {
+    const engine = new DraftEngine({ drafter: 'sam', siblings: false });
+    engine.open('a', [...prompt, 1, 2, 3, 4, 5, 6], prompt.length);
+    engine.open('b', [...prompt, 1, 2], prompt.length);
+    // Only b's own context: "1 2" has not occurred before in it.
+    expect(draftOf(engine, 'b')).toEqual([]);
+  });
+
+  it('keeps a finished group as history for the next rollout step with the same prompt', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 1000 });
+    engine.open('step1', [...prompt, 7, 8, 9, 10], prompt.length);
+    engine.release('step1');
+    expect(engine.stats()).toMatchObject({ requests: 0, historyGroups: 1 });
+    engine.open('step2', [...prompt, 7, 8], prompt.length);
+    expect(draftOf(engine, 'step2')).toEqual([9, 10]);
+    expect(engine.stats().historyGroups).toBe(0);
+  });
+
+  it('evicts least recently used history beyond its token budget', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 20 });
+    for (let i = 0; i < 4; i++) {
+      engine.open(`r${i}`, [i + 1, i + 2, i + 3, 5, 6, 7, 8, 9], 3);
+      engine.release(`r${i}`);
+    }
+    const stats = engine.stats();
+    expect(stats.historyTokens).toBeLessThanOrEqual(20);
+    expect(stats.historyEvictions).toBe(2);
+    expect(stats.historyGroups).toBe(2);
+  });
+
+  it('rejects a token id out of range with a coded error naming the field, without touching state', () => {
+    const engine = new DraftEngine({ drafter: 'sam', vocabSize: 1000 });
+    engine.open('a', [...prompt, 1, 2], prompt.length);
+    const before = engine.lengthOf('a');
+    let caught: unknown;
+    try {
+      engine.append('a', [3, 4000]);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(SidecarError);
+    expect((caught as SidecarError).code).toBe('TOKEN_OUT_OF_RANGE');
+    expect((caught as SidecarError).message).toContain('tokens[1]');
+    expect(engine.lengthOf('a')).toBe(before);
+  });
+
+  it('asks for a resync for an unknown request', () => {
+    const engine = new DraftEngine();
+    expect(() => engine.append('ghost', [1])).toThrowError(expect.objectContaining({ code: 'UNKNOWN_REQUEST', needsResync: true }));
+  });
+
+  it('rejects a prompt length beyond the context', () => {
+    const engine = new DraftEngine();
+    expect(() => engine.open('a', [1, 2], 3)).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT', field: 'prompt_len' }));
+  });
+
+  it('restarts a request that is opened again (resync) from its full context', () => {
+    const engine = new DraftEngine({ drafter: 'seed' });
+    engine.open('a', [1, 2, 3, 1, 2], 1);
+    engine.open('a', [5, 6, 5], 1);
+    expect(engine.lengthOf('a')).toBe(3);
+    expect(draftOf(engine, 'a')).toEqual([6, 5]);
+  });
+
+  it('serves the seed and n-gram drafters from the request alone', () => {
+    for (const drafter of ['seed', 'ngram'] as const) {
+      const engine = new DraftEngine({ drafter });
+      engine.open('a', [...prompt, 1, 2, 3, 9, 1, 2], prompt.length);
+      expect(draftOf(engine, 'a')).toEqual([3, 9, 1]);
+      expect(engine.release('a')).toBe(true);
+      expect(engine.stats().requests).toBe(0);
+    }
+  });
+});
