@@ -22,7 +22,21 @@ const HASH_DEGREE = 6;
  * The first ones are the longest (most specific) contexts, which are the ones drafting reads;
  * a bound keeps append O(1) on degenerate, highly repetitive sequences.
  */
-export const RECENCY_DEPTH = 8;
+export const RECENCY_DEPTH = 4;
+
+// Interleaved record layouts.
+const STATE_STRIDE = 4;
+const LEN = 0; // length in the low LENGTH_BITS, saturating edge count (degree) above
+const LENGTH_BITS = 24;
+const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
+const MAX_DEGREE = 255;
+const LINK = 1;
+const HEAD = 2; // first edge of the state's edge list
+const RECENT = 3; // token that followed this context's most recent occurrence
+const EDGE_STRIDE = 3;
+const TOKEN = 0;
+const TARGET = 1;
+const NEXT = 2;
 
 export interface AutomatonOptions {
   /** Keep a token log and each state's first end position (needed for position-based drafting). */
@@ -33,22 +47,19 @@ export interface AutomatonOptions {
 
 export class SuffixAutomaton {
   readonly positions: boolean;
-  // States.
-  private len: Int32Array;
-  private link: Int32Array;
-  private head: Int32Array; // first edge of the state's edge list
-  private recent: Int32Array; // token that followed this context's most recent occurrence
-  private degree: Uint8Array; // saturating edge count
+  // States: one interleaved record per state (STATE_STRIDE ints), so the fields a step touches
+  // share a cache line; with 128 long contexts per batch, locality decides the step cost.
+  private states: Int32Array;
   private firstEnd: Int32Array; // log index where the first occurrence ends (positions only)
   private stateCount = 0;
-  // Edges.
-  private edgeToken: Int32Array;
-  private edgeTarget: Int32Array;
-  private edgeNext: Int32Array;
+  private stateCapacity: number;
+  // Edges: interleaved [token, target, next] records; a state's edges form a linked list.
+  private edgeData: Int32Array;
   private edgeCount = 0;
-  // Hash index of edges of high-degree states: slot -> edge index (or NONE).
+  private edgeCapacity: number;
+  // Hash index of edges of high-degree states: [state, token, edge] triples, open addressing,
+  // so a probe touches one cache line.
   private hashSlots: Int32Array;
-  private hashSource: Int32Array; // source state of each edge, only meaningful for hashed edges
   private hashUsed = 0;
   // Token log (positions only): every appended token, with the next log index of the same cursor.
   private logToken: Int32Array;
@@ -67,17 +78,12 @@ export class SuffixAutomaton {
     this.positions = options.positions ?? false;
     const tokens = Math.max(16, options.initialTokens ?? 256);
     const states = tokens * 2;
-    this.len = new Int32Array(states);
-    this.link = new Int32Array(states);
-    this.head = new Int32Array(states);
-    this.recent = new Int32Array(states);
-    this.degree = new Uint8Array(states);
+    this.stateCapacity = states;
+    this.states = new Int32Array(states * STATE_STRIDE);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
-    this.edgeToken = new Int32Array(states);
-    this.edgeTarget = new Int32Array(states);
-    this.edgeNext = new Int32Array(states);
+    this.edgeCapacity = states;
+    this.edgeData = new Int32Array(states * EDGE_STRIDE);
     this.hashSlots = new Int32Array(0);
-    this.hashSource = new Int32Array(0);
     this.logToken = new Int32Array(this.positions ? tokens : 0);
     this.cursorLast = new Int32Array(4);
     this.cursorLogTail = new Int32Array(4);
@@ -161,16 +167,16 @@ export class SuffixAutomaton {
   }
 
   length(state: number): number {
-    return this.len[state];
+    return this.states[state * STATE_STRIDE + LEN] & LENGTH_MASK;
   }
 
   suffixLink(state: number): number {
-    return this.link[state];
+    return this.states[state * STATE_STRIDE + LINK];
   }
 
   /** Token that followed the most recent occurrence of this state's contexts, or NONE. */
   recentToken(state: number): number {
-    return this.recent[state];
+    return this.states[state * STATE_STRIDE + RECENT];
   }
 
   /** Log index at which the first occurrence of this state's contexts ends (positions only). */
@@ -191,28 +197,24 @@ export class SuffixAutomaton {
   /** Target of the transition on `token`, or NONE. */
   transition(state: number, token: number): number {
     const edge = this.findEdge(state, token);
-    return edge === NONE ? NONE : this.edgeTarget[edge];
+    return edge === NONE ? NONE : this.edgeData[edge * EDGE_STRIDE + TARGET];
   }
 
   /** Calls `visit(token, target)` for each outgoing transition (cold paths: tests, introspection). */
   forEachTransition(state: number, visit: (token: number, target: number) => void): void {
-    for (let e = this.head[state]; e !== NONE; e = this.edgeNext[e]) visit(this.edgeToken[e], this.edgeTarget[e]);
+    const edges = this.edgeData;
+    for (let e = this.states[state * STATE_STRIDE + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
+      visit(edges[e * EDGE_STRIDE + TOKEN], edges[e * EDGE_STRIDE + TARGET]);
+    }
   }
 
   /** Bytes held by this automaton's typed arrays (capacity, not just use). */
   byteSize(): number {
     return (
-      this.len.byteLength +
-      this.link.byteLength +
-      this.head.byteLength +
-      this.recent.byteLength +
-      this.degree.byteLength +
+      this.states.byteLength +
       this.firstEnd.byteLength +
-      this.edgeToken.byteLength +
-      this.edgeTarget.byteLength +
-      this.edgeNext.byteLength +
+      this.edgeData.byteLength +
       this.hashSlots.byteLength +
-      this.hashSource.byteLength +
       this.logToken.byteLength +
       (this.logNext?.byteLength ?? 0) +
       this.cursorLast.byteLength * 3 +
@@ -223,16 +225,11 @@ export class SuffixAutomaton {
   /** Shrinks every array to what is in use (a finished group keeps no slack in history). */
   compact(): void {
     const states = this.stateCount;
-    this.len = this.len.slice(0, states);
-    this.link = this.link.slice(0, states);
-    this.head = this.head.slice(0, states);
-    this.recent = this.recent.slice(0, states);
-    this.degree = this.degree.slice(0, states);
+    this.stateCapacity = states;
+    this.states = this.states.slice(0, states * STATE_STRIDE);
     if (this.positions) this.firstEnd = this.firstEnd.slice(0, states);
-    this.edgeToken = this.edgeToken.slice(0, this.edgeCount);
-    this.edgeTarget = this.edgeTarget.slice(0, this.edgeCount);
-    this.edgeNext = this.edgeNext.slice(0, this.edgeCount);
-    if (this.hashSource.length > 0) this.hashSource = this.hashSource.slice(0, this.edgeCount);
+    this.edgeCapacity = this.edgeCount;
+    this.edgeData = this.edgeData.slice(0, this.edgeCount * EDGE_STRIDE);
     if (this.positions) {
       this.logToken = this.logToken.slice(0, this.logLength);
       if (this.logNext !== null) this.logNext = this.logNext.slice(0, this.logLength);
@@ -240,6 +237,9 @@ export class SuffixAutomaton {
   }
 
   // ---------------------------------------------------------------- append
+
+  /** Longest sequence one automaton can index (state lengths share a word with the degree). */
+  static readonly MAX_SEQUENCE_TOKENS = LENGTH_MASK;
 
   /** Appends one token to a sequence. Returns the sequence's new last state. */
   append(cursor: number, token: number): number {
@@ -250,10 +250,11 @@ export class SuffixAutomaton {
     this.tokensAppended++;
     if (this.positions) this.logAppend(cursor, token, last);
     // Every context that ended the sequence before this token has now been followed by it.
+    const data = this.states;
     let state = previous;
     for (let depth = 0; depth < RECENCY_DEPTH && state !== NONE; depth++) {
-      this.recent[state] = token;
-      state = this.link[state];
+      data[state * STATE_STRIDE + RECENT] = token;
+      state = data[state * STATE_STRIDE + LINK];
     }
     return last;
   }
@@ -282,93 +283,90 @@ export class SuffixAutomaton {
     const existing = this.transition(p, token);
     if (existing !== NONE) {
       // The extended sequence already occurs (e.g. a sibling produced the same prefix).
-      if (this.len[existing] === this.len[p] + 1) return existing;
+      if (this.length(existing) === this.length(p) + 1) return existing;
       return this.split(p, token, existing);
     }
-    const cur = this.newState(this.len[p] + 1, NONE, NONE);
+    const cur = this.newState(this.length(p) + 1, NONE, NONE);
     while (p !== NONE && this.findEdge(p, token) === NONE) {
       this.addEdge(p, token, cur);
-      p = this.link[p];
+      p = this.suffixLink(p);
     }
-    if (p === NONE) {
-      this.link[cur] = ROOT;
-    } else {
+    let suffix = ROOT;
+    if (p !== NONE) {
       const q = this.transition(p, token);
-      // Computed before the store: split() may grow (replace) the state arrays.
-      const suffix = this.len[p] + 1 === this.len[q] ? q : this.split(p, token, q);
-      this.link[cur] = suffix;
+      suffix = this.length(p) + 1 === this.length(q) ? q : this.split(p, token, q);
     }
+    // Stored after split(): it may have grown (replaced) the state array.
+    this.states[cur * STATE_STRIDE + LINK] = suffix;
     return cur;
   }
 
   /** Clones `q` at length len(p)+1 and redirects p's chain to the clone; returns the clone. */
   private split(p: number, token: number, q: number): number {
-    const clone = this.newState(this.len[p] + 1, this.link[q], this.positions ? this.firstEnd[q] : NONE);
-    this.recent[clone] = this.recent[q];
-    for (let e = this.head[q]; e !== NONE; e = this.edgeNext[e]) this.addEdge(clone, this.edgeToken[e], this.edgeTarget[e]);
-    this.link[q] = clone;
+    const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
+    this.states[clone * STATE_STRIDE + RECENT] = this.recentToken(q);
+    for (let e = this.states[q * STATE_STRIDE + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
+      this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
+    }
+    this.states[q * STATE_STRIDE + LINK] = clone;
     while (p !== NONE) {
       const edge = this.findEdge(p, token);
-      if (edge === NONE || this.edgeTarget[edge] !== q) break;
-      this.edgeTarget[edge] = clone;
-      p = this.link[p];
+      if (edge === NONE || this.edgeData[edge * EDGE_STRIDE + TARGET] !== q) break;
+      this.edgeData[edge * EDGE_STRIDE + TARGET] = clone;
+      p = this.suffixLink(p);
     }
     return clone;
   }
 
   private newState(length: number, suffixLink: number, firstEnd: number): number {
     const id = this.stateCount;
-    if (id >= this.len.length) this.growStates(id + 1);
-    this.len[id] = length;
-    this.link[id] = suffixLink;
-    this.head[id] = NONE;
-    this.recent[id] = NONE;
-    this.degree[id] = 0;
+    if (id >= this.stateCapacity) this.growStates(id + 1);
+    const base = id * STATE_STRIDE;
+    this.states[base + LEN] = length; // degree 0 in the top bits
+    this.states[base + LINK] = suffixLink;
+    this.states[base + HEAD] = NONE;
+    this.states[base + RECENT] = NONE;
     if (this.positions) this.firstEnd[id] = firstEnd;
     this.stateCount = id + 1;
     return id;
   }
 
   private growStates(needed: number): void {
-    const capacity = grownCapacity(this.len.length, needed);
-    this.len = resizedInt32(this.len, capacity);
-    this.link = resizedInt32(this.link, capacity);
-    this.head = resizedInt32(this.head, capacity);
-    this.recent = resizedInt32(this.recent, capacity);
-    const degree = new Uint8Array(capacity);
-    degree.set(this.degree);
-    this.degree = degree;
+    const capacity = grownCapacity(this.stateCapacity, needed);
+    this.states = resizedInt32(this.states, capacity * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
+    this.stateCapacity = capacity;
   }
 
   // ---------------------------------------------------------------- edges
 
   private findEdge(state: number, token: number): number {
-    if (this.degree[state] >= HASH_DEGREE) return this.hashFind(state, token);
-    for (let e = this.head[state]; e !== NONE; e = this.edgeNext[e]) {
-      if (this.edgeToken[e] === token) return e;
+    if (this.states[state * STATE_STRIDE + LEN] >>> LENGTH_BITS >= HASH_DEGREE) return this.hashFind(state, token);
+    const edges = this.edgeData;
+    for (let e = this.states[state * STATE_STRIDE + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
+      if (edges[e * EDGE_STRIDE + TOKEN] === token) return e;
     }
     return NONE;
   }
 
   private addEdge(state: number, token: number, target: number): void {
     const e = this.edgeCount;
-    if (e >= this.edgeToken.length) {
-      const capacity = grownCapacity(this.edgeToken.length, e + 1);
-      this.edgeToken = resizedInt32(this.edgeToken, capacity);
-      this.edgeTarget = resizedInt32(this.edgeTarget, capacity);
-      this.edgeNext = resizedInt32(this.edgeNext, capacity);
-      if (this.hashSource.length > 0) this.hashSource = resizedInt32(this.hashSource, capacity);
+    if (e >= this.edgeCapacity) {
+      this.edgeCapacity = grownCapacity(this.edgeCapacity, e + 1);
+      this.edgeData = resizedInt32(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
     }
-    this.edgeToken[e] = token;
-    this.edgeTarget[e] = target;
-    this.edgeNext[e] = this.head[state];
-    this.head[state] = e;
+    const base = e * EDGE_STRIDE;
+    const headIndex = state * STATE_STRIDE + HEAD;
+    this.edgeData[base + TOKEN] = token;
+    this.edgeData[base + TARGET] = target;
+    this.edgeData[base + NEXT] = this.states[headIndex];
+    this.states[headIndex] = e;
     this.edgeCount = e + 1;
-    const degree = this.degree[state];
-    if (degree < 255) this.degree[state] = degree + 1;
+    const lenIndex = state * STATE_STRIDE + LEN;
+    const degree = this.states[lenIndex] >>> LENGTH_BITS;
+    if (degree < MAX_DEGREE) this.states[lenIndex] += 1 << LENGTH_BITS;
     if (degree + 1 === HASH_DEGREE) {
-      for (let x = this.head[state]; x !== NONE; x = this.edgeNext[x]) this.hashInsert(state, x);
+      for (let x = this.states[headIndex]; x !== NONE; x = this.edgeData[x * EDGE_STRIDE + NEXT]) this.hashInsert(state, x);
     } else if (degree + 1 > HASH_DEGREE) {
       this.hashInsert(state, e);
     }
@@ -376,37 +374,46 @@ export class SuffixAutomaton {
 
   private hashFind(state: number, token: number): number {
     const slots = this.hashSlots;
-    const mask = slots.length - 1;
+    const mask = slots.length / 3 - 1;
     let slot = hashOf(state, token) & mask;
     for (;;) {
-      const e = slots[slot];
+      const e = slots[3 * slot + 2];
       if (e === NONE) return NONE;
-      if (this.edgeToken[e] === token && this.hashSource[e] === state) return e;
+      if (slots[3 * slot] === state && slots[3 * slot + 1] === token) return e;
       slot = (slot + 1) & mask;
     }
   }
 
   private hashInsert(state: number, edge: number): void {
-    if (this.hashSource.length < this.edgeToken.length) this.hashSource = resizedInt32(this.hashSource, this.edgeToken.length);
-    this.hashSource[edge] = state;
-    if ((this.hashUsed + 1) * 2 > this.hashSlots.length) this.rehash(grownCapacity(this.hashSlots.length, (this.hashUsed + 1) * 2));
-    this.hashPlace(edge);
+    const slotCount = this.hashSlots.length / 3;
+    if ((this.hashUsed + 1) * 2 > slotCount) this.rehash(grownCapacityPow2(slotCount, (this.hashUsed + 1) * 2));
+    this.hashPlace(state, edge);
     this.hashUsed++;
   }
 
-  private hashPlace(edge: number): void {
+  private hashPlace(state: number, edge: number): void {
     const slots = this.hashSlots;
-    const mask = slots.length - 1;
-    let slot = hashOf(this.hashSource[edge], this.edgeToken[edge]) & mask;
-    while (slots[slot] !== NONE) slot = (slot + 1) & mask;
-    slots[slot] = edge;
+    const mask = slots.length / 3 - 1;
+    const token = this.edgeData[edge * EDGE_STRIDE + TOKEN];
+    let slot = hashOf(state, token) & mask;
+    while (slots[3 * slot + 2] !== NONE) slot = (slot + 1) & mask;
+    slots[3 * slot] = state;
+    slots[3 * slot + 1] = token;
+    slots[3 * slot + 2] = edge;
   }
 
-  private rehash(capacity: number): void {
+  private rehash(slotCount: number): void {
     const old = this.hashSlots;
-    this.hashSlots = new Int32Array(capacity).fill(NONE);
-    for (let i = 0; i < old.length; i++) if (old[i] !== NONE) this.hashPlace(old[i]);
+    this.hashSlots = new Int32Array(slotCount * 3).fill(NONE);
+    for (let i = 0; i < old.length; i += 3) if (old[i + 2] !== NONE) this.hashPlace(old[i], old[i + 2]);
   }
+}
+
+/** Power-of-two slot count for the hash index (masking needs it). */
+function grownCapacityPow2(current: number, needed: number): number {
+  let capacity = Math.max(current, 16);
+  while (capacity < needed) capacity *= 2;
+  return capacity;
 }
 
 function hashOf(state: number, token: number): number {

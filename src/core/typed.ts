@@ -2,10 +2,13 @@
 
 export type IntArray = Int32Array | Uint32Array;
 
-/** Capacity after growing `current` so that it holds at least `needed` elements (doubling). */
+/**
+ * Capacity after growing `current` so that it holds at least `needed` elements. Grows by 1.5x:
+ * memory per token is a budget here, and the copy cost stays amortized O(1).
+ */
 export function grownCapacity(current: number, needed: number): number {
   let capacity = Math.max(current, 16);
-  while (capacity < needed) capacity *= 2;
+  while (capacity < needed) capacity = Math.ceil(capacity * 1.5);
   return capacity;
 }
 

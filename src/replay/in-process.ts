@@ -20,6 +20,7 @@ export class InProcessBackend implements StepBackend {
     }
     if (this.scratch.length < k) this.scratch = new Int32Array(k);
     const drafts: Int32Array[] = [];
+    if (k === 0) return items.map(() => new Int32Array(0));
     for (const item of items) {
       const started = process.hrtime.bigint();
       const length = engine.draft(item.id, k, this.scratch, 0);

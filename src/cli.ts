@@ -1,0 +1,174 @@
+#!/usr/bin/env node
+/**
+ * sam-sidecar command line.
+ *   replay  simulate speculative decoding over recorded rollouts (token-id JSONL or verl dumps)
+ *   synth   write deterministic synthetic rollouts as token-id JSONL
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { DRAFTERS } from './core/engine.js';
+import { SidecarError } from './core/errors.js';
+import { InProcessBackend } from './replay/in-process.js';
+import { formatTable, renderPlot, summarize } from './replay/report.js';
+import { replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
+import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
+import { loadTraceFile, type TraceRow } from './replay/traces.js';
+import { loadTokenizer, loadVerlDump } from './replay/verl.js';
+
+const USAGE = `usage:
+  sam-sidecar replay [--traces FILE | --verl FILE --tokenizer PATH] [options]
+      (no input: built-in synthetic GRPO-like rollouts, 8 prompts x 8 samples)
+      --k N                 draft length cap (num_speculative_tokens), default 3
+      --drafter NAME        sam (default policy) | seed (reference) | ngram (vLLM baseline)
+      --siblings MODE       none | finished | live (default live)
+      --history FILE        finished outputs of an earlier step, loaded first (same format as the input)
+      --min-match N         shortest context the sam policy drafts from, default 1
+      --limit N             replay only the first N rows
+      --plot FILE.svg       AL by output position and acceptance by draft position
+      --json                print one JSON object on the last line of stdout
+      --quiet               no progress bar
+  sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]`;
+
+const positiveInt = z.coerce.number().int().positive();
+
+const ReplayArgs = z
+  .object({
+    traces: z.string().optional(),
+    verl: z.string().optional(),
+    tokenizer: z.string().optional(),
+    k: positiveInt.max(64).default(3),
+    drafter: z.enum(DRAFTERS).default('sam'),
+    siblings: z.enum(SIBLING_MODES).default('live'),
+    history: z.string().optional(),
+    'min-match': positiveInt.default(1),
+    limit: positiveInt.optional(),
+    plot: z.string().optional(),
+    json: z.boolean().default(false),
+    quiet: z.boolean().default(false),
+  })
+  .superRefine((args, ctx) => {
+    if (args.traces !== undefined && args.verl !== undefined) ctx.addIssue({ code: 'custom', path: ['traces'], message: 'give --traces or --verl, not both' });
+    if (args.verl !== undefined && args.tokenizer === undefined) ctx.addIssue({ code: 'custom', path: ['tokenizer'], message: '--verl needs --tokenizer' });
+  });
+
+type ReplayArgs = z.infer<typeof ReplayArgs>;
+
+function parseOrExit<T>(schema: z.ZodType<T>, values: unknown): T {
+  const parsed = schema.safeParse(values);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => `  --${issue.path.join('.') || '?'}: ${issue.message}`);
+  process.stderr.write(`invalid arguments:\n${problems.join('\n')}\n\n${USAGE}\n`);
+  process.exit(2);
+}
+
+function progressBar(enabled: boolean): ((done: number, total: number) => void) | undefined {
+  if (!enabled) return undefined;
+  let lastDrawn = 0;
+  return (done, total) => {
+    const now = Date.now();
+    if (now - lastDrawn < 100 && done < total) return;
+    lastDrawn = now;
+    const width = 30;
+    const filled = Math.round((done / Math.max(1, total)) * width);
+    process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total} rows`);
+    if (done >= total) process.stderr.write('\n');
+  };
+}
+
+function loadRows(path: string, args: ReplayArgs, verl: boolean): TraceRow[] {
+  return verl ? loadVerlDump(path, loadTokenizer(args.tokenizer!)) : loadTraceFile(path);
+}
+
+/** Feeds earlier finished outputs through the backend so their groups are in history. */
+async function preloadHistory(backend: StepBackend, rows: TraceRow[]): Promise<void> {
+  for (const row of rows) {
+    const id = `history:${row.id}`;
+    await backend.step([{ id, start: 0, tokens: [...row.prompt, ...row.output], promptLength: row.prompt.length }], [], 0);
+    await backend.step([], [id], 0);
+  }
+}
+
+async function runReplay(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      traces: { type: 'string' },
+      verl: { type: 'string' },
+      tokenizer: { type: 'string' },
+      k: { type: 'string' },
+      drafter: { type: 'string' },
+      siblings: { type: 'string' },
+      history: { type: 'string' },
+      'min-match': { type: 'string' },
+      limit: { type: 'string' },
+      plot: { type: 'string' },
+      json: { type: 'boolean' },
+      quiet: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const args = parseOrExit(ReplayArgs, values);
+  const source = args.traces ?? args.verl ?? 'synthetic';
+  let rows = source === 'synthetic' ? syntheticTraces() : loadRows(source, args, args.verl !== undefined);
+  if (args.limit !== undefined) rows = rows.slice(0, args.limit);
+  const backend = new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] });
+  if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
+  const result = await replay(rows, backend, {
+    k: args.k,
+    siblings: args.siblings,
+    onProgress: progressBar(!args.quiet && process.stderr.isTTY === true),
+  });
+  const label = `${source.split('/').pop()} drafter=${args.drafter}`;
+  process.stdout.write(`${formatTable(label, result)}\n`);
+  if (args.plot !== undefined) writeFileSync(args.plot, renderPlot(label, result));
+  if (args.json) {
+    const summary = { file: source, drafter: args.drafter, siblings: args.siblings, k: args.k, rows: rows.length, ...summarize(result) };
+    process.stdout.write(`${JSON.stringify(summary)}\n`);
+  }
+}
+
+function runSynth(argv: string[]): void {
+  const { values } = parseArgs({
+    args: argv,
+    options: { out: { type: 'string' }, groups: { type: 'string' }, samples: { type: 'string' }, seed: { type: 'string' } },
+    strict: true,
+  });
+  const args = parseOrExit(
+    z.object({
+      out: z.string({ message: 'required' }),
+      groups: positiveInt.default(DEFAULT_SYNTHETIC.groups),
+      samples: positiveInt.default(DEFAULT_SYNTHETIC.samplesPerGroup),
+      seed: z.coerce.number().int().default(DEFAULT_SYNTHETIC.seed),
+    }),
+    values,
+  );
+  const rows = syntheticTraces({ groups: args.groups, samplesPerGroup: args.samples, seed: args.seed });
+  writeFileSync(args.out, rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
+  process.stdout.write(`wrote ${rows.length} rows to ${args.out}\n`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'replay':
+      return runReplay(rest);
+    case 'synth':
+      return runSynth(rest);
+    default:
+      process.stderr.write(`${USAGE}\n`);
+      process.exit(command === undefined || command === '--help' || command === 'help' ? 0 : 2);
+  }
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  if (error instanceof SidecarError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
+  if (error instanceof TypeError && (error as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    process.stderr.write(`${error.message}\n\n${USAGE}\n`);
+    process.exit(2);
+  }
+  throw error;
+});

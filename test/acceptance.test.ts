@@ -1,0 +1,35 @@
+/**
+ * Acceptance on the shared traces (../shared/data). Skipped, with a message, on a clone without
+ * them: the rest of the suite generates its own data.
+ */
+import { existsSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { InProcessBackend } from '../src/replay/in-process.js';
+import { replay, type SiblingMode } from '../src/replay/simulate.js';
+import { loadTraceFile } from '../src/replay/traces.js';
+
+const DATA = new URL('../../shared/data/traces/', import.meta.url).pathname;
+const available = existsSync(DATA);
+if (!available) console.warn(`acceptance tests skipped: no shared traces at ${DATA}`);
+
+const al = async (file: string, drafter: 'seed' | 'sam', siblings: SiblingMode) =>
+  (await replay(loadTraceFile(DATA + file), new InProcessBackend({ drafter, siblings: siblings !== 'none' }), { k: 3, siblings })).al;
+
+describe.skipIf(!available)('acceptance on shared traces (K=3)', () => {
+  it('seed policy reproduces the independent reference AL', async () => {
+    expect(Math.abs((await al('grpo-gsm8k-step2.jsonl', 'seed', 'none')) - 1.575)).toBeLessThanOrEqual(0.01);
+    expect(Math.abs((await al('math-l5-Qwen2.5-7B-Instruct.jsonl', 'seed', 'none')) - 1.681)).toBeLessThanOrEqual(0.01);
+    expect(Math.abs((await al('qwq-32b-agentic.jsonl', 'seed', 'none')) - 1.258)).toBeLessThanOrEqual(0.01);
+  });
+
+  it('default policy reaches the single-request bar on MATH (>= 1.74)', async () => {
+    expect(await al('math-l5-Qwen2.5-7B-Instruct.jsonl', 'sam', 'none')).toBeGreaterThanOrEqual(1.74);
+  });
+
+  it('default policy is never below the seed policy on any shared file', async () => {
+    for (const file of ['grpo-gsm8k-step2.jsonl', 'math-l5-Qwen2.5-7B-Instruct.jsonl', 'math-l5-Qwen2.5-32B-Instruct.jsonl', 'qwq-32b-agentic.jsonl']) {
+      const seed = await al(file, 'seed', 'none');
+      for (const siblings of ['none', 'finished', 'live'] as const) expect(await al(file, 'sam', siblings)).toBeGreaterThanOrEqual(seed);
+    }
+  });
+});

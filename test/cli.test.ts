@@ -1,0 +1,51 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { syntheticTraces } from '../src/replay/synthetic.js';
+
+const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
+
+describe('command line (built dist/cli.js; `npm test` builds first)', () => {
+  it('is built', () => {
+    expect(existsSync(CLI), 'run `npm run build` first').toBe(true);
+  });
+
+  it('replays a token-id JSONL file and prints one JSON object on the last line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-cli-'));
+    const traces = join(dir, 'traces.jsonl');
+    writeFileSync(traces, syntheticTraces({ groups: 2, samplesPerGroup: 3 }).map((r) => JSON.stringify(r)).join('\n'));
+    const plot = join(dir, 'plot.svg');
+    const stdout = execFileSync('node', [CLI, 'replay', '--traces', traces, '--k', '3', '--drafter', 'sam', '--siblings', 'live', '--json', '--plot', plot], { encoding: 'utf8' });
+    const lines = stdout.trim().split('\n');
+    const summary = JSON.parse(lines[lines.length - 1]);
+    for (const key of ['al', 'alDrafted', 'steps', 'emitted', 'proposed', 'accepted', 'acceptedPerPos', 'proposeUsP50', 'proposeUsP99']) expect(summary).toHaveProperty(key);
+    expect(summary.acceptedPerPos).toHaveLength(3);
+    expect(summary.al).toBeGreaterThan(1);
+    expect(stdout).toContain('AL (emitted / step)');
+    expect(readFileSync(plot, 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\n$/);
+  });
+
+  it('runs on built-in synthetic rollouts when given no input', () => {
+    const stdout = execFileSync('node', [CLI, 'replay', '--json', '--quiet'], { encoding: 'utf8' });
+    expect(JSON.parse(stdout.trim().split('\n').pop()!).steps).toBeGreaterThan(0);
+  });
+
+  it('reports every invalid argument at once, naming each flag', () => {
+    const run = spawnSync('node', [CLI, 'replay', '--k', '0', '--drafter', 'eagle', '--siblings', 'sometimes'], { encoding: 'utf8' });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain('--k');
+    expect(run.stderr).toContain('--drafter');
+    expect(run.stderr).toContain('--siblings');
+  });
+
+  it('names the file, line and field of a bad trace row', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-cli-'));
+    const traces = join(dir, 'bad.jsonl');
+    writeFileSync(traces, '{"prompt":[1],"output":[2]}\n{"prompt":[1],"output":"oops"}\n');
+    const run = spawnSync('node', [CLI, 'replay', '--traces', traces], { encoding: 'utf8' });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/TRACE_INVALID.*output.*bad\.jsonl:2/);
+  });
+});
