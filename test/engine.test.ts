@@ -100,3 +100,15 @@ describe('draft engine', () => {
     }
   });
 });
+
+describe('draft engine limits', () => {
+  it('refuses a context longer than one automaton can index, leaving other requests intact', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('kept', [1, 2, 3], 1);
+    const huge = { length: 1 << 24 } as ArrayLike<number>;
+    const filled = new Proxy(huge, { get: (target, key) => (key === 'length' ? target.length : 1) });
+    expect(() => engine.open('huge', filled, 1)).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT', field: 'context' }));
+    expect(engine.has('huge')).toBe(false);
+    expect(engine.lengthOf('kept')).toBe(3);
+  });
+});

@@ -111,6 +111,9 @@ export class DraftEngine {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
     }
+    if (context.length > SuffixAutomaton.MAX_SEQUENCE_TOKENS) {
+      throw sidecarError('INVALID_ARGUMENT', `context of ${context.length} tokens exceeds ${SuffixAutomaton.MAX_SEQUENCE_TOKENS}`, 'context');
+    }
     this.validateTokens(context, 0, context.length, 'context');
     if (this.requests.has(id)) this.release(id);
     const { drafter } = this.options;
@@ -198,6 +201,9 @@ export class DraftEngine {
   }
 
   private ingest(entry: RequestEntry, tokens: ArrayLike<number>, from: number, to: number): void {
+    if (entry.length + (to - from) > SuffixAutomaton.MAX_SEQUENCE_TOKENS) {
+      throw sidecarError('INVALID_ARGUMENT', `request ${JSON.stringify(entry.id)} would exceed ${SuffixAutomaton.MAX_SEQUENCE_TOKENS} tokens`, 'tokens');
+    }
     if (entry.group !== null) {
       const automaton = entry.group.automaton;
       for (let i = from; i < to; i++) automaton.append(entry.cursor, tokens[i]);
