@@ -6,11 +6,12 @@
  * appended to in any interleaving, which is what live sibling drafting needs. Append is amortized
  * O(1) per token (plus a bounded walk that refreshes recency, see RECENCY_DEPTH).
  *
- * Storage is struct-of-arrays: no per-state objects or Maps, so a GC pass never walks the states.
- * Transitions are singly linked edge lists; states with many edges (the root, single-token
- * contexts) are also indexed in an open-addressing hash so lookups stay O(1) on large vocabularies.
+ * Storage is typed arrays of interleaved records: no per-state objects or Maps, so a GC pass never
+ * walks the states, and one state's fields share a cache line. Transitions are singly linked edge
+ * lists; states with many edges (the root, single-token contexts) are also indexed in an
+ * open-addressing hash so lookups stay O(1) on large vocabularies.
  */
-import { grownCapacity, resizedInt32 } from './typed.js';
+import { grownCapacity, grownPowerOfTwo, resizedInt32 } from './typed.js';
 
 export const ROOT = 0;
 export const NONE = -1;
@@ -386,7 +387,7 @@ export class SuffixAutomaton {
 
   private hashInsert(state: number, edge: number): void {
     const slotCount = this.hashSlots.length / 3;
-    if ((this.hashUsed + 1) * 2 > slotCount) this.rehash(grownCapacityPow2(slotCount, (this.hashUsed + 1) * 2));
+    if ((this.hashUsed + 1) * 2 > slotCount) this.rehash(grownPowerOfTwo(slotCount, (this.hashUsed + 1) * 2));
     this.hashPlace(state, edge);
     this.hashUsed++;
   }
@@ -407,13 +408,6 @@ export class SuffixAutomaton {
     this.hashSlots = new Int32Array(slotCount * 3).fill(NONE);
     for (let i = 0; i < old.length; i += 3) if (old[i + 2] !== NONE) this.hashPlace(old[i], old[i + 2]);
   }
-}
-
-/** Power-of-two slot count for the hash index (masking needs it). */
-function grownCapacityPow2(current: number, needed: number): number {
-  let capacity = Math.max(current, 16);
-  while (capacity < needed) capacity *= 2;
-  return capacity;
 }
 
 function hashOf(state: number, token: number): number {
