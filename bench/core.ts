@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { SuffixAutomaton } from '../src/core/automaton.js';
 import { DraftEngine, type DrafterKind } from '../src/core/engine.js';
+import { round } from '../src/replay/report.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from '../src/replay/traces.js';
@@ -135,10 +136,6 @@ function stepCosts(rows: TraceRow[], drafter: DrafterKind, steps: number) {
   const us1k = median(smallCosts);
   const us32k = median(largeCosts);
   return { stepUs1k: round(us1k, 1), stepUs32k: round(us32k, 1), stepCostRatio32kTo1k: round(us32k / us1k, 3) };
-}
-
-function round(value: number, digits: number): number {
-  return Math.round(value * 10 ** digits) / 10 ** digits;
 }
 
 function main(): void {

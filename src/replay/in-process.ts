@@ -18,9 +18,10 @@ export class InProcessBackend implements StepBackend {
       if (item.promptLength !== undefined) engine.open(item.id, item.tokens, item.promptLength);
       else engine.append(item.id, item.tokens);
     }
+    // k = 0 only ingests (history preload): no drafts, no latency samples.
+    if (k === 0) return items.map(() => new Int32Array(0));
     if (this.scratch.length < k) this.scratch = new Int32Array(k);
     const drafts: Int32Array[] = [];
-    if (k === 0) return items.map(() => new Int32Array(0));
     for (const item of items) {
       const started = process.hrtime.bigint();
       const length = engine.draft(item.id, k, this.scratch, 0);

@@ -39,7 +39,8 @@ export function summarize(result: ReplayResult): ReplaySummary {
   };
 }
 
-function round(value: number, digits: number): number {
+/** `value` rounded to `digits` decimals (for reports and benchmark JSON). */
+export function round(value: number, digits: number): number {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;
 }
