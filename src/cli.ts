@@ -1,22 +1,30 @@
 #!/usr/bin/env node
 /**
  * sam-sidecar command line.
- *   replay  simulate speculative decoding over recorded rollouts (token-id JSONL or verl dumps)
+ *   serve   run the sidecar (fast lane + gRPC + HTTP) with the embedded defaults, config file and env
+ *   replay  simulate speculative decoding over recorded rollouts (token-id JSONL or verl dumps),
+ *           in process or through a running sidecar (--via uds|grpc|http)
  *   synth   write deterministic synthetic rollouts as token-id JSONL
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { DRAFTERS } from './core/engine.js';
-import { SidecarError } from './core/errors.js';
+import { connectClient, VIA, type ClientAddresses } from './client/clients.js';
+import { SidecarError, sidecarError } from './core/errors.js';
+import { loadConfig } from './server/config.js';
+import { createLogger, startSidecar } from './server/sidecar.js';
+import { WireBackend } from './replay/wire.js';
 import { InProcessBackend } from './replay/in-process.js';
-import { formatTable, renderPlot, summarize } from './replay/report.js';
-import { replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
+import { formatTable, renderPlot, round, summarize } from './replay/report.js';
+import { percentile, replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
 
 const USAGE = `usage:
+  sam-sidecar serve   (config: config/sam-sidecar.json or SAM_SIDECAR_CONFIG, env overrides such as
+                      SAM_SIDECAR_SOCKET, SAM_SIDECAR_HTTP_PORT, VLLM_SPECULATIVE_BATCH_SIZE_THRE)
   sam-sidecar replay [--traces FILE | --verl FILE --tokenizer PATH] [options]
       (no input: built-in synthetic GRPO-like rollouts, 8 prompts x 8 samples)
       --k N                 draft length cap (num_speculative_tokens), default 3
@@ -25,6 +33,8 @@ const USAGE = `usage:
       --history FILE        finished outputs of an earlier step, loaded first (same format as the input)
       --min-match N         shortest context the sam policy drafts from, default 1
       --limit N             replay only the first N rows
+      --via uds|grpc|http   drive a running sidecar instead of the in-process core (its socket and
+                            HTTP port from the same config and env as serve; its drafting config applies)
       --plot FILE.svg       AL by output position and acceptance by draft position
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
@@ -43,6 +53,7 @@ const ReplayArgs = z
     history: z.string().optional(),
     'min-match': positiveInt.default(1),
     limit: positiveInt.optional(),
+    via: z.enum(VIA).optional(),
     plot: z.string().optional(),
     json: z.boolean().default(false),
     quiet: z.boolean().default(false),
@@ -102,6 +113,7 @@ async function runReplay(argv: string[]): Promise<void> {
       history: { type: 'string' },
       'min-match': { type: 'string' },
       limit: { type: 'string' },
+      via: { type: 'string' },
       plot: { type: 'string' },
       json: { type: 'boolean' },
       quiet: { type: 'boolean' },
@@ -112,7 +124,10 @@ async function runReplay(argv: string[]): Promise<void> {
   const source = args.traces ?? args.verl ?? 'synthetic';
   let rows = source === 'synthetic' ? syntheticTraces() : loadRows(source, args, args.verl !== undefined);
   if (args.limit !== undefined) rows = rows.slice(0, args.limit);
-  const backend = new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] });
+  const backend: StepBackend =
+    args.via === undefined
+      ? new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] })
+      : new WireBackend(await connectClient(args.via, clientAddresses(loadConfig())));
   if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
   const result = await replay(rows, backend, {
     k: args.k,
@@ -123,8 +138,38 @@ async function runReplay(argv: string[]): Promise<void> {
   process.stdout.write(`${formatTable(label, result)}\n`);
   if (args.plot !== undefined) writeFileSync(args.plot, renderPlot(label, result));
   if (args.json) {
-    const summary = { file: source, drafter: args.drafter, siblings: args.siblings, k: args.k, rows: rows.length, ...summarize(result) };
+    const wire = backend instanceof WireBackend ? wireSummary(args.via!, backend) : {};
+    const summary = { file: source, drafter: args.drafter, siblings: args.siblings, k: args.k, rows: rows.length, ...summarize(result), ...wire };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
+  }
+}
+
+function clientAddresses(config: ReturnType<typeof loadConfig>): ClientAddresses {
+  const host = config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host;
+  return { socket: config.socket, grpcSocket: config.grpc.socket!, httpUrl: `http://${host}:${config.http.port}` };
+}
+
+function wireSummary(via: string, backend: WireBackend): Record<string, unknown> {
+  const latencies = Float64Array.from(backend.stepLatenciesUs).sort();
+  return { via, stepUsP50: round(percentile(latencies, 0.5), 1), stepUsP99: round(percentile(latencies, 0.99), 1), resyncs: backend.resyncs };
+}
+
+async function runServe(argv: string[]): Promise<void> {
+  if (argv.length > 0) throw sidecarError('INVALID_ARGUMENT', `serve takes no arguments (got ${argv.join(' ')}); configure it with the config file and env`, 'argv');
+  const config = loadConfig();
+  const logger = createLogger(config);
+  const sidecar = await startSidecar(config, logger);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'shutting down');
+      sidecar.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    });
   }
 }
 
@@ -151,6 +196,8 @@ function runSynth(argv: string[]): void {
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
+    case 'serve':
+      return runServe(rest);
     case 'replay':
       return runReplay(rest);
     case 'synth':

@@ -1,21 +1,25 @@
 /**
  * The one catalogue of coded errors. Callers (and clients across the wire) match on `code`;
- * the message always names the offending field.
+ * the message always names the offending field. `status` is what a Step item reports (RESYNC:
+ * resend the full context), `http` and `grpc` the status codes of the transports
+ * (gRPC: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, 12 UNIMPLEMENTED,
+ * 13 INTERNAL, 14 UNAVAILABLE).
  */
 export const ErrorCodes = {
-  UNKNOWN_REQUEST: { status: 'RESYNC', http: 409, text: 'request is not known to the sidecar; send its full context' },
-  TOKEN_GAP: { status: 'RESYNC', http: 409, text: 'delta does not continue the request; send its full context' },
-  TOKEN_OUT_OF_RANGE: { status: 'ERROR', http: 400, text: 'token id out of range' },
-  K_OUT_OF_RANGE: { status: 'ERROR', http: 400, text: 'k out of range' },
-  INVALID_ARGUMENT: { status: 'ERROR', http: 400, text: 'invalid argument' },
-  DUPLICATE_REQUEST: { status: 'ERROR', http: 400, text: 'request appears twice in one step' },
-  STALE_STEP: { status: 'ERROR', http: 409, text: 'step id is older than the engine\u2019s last step' },
-  MALFORMED_FRAME: { status: 'ERROR', http: 400, text: 'malformed frame' },
-  MESSAGE_TOO_LARGE: { status: 'ERROR', http: 413, text: 'message exceeds the configured limit' },
-  UNSUPPORTED_VERSION: { status: 'ERROR', http: 400, text: 'unsupported protocol version' },
-  NOT_READY: { status: 'ERROR', http: 503, text: 'sidecar is shutting down' },
-  CONFIG_INVALID: { status: 'ERROR', http: 500, text: 'invalid configuration' },
-  TRACE_INVALID: { status: 'ERROR', http: 400, text: 'invalid trace input' },
+  UNKNOWN_REQUEST: { status: 'RESYNC', http: 409, grpc: 9, text: 'request is not known to the sidecar; send its full context' },
+  TOKEN_GAP: { status: 'RESYNC', http: 409, grpc: 9, text: 'delta does not continue the request; send its full context' },
+  TOKEN_OUT_OF_RANGE: { status: 'ERROR', http: 400, grpc: 3, text: 'token id out of range' },
+  K_OUT_OF_RANGE: { status: 'ERROR', http: 400, grpc: 3, text: 'k out of range' },
+  INVALID_ARGUMENT: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid argument' },
+  DUPLICATE_REQUEST: { status: 'ERROR', http: 400, grpc: 3, text: 'request appears twice in one step' },
+  STALE_STEP: { status: 'ERROR', http: 409, grpc: 9, text: 'step id is older than the engine\u2019s last step' },
+  MALFORMED_FRAME: { status: 'ERROR', http: 400, grpc: 3, text: 'malformed frame' },
+  MESSAGE_TOO_LARGE: { status: 'ERROR', http: 413, grpc: 8, text: 'message exceeds the configured limit' },
+  UNSUPPORTED_VERSION: { status: 'ERROR', http: 400, grpc: 12, text: 'unsupported protocol version' },
+  NOT_READY: { status: 'ERROR', http: 503, grpc: 14, text: 'sidecar is shutting down' },
+  CONFIG_INVALID: { status: 'ERROR', http: 500, grpc: 3, text: 'invalid configuration' },
+  INTERNAL: { status: 'ERROR', http: 500, grpc: 13, text: 'internal error (a bug: please report it with the log line)' },
+  TRACE_INVALID: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid trace input' },
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -35,6 +39,15 @@ export class SidecarError extends Error {
     return ErrorCodes[this.code].http;
   }
 
+  get grpcStatus(): number {
+    return ErrorCodes[this.code].grpc;
+  }
+
+  /** The JSON shape every transport uses for an error. */
+  toJSON(): { code: ErrorCode; field: string | null; message: string } {
+    return { code: this.code, field: this.field ?? null, message: this.message };
+  }
+
   /** RESYNC errors are recoverable by resending the full context. */
   get needsResync(): boolean {
     return ErrorCodes[this.code].status === 'RESYNC';
@@ -43,4 +56,12 @@ export class SidecarError extends Error {
 
 export function sidecarError(code: ErrorCode, detail: string, field?: string): SidecarError {
   return new SidecarError(code, detail, field);
+}
+
+/** An error received from a sidecar over the wire, as the same coded type (message kept verbatim). */
+export function remoteError(json: { code: string; field?: string | null; message: string }): SidecarError {
+  const code = (json.code in ErrorCodes ? json.code : 'INTERNAL') as ErrorCode;
+  const error = new SidecarError(code, '', json.field ?? undefined);
+  error.message = json.message;
+  return error;
 }

@@ -1,0 +1,431 @@
+/**
+ * The one operation the sidecar serves: Step. Once per decode step an engine (one vLLM instance)
+ * sends the new tokens of every request in its batch; the service ingests them (always, also when
+ * the gate says no, so the automata never have gaps), scores the drafts it served last step against
+ * what came next, decides whether to speculate, and drafts.
+ *
+ * Pure: no I/O and no clock (callers pass `nowMs`). Transports decode into a columnar `StepBatch`,
+ * call `step`, and encode the `StepOutcome`; the outcome is immutable and cached per
+ * (engine, step id), so every tensor-parallel rank that repeats a step gets the same answer and
+ * nothing is applied twice.
+ */
+import { DraftEngine, type EngineOptions, type EngineStats } from './engine.js';
+import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
+import { BatchGate, type GateConfig, GateReason } from './gate.js';
+
+/** `promptLengths[i]` of an item that carries a delta, not a full context. */
+export const NO_PROMPT = 0xffffffff;
+
+/** Per-item status on the wire. */
+export const ItemStatus = { OK: 0, RESYNC: 1, ERROR: 2 } as const;
+export type ItemStatus = (typeof ItemStatus)[keyof typeof ItemStatus];
+
+/** One step of one engine, columnar so every transport decodes into it without per-item objects. */
+export interface StepBatch {
+  engineId: string;
+  stepId: bigint;
+  /** Requests scheduled in this step: the batch size the gate compares. */
+  numReqs: number;
+  prefill: boolean;
+  k: number;
+  reqIds: readonly string[];
+  /** Tokens the client believes the sidecar holds before this item's tokens (its old length). */
+  starts: ArrayLike<number>;
+  /** Tokens of each item in `tokens`, in batch order. */
+  counts: ArrayLike<number>;
+  /** Prompt length when the item carries its full context, NO_PROMPT for a delta. */
+  promptLengths: ArrayLike<number>;
+  tokens: ArrayLike<number>;
+  /** Requests finished or aborted since the engine's last step. */
+  finished: readonly string[];
+}
+
+export interface ItemError {
+  index: number;
+  code: ErrorCode;
+  message: string;
+}
+
+export interface StepOutcome {
+  readonly stepId: bigint;
+  readonly speculate: boolean;
+  readonly reason: GateReason;
+  readonly statuses: Uint8Array;
+  /** Draft length per item (0..k). */
+  readonly draftLengths: Uint8Array;
+  /** Every item's draft, concatenated in batch order. */
+  readonly drafts: Int32Array;
+  readonly errors: readonly ItemError[];
+}
+
+export interface ServiceLimits {
+  /** Largest k a caller may ask for. */
+  maxK: number;
+  /** Requests not seen for this long are evicted (their client gets RESYNC if it comes back). */
+  requestTtlMs: number;
+  /** Total tokens held (live requests, siblings, history); history is evicted first, LRU. */
+  maxTokens: number;
+  /** Responses kept per engine for tensor-parallel duplicates of a step. */
+  stepCacheSize: number;
+}
+
+/** Counters read by the metrics layer at scrape time (the hot path only adds to numbers). */
+export class StepCounters {
+  steps = 0;
+  duplicateSteps = 0;
+  items = 0;
+  tokensIngested = 0;
+  drafts = 0;
+  draftTokens = 0;
+  acceptedTokens = 0;
+  acceptedPerPos: Float64Array;
+  shadowDrafts = 0;
+  shadowAcceptedTokens = 0;
+  readonly decisions = new Float64Array(Object.keys(GateReason).length);
+  readonly itemErrors = new Map<ErrorCode, number>();
+  /** Call-level errors, counted by the transports' shared context. */
+  readonly callErrors = new Map<ErrorCode, number>();
+  evictedIdle = 0;
+  evictedForMemory = 0;
+  constructor(maxK: number) {
+    this.acceptedPerPos = new Float64Array(maxK);
+  }
+}
+
+class RequestState {
+  lastSeenMs = 0;
+  stamp = -1;
+  /** The last draft (served or shadow) and how much of it the tokens since have matched. */
+  predictionLength = 0;
+  predictionMatched = 0;
+  predictionServed = false;
+  readonly prediction: Int32Array;
+  constructor(
+    readonly key: string,
+    readonly reqId: string,
+    maxK: number,
+  ) {
+    this.prediction = new Int32Array(maxK);
+  }
+}
+
+class EngineState {
+  lastStepId = -1n;
+  lastSeenMs = 0;
+  readonly recent = new Map<bigint, StepOutcome | SidecarError>();
+  readonly requests = new Map<string, RequestState>();
+  readonly gate: BatchGate;
+  constructor(
+    readonly id: string,
+    gateConfig: Readonly<GateConfig>,
+  ) {
+    this.gate = new BatchGate(gateConfig);
+  }
+}
+
+export interface RequestView {
+  engineId: string;
+  reqId: string;
+  length: number;
+  promptLength: number;
+  lastSeenMs: number;
+  pendingDraft: number[];
+}
+
+export interface ServiceStats extends EngineStats {
+  engines: number;
+  maxTokens: number;
+}
+
+export class StepService {
+  readonly draftEngine: DraftEngine;
+  readonly counters: StepCounters;
+  private readonly engines = new Map<string, EngineState>();
+  private stamp = 0;
+  private scratch: Int32Array;
+  private ingested: Array<RequestState | undefined> = [];
+  private tokensSinceMaintenance = 0;
+
+  constructor(
+    readonly limits: Readonly<ServiceLimits>,
+    readonly gateConfig: Readonly<GateConfig>,
+    engineOptions: Partial<EngineOptions> = {},
+  ) {
+    this.draftEngine = new DraftEngine(engineOptions);
+    this.counters = new StepCounters(limits.maxK);
+    this.scratch = new Int32Array(256 * limits.maxK);
+  }
+
+  /**
+   * Serves one step. Throws a SidecarError for a call-level problem (nothing applied); per-item
+   * problems become that item's status and leave every other item and request untouched.
+   */
+  step(batch: StepBatch, nowMs: number): StepOutcome {
+    const engine = this.engineFor(batch.engineId, nowMs);
+    const cached = engine.recent.get(batch.stepId);
+    if (cached !== undefined) {
+      this.counters.duplicateSteps++;
+      if (cached instanceof SidecarError) throw cached;
+      return cached;
+    }
+    if (batch.stepId <= engine.lastStepId) {
+      throw sidecarError('STALE_STEP', `step ${batch.stepId} after step ${engine.lastStepId} of engine ${JSON.stringify(batch.engineId)}`, 'step_id');
+    }
+    let outcome: StepOutcome | SidecarError;
+    try {
+      outcome = this.apply(engine, batch, nowMs);
+    } catch (error) {
+      if (!(error instanceof SidecarError)) throw error;
+      outcome = error;
+    }
+    engine.lastStepId = batch.stepId;
+    engine.recent.set(batch.stepId, outcome);
+    if (engine.recent.size > this.limits.stepCacheSize) engine.recent.delete(engine.recent.keys().next().value!);
+    if (this.tokensSinceMaintenance > this.limits.maxTokens / 16) this.maintain(nowMs);
+    if (outcome instanceof SidecarError) throw outcome;
+    return outcome;
+  }
+
+  /** Releases requests of an engine (finished or aborted outside a step). Returns how many were held. */
+  release(engineId: string, reqIds: readonly string[]): number {
+    const engine = this.engines.get(engineId);
+    if (engine === undefined) return 0;
+    let released = 0;
+    for (const reqId of reqIds) if (this.releaseRequest(engine, reqId)) released++;
+    return released;
+  }
+
+  /** Evicts idle requests and engines, then enforces the token budget. Call it periodically. */
+  maintain(nowMs: number): void {
+    this.tokensSinceMaintenance = 0;
+    const horizon = nowMs - this.limits.requestTtlMs;
+    for (const engine of this.engines.values()) {
+      for (const state of engine.requests.values()) {
+        if (state.lastSeenMs < horizon && this.releaseRequest(engine, state.reqId)) this.counters.evictedIdle++;
+      }
+      if (engine.requests.size === 0 && engine.lastSeenMs < horizon) this.engines.delete(engine.id);
+    }
+    this.enforceMemoryBudget();
+  }
+
+  stats(): ServiceStats {
+    return { ...this.draftEngine.stats(), engines: this.engines.size, maxTokens: this.limits.maxTokens };
+  }
+
+  describe(engineId: string, reqId: string): RequestView | undefined {
+    const state = this.engines.get(engineId)?.requests.get(reqId);
+    if (state === undefined) return undefined;
+    return {
+      engineId,
+      reqId,
+      length: this.draftEngine.lengthOf(state.key),
+      promptLength: this.draftEngine.promptLengthOf(state.key),
+      lastSeenMs: state.lastSeenMs,
+      pendingDraft: Array.from(state.prediction.subarray(state.predictionMatched, state.predictionLength)),
+    };
+  }
+
+  gateAcceptance(engineId: string): { meanAccepted: number; observations: number } | undefined {
+    return this.engines.get(engineId)?.gate.acceptance;
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
+    const n = validateBatch(batch, this.limits.maxK);
+    const counters = this.counters;
+    const { k } = batch;
+    for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
+    const decision = engine.gate.decide(batch.numReqs, batch.prefill, k);
+    counters.steps++;
+    counters.items += n;
+    counters.decisions[decision.reason]++;
+    const shadow = !decision.speculate && this.gateConfig.mode === 'adaptive' && k > 0;
+    const stamp = ++this.stamp;
+    const statuses = new Uint8Array(n);
+    const draftLengths = new Uint8Array(n);
+    const errors: ItemError[] = [];
+    if (this.scratch.length < n * k) this.scratch = new Int32Array(n * k);
+    const scratch = this.scratch;
+    // Pass 1 ingests every item, pass 2 drafts: a request drafts from all its siblings' tokens of
+    // this step, whatever their order in the batch.
+    if (this.ingested.length < n) this.ingested = new Array(n);
+    const ingested = this.ingested;
+    let offset = 0;
+    for (let i = 0; i < n; i++) {
+      const count = batch.counts[i];
+      const from = offset;
+      offset += count;
+      ingested[i] = undefined;
+      try {
+        ingested[i] = this.ingestItem(engine, batch, i, from, from + count, stamp, nowMs);
+      } catch (error) {
+        if (!(error instanceof SidecarError)) throw error;
+        statuses[i] = error.needsResync ? ItemStatus.RESYNC : ItemStatus.ERROR;
+        errors.push({ index: i, code: error.code, message: error.message });
+        counters.itemErrors.set(error.code, (counters.itemErrors.get(error.code) ?? 0) + 1);
+      }
+    }
+    let written = 0;
+    for (let i = 0; i < n; i++) {
+      const state = ingested[i];
+      if (state === undefined) continue;
+      ingested[i] = undefined;
+      if (decision.speculate) {
+        const length = this.draftEngine.draft(state.key, k, scratch, written);
+        draftLengths[i] = length;
+        state.prediction.set(scratch.subarray(written, written + length));
+        state.predictionLength = length;
+        state.predictionMatched = 0;
+        state.predictionServed = true;
+        written += length;
+        if (length > 0) {
+          counters.drafts++;
+          counters.draftTokens += length;
+        }
+      } else if (shadow && state.predictionLength === 0) {
+        state.predictionLength = this.draftEngine.draft(state.key, k, state.prediction, 0);
+        state.predictionMatched = 0;
+        state.predictionServed = false;
+        if (state.predictionLength > 0) counters.shadowDrafts++;
+      } else if (!shadow) {
+        state.predictionLength = 0;
+      }
+    }
+    return Object.freeze({
+      stepId: batch.stepId,
+      speculate: decision.speculate,
+      reason: decision.reason,
+      statuses,
+      draftLengths,
+      drafts: scratch.slice(0, written),
+      errors: Object.freeze(errors),
+    });
+  }
+
+  /** Ingests item i (tokens[from..to)); returns its state, or throws the item's error. */
+  private ingestItem(engine: EngineState, batch: StepBatch, i: number, from: number, to: number, stamp: number, nowMs: number): RequestState {
+    const reqId = batch.reqIds[i];
+    let state = engine.requests.get(reqId);
+    if (state !== undefined && state.stamp === stamp) {
+      throw sidecarError('DUPLICATE_REQUEST', `request ${JSON.stringify(reqId)} at items ${i} and an earlier one`, `items[${i}].req_id`);
+    }
+    const promptLength = batch.promptLengths[i];
+    const start = batch.starts[i];
+    const draftEngine = this.draftEngine;
+    if (promptLength !== NO_PROMPT) {
+      if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `items[${i}].start`);
+      const key = state?.key ?? requestKey(engine.id, reqId);
+      draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
+      if (state === undefined) {
+        state = new RequestState(key, reqId, this.limits.maxK);
+        engine.requests.set(reqId, state);
+      }
+      state.predictionLength = 0;
+    } else {
+      if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `items[${i}].req_id`);
+      const held = draftEngine.lengthOf(state.key);
+      if (start > held) throw sidecarError('TOKEN_GAP', `request ${JSON.stringify(reqId)} starts at ${start} but the sidecar holds ${held} tokens`, `items[${i}].start`);
+      // A resent overlap (start < held) is skipped: deltas are idempotent.
+      const fresh = Math.min(to, from + (held - start));
+      draftEngine.append(state.key, batch.tokens, fresh, to);
+      this.score(engine, state, batch.tokens, fresh, to);
+    }
+    state.stamp = stamp;
+    state.lastSeenMs = nowMs;
+    this.counters.tokensIngested += to - from;
+    this.tokensSinceMaintenance += to - from;
+    return state;
+  }
+
+  /** Compares newly arrived tokens with the pending draft; a mismatch or a full match scores it. */
+  private score(engine: EngineState, state: RequestState, tokens: ArrayLike<number>, from: number, to: number): void {
+    if (state.predictionLength === 0) return;
+    let matched = state.predictionMatched;
+    let i = from;
+    while (i < to && matched < state.predictionLength && tokens[i] === state.prediction[matched]) {
+      matched++;
+      i++;
+    }
+    state.predictionMatched = matched;
+    if (i === to && matched < state.predictionLength) return; // all new tokens matched; wait for more
+    engine.gate.observe(matched);
+    const counters = this.counters;
+    if (state.predictionServed) {
+      counters.acceptedTokens += matched;
+      for (let j = 0; j < matched; j++) counters.acceptedPerPos[j]++;
+    } else {
+      counters.shadowAcceptedTokens += matched;
+    }
+    state.predictionLength = 0;
+  }
+
+  private releaseRequest(engine: EngineState, reqId: string): boolean {
+    const state = engine.requests.get(reqId);
+    if (state === undefined) return false;
+    engine.requests.delete(reqId);
+    this.draftEngine.release(state.key);
+    return true;
+  }
+
+  private engineFor(engineId: string, nowMs: number): EngineState {
+    let engine = this.engines.get(engineId);
+    if (engine === undefined) {
+      engine = new EngineState(engineId, this.gateConfig);
+      this.engines.set(engineId, engine);
+    }
+    engine.lastSeenMs = nowMs;
+    return engine;
+  }
+
+  /** History first (LRU), then the least recently seen live requests. */
+  private enforceMemoryBudget(): void {
+    const budget = this.limits.maxTokens;
+    const draftEngine = this.draftEngine;
+    let stats = draftEngine.stats();
+    if (stats.tokensIndexed <= budget) return;
+    draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (stats.tokensIndexed - budget)));
+    stats = draftEngine.stats();
+    if (stats.tokensIndexed <= budget) return;
+    const live: Array<[EngineState, RequestState]> = [];
+    for (const engine of this.engines.values()) for (const state of engine.requests.values()) live.push([engine, state]);
+    live.sort((a, b) => a[1].lastSeenMs - b[1].lastSeenMs);
+    for (const [engine, state] of live) {
+      this.releaseRequest(engine, state.reqId);
+      this.counters.evictedForMemory++;
+      draftEngine.enforceHistoryBudget(0);
+      if (draftEngine.stats().tokensIndexed <= budget) break;
+    }
+  }
+}
+
+function requestKey(engineId: string, reqId: string): string {
+  return `${engineId}\u0000${reqId}`;
+}
+
+function tokenView(tokens: ArrayLike<number>, from: number, to: number): ArrayLike<number> {
+  if (ArrayBuffer.isView(tokens)) return (tokens as unknown as Uint32Array).subarray(from, to);
+  return Array.prototype.slice.call(tokens, from, to) as number[];
+}
+
+/** Call-level validation: shapes and ranges, before anything is applied. Returns the item count. */
+function validateBatch(batch: StepBatch, maxK: number): number {
+  const n = batch.reqIds.length;
+  if (!(Number.isInteger(batch.k) && batch.k >= 0 && batch.k <= maxK)) throw sidecarError('K_OUT_OF_RANGE', `k = ${batch.k}, allowed 0..${maxK}`, 'k');
+  if (!(Number.isInteger(batch.numReqs) && batch.numReqs >= 0)) throw sidecarError('INVALID_ARGUMENT', `num_reqs = ${batch.numReqs}`, 'num_reqs');
+  if (batch.engineId.length === 0) throw sidecarError('INVALID_ARGUMENT', 'engine id is empty', 'engine_id');
+  for (const [field, column] of [['starts', batch.starts], ['counts', batch.counts], ['prompt_lens', batch.promptLengths]] as const) {
+    if (column.length !== n) throw sidecarError('INVALID_ARGUMENT', `${column.length} entries for ${n} requests`, field);
+  }
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const count = batch.counts[i];
+    if (!(Number.isInteger(count) && count >= 0)) throw sidecarError('INVALID_ARGUMENT', `counts[${i}] = ${count}`, `items[${i}].tokens`);
+    const start = batch.starts[i];
+    if (!(Number.isInteger(start) && start >= 0)) throw sidecarError('INVALID_ARGUMENT', `starts[${i}] = ${start}`, `items[${i}].start`);
+    if (batch.reqIds[i].length === 0) throw sidecarError('INVALID_ARGUMENT', `request id at item ${i} is empty`, `items[${i}].req_id`);
+    total += count;
+  }
+  if (total !== batch.tokens.length) throw sidecarError('INVALID_ARGUMENT', `item token counts sum to ${total}, ${batch.tokens.length} tokens sent`, 'tokens');
+  return n;
+}

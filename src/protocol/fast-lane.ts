@@ -1,0 +1,377 @@
+/**
+ * Fast-lane frames: length-prefixed binary messages over a Unix domain socket, little-endian.
+ * The layout is specified in proto/fast-lane.md; this module is its one implementation in
+ * TypeScript (server and Node client), python/src/sam_sidecar/wire.py the one in Python.
+ *
+ * Every frame: u32 length of what follows, then the 8-byte header
+ *   u16 magic 0x5341 ("SA" little-endian), u8 version, u8 kind, u32 call id (echoed in the reply)
+ * then the body of its kind. Arrays of u32 come first and the token array starts 4-aligned, so
+ * both ends copy whole arrays instead of walking fields.
+ */
+import { sidecarError, SidecarError } from '../core/errors.js';
+import { NO_PROMPT, type StepBatch, type StepOutcome } from '../core/step-service.js';
+import type { GateReason } from '../core/gate.js';
+
+export const MAGIC = 0x5341;
+export const VERSION = 1;
+export const FRAME_PREFIX = 4;
+export const HEADER_BYTES = 8;
+
+export const FrameKind = {
+  STEP: 1,
+  STEP_REPLY: 2,
+  RELEASE: 3,
+  RELEASE_REPLY: 4,
+  ERROR_REPLY: 5,
+  PING: 6,
+  PONG: 7,
+} as const;
+export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
+
+const STEP_FIXED = 32;
+const REPLY_FIXED = 28;
+
+export interface FrameHeader {
+  kind: number;
+  callId: number;
+}
+
+export interface ErrorReply {
+  code: string;
+  field: string | null;
+  message: string;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Reads and checks the header of a complete frame (frame starts with its length prefix). */
+export function readHeader(frame: Buffer): FrameHeader {
+  if (frame.length < FRAME_PREFIX + HEADER_BYTES) throw sidecarError('MALFORMED_FRAME', `frame of ${frame.length} bytes is shorter than its header`, 'header');
+  const callId = frame.readUInt32LE(8);
+  if (frame.readUInt16LE(4) !== MAGIC) throw sidecarError('MALFORMED_FRAME', `bad magic 0x${frame.readUInt16LE(4).toString(16)}`, 'magic');
+  const version = frame.readUInt8(6);
+  if (version !== VERSION) throw sidecarError('UNSUPPORTED_VERSION', `version ${version}, this sidecar speaks ${VERSION}`, 'version');
+  return { kind: frame.readUInt8(7), callId };
+}
+
+function writeHeader(frame: Buffer, kind: FrameKind, callId: number): void {
+  frame.writeUInt32LE(frame.length - FRAME_PREFIX, 0);
+  frame.writeUInt16LE(MAGIC, 4);
+  frame.writeUInt8(VERSION, 6);
+  frame.writeUInt8(kind, 7);
+  frame.writeUInt32LE(callId >>> 0, 8);
+}
+
+/** Bounds-checked reader over one frame; every overrun is a MALFORMED_FRAME naming the field. */
+class FrameReader {
+  offset = FRAME_PREFIX + HEADER_BYTES;
+  constructor(readonly frame: Buffer) {}
+  need(bytes: number, field: string): void {
+    if (this.offset + bytes > this.frame.length) {
+      throw sidecarError('MALFORMED_FRAME', `frame ends at byte ${this.frame.length}, ${field} needs ${bytes} bytes from ${this.offset}`, field);
+    }
+  }
+  u8(field: string): number {
+    this.need(1, field);
+    return this.frame.readUInt8(this.offset++);
+  }
+  u16(field: string): number {
+    this.need(2, field);
+    const v = this.frame.readUInt16LE(this.offset);
+    this.offset += 2;
+    return v;
+  }
+  u32(field: string): number {
+    this.need(4, field);
+    const v = this.frame.readUInt32LE(this.offset);
+    this.offset += 4;
+    return v;
+  }
+  u64(field: string): bigint {
+    this.need(8, field);
+    const v = this.frame.readBigUInt64LE(this.offset);
+    this.offset += 8;
+    return v;
+  }
+  /** Copies count u32 values into a fresh (aligned) array. */
+  u32s(count: number, field: string): Uint32Array {
+    this.need(count * 4, field);
+    const out = new Uint32Array(count);
+    new Uint8Array(out.buffer).set(this.frame.subarray(this.offset, this.offset + count * 4));
+    this.offset += count * 4;
+    return out;
+  }
+  u16s(count: number, field: string): Uint16Array {
+    this.need(count * 2, field);
+    const out = new Uint16Array(count);
+    new Uint8Array(out.buffer).set(this.frame.subarray(this.offset, this.offset + count * 2));
+    this.offset += count * 2;
+    return out;
+  }
+  bytes(count: number, field: string): Buffer {
+    this.need(count, field);
+    const out = this.frame.subarray(this.offset, this.offset + count);
+    this.offset += count;
+    return out;
+  }
+  strings(lengths: Uint16Array, field: string): string[] {
+    const out = new Array<string>(lengths.length);
+    for (let i = 0; i < lengths.length; i++) out[i] = this.text(lengths[i], `${field}[${i}]`);
+    return out;
+  }
+  text(count: number, field: string): string {
+    const raw = this.bytes(count, field);
+    try {
+      return utf8.decode(raw);
+    } catch {
+      throw sidecarError('MALFORMED_FRAME', 'not valid UTF-8', field);
+    }
+  }
+  align4(): void {
+    this.offset = (this.offset + 3) & ~3;
+  }
+  end(): void {
+    if (this.offset !== this.frame.length) throw sidecarError('MALFORMED_FRAME', `${this.frame.length - this.offset} bytes after the body`, 'length');
+  }
+}
+
+// ------------------------------------------------------------------ STEP
+
+export function decodeStep(frame: Buffer): StepBatch {
+  const r = new FrameReader(frame);
+  const stepId = r.u64('step_id');
+  const numReqs = r.u32('num_reqs');
+  const k = r.u16('k');
+  const flags = r.u8('flags');
+  r.u8('reserved');
+  const n = r.u32('n_items');
+  const nFinished = r.u32('n_finished');
+  const totalTokens = r.u32('n_tokens');
+  const engineBytes = r.u16('engine_id_bytes');
+  r.u16('reserved');
+  // Sizes are checked against the frame before any array is allocated.
+  r.need(n * 14 + nFinished * 2 + engineBytes + totalTokens * 4, 'items');
+  const starts = r.u32s(n, 'starts');
+  const counts = r.u32s(n, 'counts');
+  const promptLengths = r.u32s(n, 'prompt_lens');
+  const idLengths = r.u16s(n, 'req_id_bytes');
+  const finishedLengths = r.u16s(nFinished, 'finished_id_bytes');
+  const engineId = r.text(engineBytes, 'engine_id');
+  const reqIds = r.strings(idLengths, 'req_ids');
+  const finished = r.strings(finishedLengths, 'finished_ids');
+  r.align4();
+  const tokens = r.u32s(totalTokens, 'tokens');
+  r.end();
+  return { engineId, stepId, numReqs, prefill: (flags & 1) !== 0, k, reqIds, starts, counts, promptLengths, tokens, finished };
+}
+
+/** Encodes a step (the Node client's side; the Python shim builds the same bytes). */
+export function encodeStep(batch: StepBatch, callId: number): Buffer {
+  const n = batch.reqIds.length;
+  const engine = Buffer.from(batch.engineId, 'utf8');
+  const ids = batch.reqIds.map((id) => Buffer.from(id, 'utf8'));
+  const finished = batch.finished.map((id) => Buffer.from(id, 'utf8'));
+  const textBytes = engine.length + sum(ids) + sum(finished);
+  const beforeTokens = FRAME_PREFIX + HEADER_BYTES + STEP_FIXED + n * 14 + finished.length * 2 + textBytes;
+  const tokensAt = (beforeTokens + 3) & ~3;
+  const frame = Buffer.alloc(tokensAt + batch.tokens.length * 4);
+  writeHeader(frame, FrameKind.STEP, callId);
+  let o = FRAME_PREFIX + HEADER_BYTES;
+  o = frame.writeBigUInt64LE(batch.stepId, o);
+  o = frame.writeUInt32LE(batch.numReqs, o);
+  o = frame.writeUInt16LE(batch.k, o);
+  o = frame.writeUInt8(batch.prefill ? 1 : 0, o);
+  o = frame.writeUInt8(0, o);
+  o = frame.writeUInt32LE(n, o);
+  o = frame.writeUInt32LE(finished.length, o);
+  o = frame.writeUInt32LE(batch.tokens.length, o);
+  o = frame.writeUInt16LE(engine.length, o);
+  o = frame.writeUInt16LE(0, o);
+  for (const column of [batch.starts, batch.counts, batch.promptLengths]) for (let i = 0; i < n; i++) o = frame.writeUInt32LE(column[i] >>> 0, o);
+  for (const id of ids) o = frame.writeUInt16LE(id.length, o);
+  for (const id of finished) o = frame.writeUInt16LE(id.length, o);
+  for (const text of [engine, ...ids, ...finished]) o += text.copy(frame, o);
+  o = tokensAt;
+  for (let i = 0; i < batch.tokens.length; i++) o = frame.writeUInt32LE(batch.tokens[i] >>> 0, o);
+  return frame;
+}
+
+// ------------------------------------------------------------------ STEP_REPLY
+
+export function encodeStepReply(outcome: StepOutcome, callId: number): Buffer {
+  const n = outcome.statuses.length;
+  const errors = outcome.errors.length > 0 ? Buffer.from(JSON.stringify(outcome.errors), 'utf8') : Buffer.alloc(0);
+  const draftsAt = (FRAME_PREFIX + HEADER_BYTES + REPLY_FIXED + 2 * n + 3) & ~3;
+  const frame = Buffer.allocUnsafe(draftsAt + outcome.drafts.length * 4 + errors.length);
+  writeHeader(frame, FrameKind.STEP_REPLY, callId);
+  let o = FRAME_PREFIX + HEADER_BYTES;
+  o = frame.writeBigUInt64LE(outcome.stepId, o);
+  o = frame.writeUInt8(outcome.speculate ? 1 : 0, o);
+  o = frame.writeUInt8(outcome.reason, o);
+  o = frame.writeUInt16LE(0, o);
+  o = frame.writeUInt32LE(n, o);
+  o = frame.writeUInt32LE(outcome.drafts.length, o);
+  o = frame.writeUInt32LE(errors.length, o);
+  o = frame.writeUInt32LE(0, o);
+  frame.set(outcome.statuses, o);
+  frame.set(outcome.draftLengths, o + n);
+  frame.fill(0, o + 2 * n, draftsAt);
+  frame.set(new Uint8Array(outcome.drafts.buffer, outcome.drafts.byteOffset, outcome.drafts.byteLength), draftsAt);
+  errors.copy(frame, draftsAt + outcome.drafts.byteLength);
+  return frame;
+}
+
+export function decodeStepReply(frame: Buffer): StepOutcome {
+  const r = new FrameReader(frame);
+  const stepId = r.u64('step_id');
+  const speculate = r.u8('speculate') === 1;
+  const reason = r.u8('reason') as GateReason;
+  r.u16('reserved');
+  const n = r.u32('n_items');
+  const totalDrafts = r.u32('n_draft_tokens');
+  const errorBytes = r.u32('error_bytes');
+  r.u32('reserved');
+  const statuses = Uint8Array.from(r.bytes(n, 'statuses'));
+  const draftLengths = Uint8Array.from(r.bytes(n, 'draft_lengths'));
+  r.align4();
+  const drafts = new Int32Array(r.u32s(totalDrafts, 'drafts').buffer);
+  const errors = errorBytes > 0 ? JSON.parse(r.text(errorBytes, 'errors')) : [];
+  r.end();
+  return { stepId, speculate, reason, statuses, draftLengths, drafts, errors };
+}
+
+// ------------------------------------------------------------------ RELEASE, PING, ERROR_REPLY
+
+export function decodeRelease(frame: Buffer): { engineId: string; reqIds: string[] } {
+  const r = new FrameReader(frame);
+  const n = r.u32('n_items');
+  const engineBytes = r.u16('engine_id_bytes');
+  r.need(n * 2 + engineBytes, 'req_ids');
+  const lengths = r.u16s(n, 'req_id_bytes');
+  const engineId = r.text(engineBytes, 'engine_id');
+  const reqIds = r.strings(lengths, 'req_ids');
+  r.end();
+  return { engineId, reqIds };
+}
+
+export function encodeRelease(engineId: string, reqIds: readonly string[], callId: number): Buffer {
+  const engine = Buffer.from(engineId, 'utf8');
+  const ids = reqIds.map((id) => Buffer.from(id, 'utf8'));
+  const frame = Buffer.alloc(FRAME_PREFIX + HEADER_BYTES + 6 + 2 * ids.length + engine.length + sum(ids));
+  writeHeader(frame, FrameKind.RELEASE, callId);
+  let o = frame.writeUInt32LE(ids.length, FRAME_PREFIX + HEADER_BYTES);
+  o = frame.writeUInt16LE(engine.length, o);
+  for (const id of ids) o = frame.writeUInt16LE(id.length, o);
+  for (const text of [engine, ...ids]) o += text.copy(frame, o);
+  return frame;
+}
+
+export function encodeCount(kind: FrameKind, count: number, callId: number): Buffer {
+  const frame = Buffer.alloc(FRAME_PREFIX + HEADER_BYTES + 4);
+  writeHeader(frame, kind, callId);
+  frame.writeUInt32LE(count, FRAME_PREFIX + HEADER_BYTES);
+  return frame;
+}
+
+export function decodeCount(frame: Buffer): number {
+  const r = new FrameReader(frame);
+  const count = r.u32('count');
+  r.end();
+  return count;
+}
+
+export function encodeEmpty(kind: FrameKind, callId: number): Buffer {
+  const frame = Buffer.alloc(FRAME_PREFIX + HEADER_BYTES);
+  writeHeader(frame, kind, callId);
+  return frame;
+}
+
+export function encodeError(error: SidecarError, callId: number): Buffer {
+  const body = Buffer.from(JSON.stringify(error.toJSON()), 'utf8');
+  const frame = Buffer.alloc(FRAME_PREFIX + HEADER_BYTES + body.length);
+  writeHeader(frame, FrameKind.ERROR_REPLY, callId);
+  body.copy(frame, FRAME_PREFIX + HEADER_BYTES);
+  return frame;
+}
+
+export function decodeError(frame: Buffer): ErrorReply {
+  const r = new FrameReader(frame);
+  return JSON.parse(r.text(frame.length - r.offset, 'error')) as ErrorReply;
+}
+
+/**
+ * Splits a byte stream into frames. Frames larger than `maxFrameBytes` are reported through
+ * `onOversized` (with the call id when the header arrived) and their bytes skipped, so one bad
+ * message does not end the connection.
+ */
+export class FrameSplitter {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private skipping = 0;
+
+  constructor(
+    private readonly maxFrameBytes: number,
+    private readonly onFrame: (frame: Buffer) => void,
+    private readonly onOversized: (length: number, callId: number) => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.skipping > 0) {
+      const skipped = Math.min(this.skipping, chunk.length);
+      this.skipping -= skipped;
+      chunk = chunk.subarray(skipped);
+      if (chunk.length === 0) return;
+    }
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    while (this.buffered >= FRAME_PREFIX) {
+      const head = this.peek(FRAME_PREFIX + HEADER_BYTES);
+      const length = head.readUInt32LE(0);
+      if (length > this.maxFrameBytes) {
+        if (head.length < FRAME_PREFIX + HEADER_BYTES && this.buffered < FRAME_PREFIX + HEADER_BYTES) return;
+        this.onOversized(length, head.length >= FRAME_PREFIX + HEADER_BYTES ? head.readUInt32LE(8) : 0);
+        this.skip(FRAME_PREFIX + length);
+        continue;
+      }
+      if (this.buffered < FRAME_PREFIX + length) return;
+      this.onFrame(this.take(FRAME_PREFIX + length));
+    }
+  }
+
+  /** Up to `bytes` bytes from the front, without consuming them. */
+  private peek(bytes: number): Buffer {
+    const first = this.chunks[0];
+    if (first.length >= bytes || this.chunks.length === 1) return first;
+    return Buffer.concat(this.chunks).subarray(0, bytes);
+  }
+
+  private take(bytes: number): Buffer {
+    const first = this.chunks[0];
+    let out: Buffer;
+    if (first.length >= bytes) {
+      out = first.subarray(0, bytes);
+      if (first.length === bytes) this.chunks.shift();
+      else this.chunks[0] = first.subarray(bytes);
+    } else {
+      const all = Buffer.concat(this.chunks);
+      out = all.subarray(0, bytes);
+      this.chunks = all.length > bytes ? [all.subarray(bytes)] : [];
+    }
+    this.buffered -= bytes;
+    return out;
+  }
+
+  private skip(bytes: number): void {
+    const available = Math.min(bytes, this.buffered);
+    if (available > 0) this.take(available);
+    this.skipping = bytes - available;
+  }
+}
+
+function sum(buffers: Buffer[]): number {
+  let total = 0;
+  for (const b of buffers) total += b.length;
+  return total;
+}
+
+export { NO_PROMPT };

@@ -1,0 +1,43 @@
+/**
+ * gRPC service definitions for @grpc/grpc-js, with protobufjs doing the (de)serialization of the
+ * messages in proto/. Shared by the server and the Node client.
+ */
+import type { ServiceDefinition } from '@grpc/grpc-js';
+import protobuf from 'protobufjs';
+import { fileURLToPath } from 'node:url';
+
+export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
+
+const root = new protobuf.Root().loadSync([`${PROTO_DIR}sam_sidecar.proto`, `${PROTO_DIR}grpc/health/v1/health.proto`], { keepCase: true });
+
+function method<Req, Res>(path: string, requestType: string, responseType: string, responseStream = false) {
+  const request = root.lookupType(requestType);
+  const response = root.lookupType(responseType);
+  return {
+    path,
+    requestStream: false,
+    responseStream,
+    requestSerialize: (value: Req) => Buffer.from(request.encode(request.fromObject(value as object)).finish()),
+    requestDeserialize: (bytes: Buffer) => request.decode(bytes) as unknown as Req,
+    responseSerialize: (value: Res) => Buffer.from(response.encode(response.fromObject(value as object)).finish()),
+    responseDeserialize: (bytes: Buffer) => response.decode(bytes) as unknown as Res,
+  };
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Any = any;
+
+export const SidecarService: ServiceDefinition<Any> = {
+  Step: method<Any, Any>('/sam_sidecar.v1.Sidecar/Step', 'sam_sidecar.v1.StepRequest', 'sam_sidecar.v1.StepResponse'),
+  Release: method<Any, Any>('/sam_sidecar.v1.Sidecar/Release', 'sam_sidecar.v1.ReleaseRequest', 'sam_sidecar.v1.ReleaseResponse'),
+  Stats: method<Any, Any>('/sam_sidecar.v1.Sidecar/Stats', 'sam_sidecar.v1.StatsRequest', 'sam_sidecar.v1.StatsResponse'),
+};
+
+export const HealthService: ServiceDefinition<Any> = {
+  Check: method<Any, Any>('/grpc.health.v1.Health/Check', 'grpc.health.v1.HealthCheckRequest', 'grpc.health.v1.HealthCheckResponse'),
+  Watch: method<Any, Any>('/grpc.health.v1.Health/Watch', 'grpc.health.v1.HealthCheckRequest', 'grpc.health.v1.HealthCheckResponse', true),
+};
+
+export const ServingStatus = { UNKNOWN: 0, SERVING: 1, NOT_SERVING: 2, SERVICE_UNKNOWN: 3 } as const;
+/** Health service names answered: "" (the whole server) and the Step service. */
+export const HEALTH_SERVICE_NAMES = ['', 'sam_sidecar.v1.Sidecar'] as const;

@@ -1,0 +1,180 @@
+/**
+ * The Step message as structured data: the shape of proto/sam_sidecar.proto (snake_case field
+ * names), shared by gRPC (protobufjs objects) and HTTP (JSON). One mapping to and from the core's
+ * columnar StepBatch / StepOutcome serves both transports and their Node clients.
+ */
+import { z } from 'zod';
+import { sidecarError, type ErrorCode } from '../core/errors.js';
+import { GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
+import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome } from '../core/step-service.js';
+
+/** A uint64 as protobufjs hands it over (Long), as JSON carries it (number or string), or a bigint. */
+export type Uint64Like = bigint | number | string | { toString(): string };
+
+export interface RequestDeltaMessage {
+  req_id: string;
+  start?: number;
+  tokens?: ArrayLike<number>;
+  prompt_len?: number | null;
+}
+
+export interface StepRequestMessage {
+  engine_id: string;
+  step_id: Uint64Like;
+  num_reqs?: number;
+  prefill?: boolean;
+  k?: number;
+  requests?: RequestDeltaMessage[];
+  finished_req_ids?: string[];
+}
+
+export interface DraftMessage {
+  status: number;
+  tokens: number[];
+  error_code: string;
+  error_message: string;
+}
+
+export interface StepResponseMessage {
+  step_id: string;
+  speculate: boolean;
+  reason: number;
+  reason_name: string;
+  drafts: DraftMessage[];
+}
+
+/** JSON Step bodies (HTTP) are checked here; token ranges and semantics are the core's to check. */
+export const StepRequestJson = z.object({
+  engine_id: z.string().min(1),
+  step_id: z.union([z.number().int().nonnegative(), z.string().regex(/^\d+$/, 'a decimal uint64')]),
+  num_reqs: z.number().int().nonnegative(),
+  prefill: z.boolean().default(false),
+  k: z.number().int().nonnegative(),
+  requests: z
+    .array(
+      z.object({
+        req_id: z.string().min(1),
+        start: z.number().int().nonnegative().default(0),
+        tokens: z.array(z.number()),
+        prompt_len: z.number().int().nonnegative().nullish(),
+      }),
+    )
+    .default([]),
+  finished_req_ids: z.array(z.string()).default([]),
+});
+
+export function parseStepJson(body: unknown): StepRequestMessage {
+  const parsed = StepRequestJson.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const issues = parsed.error.issues;
+  const field = issues[0].path.join('.') || 'body';
+  throw sidecarError('INVALID_ARGUMENT', issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`).join('; '), field);
+}
+
+export function toUint64(value: Uint64Like, field: string): bigint {
+  try {
+    const id = BigInt(typeof value === 'object' ? value.toString() : value);
+    if (id < 0n || id >= 1n << 64n) throw new RangeError('out of range');
+    return id;
+  } catch {
+    throw sidecarError('INVALID_ARGUMENT', `${String(value)} is not a uint64`, field);
+  }
+}
+
+export function batchFromMessage(message: StepRequestMessage): StepBatch {
+  const requests = message.requests ?? [];
+  const n = requests.length;
+  const reqIds = new Array<string>(n);
+  const starts = new Uint32Array(n);
+  const counts = new Uint32Array(n);
+  const promptLengths = new Uint32Array(n);
+  let total = 0;
+  for (let i = 0; i < n; i++) total += requests[i].tokens?.length ?? 0;
+  const tokens = new Float64Array(total); // holds out-of-range ids too, so the core can name them
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    const request = requests[i];
+    reqIds[i] = request.req_id;
+    starts[i] = request.start ?? 0;
+    const own = request.tokens ?? [];
+    counts[i] = own.length;
+    for (let j = 0; j < own.length; j++) tokens[offset++] = own[j];
+    promptLengths[i] = request.prompt_len === undefined || request.prompt_len === null ? NO_PROMPT : request.prompt_len;
+  }
+  return {
+    engineId: message.engine_id,
+    stepId: toUint64(message.step_id, 'step_id'),
+    numReqs: message.num_reqs ?? 0,
+    prefill: message.prefill ?? false,
+    k: message.k ?? 0,
+    reqIds,
+    starts,
+    counts,
+    promptLengths,
+    tokens,
+    finished: message.finished_req_ids ?? [],
+  };
+}
+
+export function messageFromOutcome(outcome: StepOutcome): StepResponseMessage {
+  const n = outcome.statuses.length;
+  const drafts: DraftMessage[] = new Array(n);
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    const length = outcome.draftLengths[i];
+    drafts[i] = { status: outcome.statuses[i], tokens: Array.from(outcome.drafts.subarray(offset, offset + length)), error_code: '', error_message: '' };
+    offset += length;
+  }
+  for (const error of outcome.errors) {
+    drafts[error.index].error_code = error.code;
+    drafts[error.index].error_message = error.message;
+  }
+  return { step_id: outcome.stepId.toString(), speculate: outcome.speculate, reason: outcome.reason, reason_name: GATE_REASON_NAMES[outcome.reason], drafts };
+}
+
+/** The client side of the mapping (Node clients over gRPC and HTTP). */
+export function messageFromBatch(batch: StepBatch): StepRequestMessage {
+  const requests: RequestDeltaMessage[] = [];
+  let offset = 0;
+  for (let i = 0; i < batch.reqIds.length; i++) {
+    const count = batch.counts[i];
+    const tokens = Array.prototype.slice.call(batch.tokens, offset, offset + count) as number[];
+    offset += count;
+    const delta: RequestDeltaMessage = { req_id: batch.reqIds[i], start: batch.starts[i], tokens };
+    if (batch.promptLengths[i] !== NO_PROMPT) delta.prompt_len = batch.promptLengths[i];
+    requests.push(delta);
+  }
+  return {
+    engine_id: batch.engineId,
+    step_id: batch.stepId.toString(),
+    num_reqs: batch.numReqs,
+    prefill: batch.prefill,
+    k: batch.k,
+    requests,
+    finished_req_ids: [...batch.finished],
+  };
+}
+
+export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: boolean; reason?: number; drafts?: Array<Partial<DraftMessage>> }): StepOutcome {
+  const drafts = message.drafts ?? [];
+  const statuses = new Uint8Array(drafts.length);
+  const draftLengths = new Uint8Array(drafts.length);
+  const flat: number[] = [];
+  const errors: Array<{ index: number; code: ErrorCode; message: string }> = [];
+  drafts.forEach((draft, i) => {
+    statuses[i] = draft.status ?? ItemStatus.OK;
+    const tokens = draft.tokens ?? [];
+    draftLengths[i] = tokens.length;
+    for (const t of tokens) flat.push(t);
+    if (draft.error_code) errors.push({ index: i, code: draft.error_code as ErrorCode, message: draft.error_message ?? '' });
+  });
+  return {
+    stepId: toUint64(message.step_id, 'step_id'),
+    speculate: message.speculate ?? false,
+    reason: (message.reason ?? 0) as GateReason,
+    statuses,
+    draftLengths,
+    drafts: Int32Array.from(flat),
+    errors,
+  };
+}

@@ -1,0 +1,185 @@
+/**
+ * Configuration: embedded defaults, then a JSON file (config/sam-sidecar.json, or the path in
+ * SAM_SIDECAR_CONFIG), then environment variables. Validated once at start with zod, every problem
+ * reported at once, and frozen.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { DRAFTERS } from '../core/engine.js';
+import { sidecarError } from '../core/errors.js';
+import { GATE_MODES } from '../core/gate.js';
+
+const positiveInt = z.number().int().positive();
+const nonNegativeInt = z.number().int().nonnegative();
+
+export const ConfigSchema = z
+  .object({
+    /** Fast-lane Unix socket (the Python shim's default transport). */
+    socket: z.string().min(1).default(join(tmpdir(), 'sam-sidecar', 'sidecar.sock')),
+    /** Permissions of the socket files: group-writable so the vLLM user in the pod can connect. */
+    socketMode: z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as "660"').default('660'),
+    grpc: z
+      .object({
+        /** gRPC over a Unix socket; default: the fast-lane path with ".grpc" appended. "" disables it. */
+        socket: z.string().optional(),
+        /** Optional gRPC over TCP, "host:port" (off by default). */
+        tcp: z.string().regex(/^[^:]+:\d+$/, 'host:port').optional(),
+      })
+      .prefault({}),
+    http: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        /** 0 picks a free port (tests). */
+        port: z.number().int().min(0).max(65535).default(8479),
+      })
+      .prefault({}),
+    drafting: z
+      .object({
+        drafter: z.enum(DRAFTERS).default('sam'),
+        siblings: z.boolean().default(true),
+        minMatch: positiveInt.default(1),
+        vocabSize: positiveInt.max(2 ** 31).default(1 << 20),
+        ngramMin: positiveInt.default(2),
+        ngramMax: positiveInt.default(5),
+      })
+      .prefault({}),
+    gate: z
+      .object({
+        mode: z.enum(GATE_MODES).default('threshold'),
+        /** VLLM_SPECULATIVE_BATCH_SIZE_THRE: off when num_reqs > threshold; <= 0 disables the gate. */
+        threshold: z.number().int().default(32),
+        verifyCost: z
+          .array(z.tuple([positiveInt, z.number().positive()]))
+          .min(1)
+          .refine((points) => points.every((p, i) => i === 0 || p[0] > points[i - 1][0]), 'batch sizes must increase')
+          .default([
+            [1, 1.05],
+            [16, 1.15],
+            [32, 1.35],
+            [64, 1.7],
+            [128, 2.3],
+          ]),
+        hysteresis: z.number().min(0).max(0.5).default(0.05),
+        smoothing: z.number().gt(0).max(1).default(0.01),
+        minObservations: nonNegativeInt.default(200),
+      })
+      .prefault({}),
+    limits: z
+      .object({
+        maxK: positiveInt.max(255).default(16),
+        maxMessageBytes: positiveInt.default(256 * 1024 * 1024),
+        requestTtlSeconds: z.number().positive().default(900),
+        stepCacheSize: positiveInt.default(8),
+      })
+      .prefault({}),
+    memory: z
+      .object({
+        /** All tokens held: live requests, siblings and history (about 37 bytes each). */
+        maxTokens: positiveInt.default(64_000_000),
+        /** Finished groups kept for later rollout steps with the same prompt. */
+        historyTokens: nonNegativeInt.default(16_000_000),
+        maintenanceIntervalMs: positiveInt.default(1000),
+      })
+      .prefault({}),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+    shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
+  })
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.drafting.ngramMin > config.drafting.ngramMax) ctx.addIssue({ code: 'custom', path: ['drafting', 'ngramMin'], message: 'must not exceed ngramMax' });
+    if (config.memory.historyTokens > config.memory.maxTokens) ctx.addIssue({ code: 'custom', path: ['memory', 'historyTokens'], message: 'must not exceed maxTokens' });
+  });
+
+export type SidecarConfig = z.infer<typeof ConfigSchema>;
+
+/** Environment variables and the config path they override. */
+const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string' | 'int' | 'bool']> = [
+  ['SAM_SIDECAR_SOCKET', ['socket'], 'string'],
+  ['SAM_SIDECAR_GRPC_SOCKET', ['grpc', 'socket'], 'string'],
+  ['SAM_SIDECAR_GRPC_TCP', ['grpc', 'tcp'], 'string'],
+  ['SAM_SIDECAR_HTTP_HOST', ['http', 'host'], 'string'],
+  ['SAM_SIDECAR_HTTP_PORT', ['http', 'port'], 'int'],
+  ['VLLM_SPECULATIVE_BATCH_SIZE_THRE', ['gate', 'threshold'], 'int'],
+  ['SAM_SIDECAR_GATE_MODE', ['gate', 'mode'], 'string'],
+  ['SAM_SIDECAR_DRAFTER', ['drafting', 'drafter'], 'string'],
+  ['SAM_SIDECAR_SIBLINGS', ['drafting', 'siblings'], 'bool'],
+  ['SAM_SIDECAR_VOCAB_SIZE', ['drafting', 'vocabSize'], 'int'],
+  ['SAM_SIDECAR_MAX_TOKENS', ['memory', 'maxTokens'], 'int'],
+  ['SAM_SIDECAR_HISTORY_TOKENS', ['memory', 'historyTokens'], 'int'],
+  ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
+];
+
+export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/sam-sidecar.json', import.meta.url));
+
+export interface ConfigSources {
+  env?: NodeJS.ProcessEnv;
+  /** Explicit file; default: SAM_SIDECAR_CONFIG, else config/sam-sidecar.json when present. */
+  file?: string;
+  /** Applied last (tests, embedding). */
+  overrides?: Record<string, unknown>;
+}
+
+export function loadConfig(sources: ConfigSources = {}): Readonly<SidecarConfig> {
+  const env = sources.env ?? process.env;
+  const problems: string[] = [];
+  let raw: Record<string, unknown> = {};
+  const file = sources.file ?? env.SAM_SIDECAR_CONFIG ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  if (file !== undefined) {
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (error) {
+      problems.push(`${file}: ${(error as Error).message}`);
+    }
+  }
+  for (const [name, path, type] of ENV_OVERRIDES) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    let parsed: unknown = value;
+    if (type === 'int') {
+      parsed = /^-?\d+$/.test(value.trim()) ? Number(value) : Number.NaN;
+      if (Number.isNaN(parsed)) problems.push(`${name}: expected an integer, got ${JSON.stringify(value)}`);
+    } else if (type === 'bool') {
+      parsed = ['1', 'true', 'yes', 'on'].includes(value.toLowerCase());
+    }
+    setPath(raw, path, parsed);
+  }
+  if (sources.overrides) raw = deepMerge(raw, sources.overrides);
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) for (const issue of result.error.issues) problems.push(`${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  if (problems.length > 0) throw sidecarError('CONFIG_INVALID', `\n  ${problems.join('\n  ')}`, problems.length === 1 ? undefined : `${problems.length} problems`);
+  const config = result.data!;
+  if (config.grpc.socket === undefined) config.grpc.socket = `${config.socket}.grpc`;
+  return deepFreeze(config);
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    if (typeof node[key] !== 'object' || node[key] === null) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}
+
+function deepMerge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    const existing = out[key];
+    out[key] =
+      value !== null && typeof value === 'object' && !Array.isArray(value) && existing !== null && typeof existing === 'object' && !Array.isArray(existing)
+        ? deepMerge(existing as Record<string, unknown>, value as Record<string, unknown>)
+        : value;
+  }
+  return out;
+}
+
+function deepFreeze<T>(value: T): Readonly<T> {
+  if (value !== null && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

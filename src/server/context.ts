@@ -1,0 +1,43 @@
+/**
+ * What every transport shares: the core service, metrics, logger, config, and readiness. Transports
+ * decode, call `step`/`release`, and encode; errors become coded SidecarErrors here.
+ */
+import type { Logger } from 'pino';
+import { SidecarError, sidecarError } from '../core/errors.js';
+import type { StepBatch, StepOutcome, StepService } from '../core/step-service.js';
+import type { SidecarConfig } from './config.js';
+import type { SidecarMetrics } from './metrics.js';
+
+export class SidecarContext {
+  /** False while starting and once draining: steps get NOT_READY, /readyz fails. */
+  ready = false;
+
+  constructor(
+    readonly config: Readonly<SidecarConfig>,
+    readonly service: StepService,
+    readonly metrics: SidecarMetrics,
+    readonly logger: Logger,
+  ) {}
+
+  step(batch: StepBatch): StepOutcome {
+    if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
+    return this.service.step(batch, Date.now());
+  }
+
+  release(engineId: string, reqIds: readonly string[]): number {
+    return this.service.release(engineId, reqIds);
+  }
+
+  /** Any failure of a call as a coded error (counted); an uncoded one is a bug: logged, INTERNAL. */
+  asCallError(error: unknown): SidecarError {
+    const coded = error instanceof SidecarError ? error : sidecarError('INTERNAL', (error as Error)?.message ?? String(error));
+    if (!(error instanceof SidecarError)) this.logger.error({ err: error }, 'internal error while serving a call');
+    this.countCallError(coded);
+    return coded;
+  }
+
+  countCallError(error: SidecarError): void {
+    const errors = this.service.counters.callErrors;
+    errors.set(error.code, (errors.get(error.code) ?? 0) + 1);
+  }
+}

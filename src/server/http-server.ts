@@ -1,0 +1,104 @@
+/**
+ * HTTP transport (fastify, TCP, 127.0.0.1 by default): probes, Prometheus metrics, a JSON Step for
+ * debugging and tools, and read-only introspection.
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import { SidecarError, sidecarError } from '../core/errors.js';
+import { batchFromMessage, messageFromOutcome, parseStepJson } from '../protocol/messages.js';
+import type { SidecarContext } from './context.js';
+
+export class HttpServer {
+  readonly app: FastifyInstance;
+  address = '';
+
+  constructor(private readonly context: SidecarContext) {
+    const app = Fastify({ logger: false, bodyLimit: context.config.limits.maxMessageBytes });
+    this.app = app;
+    app.setErrorHandler((error, _request, reply) => {
+      const coded = this.context.asCallError(fromFastifyError(error));
+      void reply.status(coded.httpStatus).send(coded.toJSON());
+    });
+    app.setNotFoundHandler((request, reply) => {
+      void reply.status(404).send({ code: 'NOT_FOUND', field: 'url', message: `no route ${request.method} ${request.url}` });
+    });
+
+    app.get('/livez', async () => ({ status: 'ok' }));
+    app.get('/readyz', async (_request, reply) => {
+      if (!this.context.ready) return reply.status(503).send({ status: 'not ready' });
+      return { status: 'ready' };
+    });
+    app.get('/metrics', async (_request, reply) => {
+      const registry = this.context.metrics.registry;
+      return reply.header('content-type', registry.contentType).send(await registry.metrics());
+    });
+
+    app.post('/v1/step', async (request) => {
+      const started = process.hrtime.bigint();
+      const reply = messageFromOutcome(this.context.step(batchFromMessage(parseStepJson(request.body))));
+      this.context.metrics.observeStep('http', started);
+      return reply;
+    });
+    app.post('/v1/release', async (request) => {
+      const body = request.body as { engine_id?: unknown; req_ids?: unknown } | null;
+      if (typeof body?.engine_id !== 'string') throw sidecarError('INVALID_ARGUMENT', 'engine_id must be a string', 'engine_id');
+      if (!Array.isArray(body.req_ids) || !body.req_ids.every((id) => typeof id === 'string')) {
+        throw sidecarError('INVALID_ARGUMENT', 'req_ids must be an array of strings', 'req_ids');
+      }
+      return { released: this.context.release(body.engine_id, body.req_ids as string[]) };
+    });
+
+    app.get('/v1/stats', async () => {
+      const counters = this.context.service.counters;
+      return {
+        ...this.context.service.stats(),
+        steps: counters.steps,
+        duplicateSteps: counters.duplicateSteps,
+        drafts: counters.drafts,
+        draftTokens: counters.draftTokens,
+        acceptedTokens: counters.acceptedTokens,
+        acceptedPerPos: Array.from(counters.acceptedPerPos),
+        evictedIdle: counters.evictedIdle,
+        evictedForMemory: counters.evictedForMemory,
+      };
+    });
+    app.get('/v1/memory', async () => {
+      const { tokensIndexed, bytes, maxTokens, historyTokens } = this.context.service.stats();
+      return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
+    });
+    app.get('/v1/config', async () => this.context.config);
+    app.get<{ Params: { engine: string; req: string } }>('/v1/engines/:engine/requests/:req', async (request, reply) => {
+      const view = this.context.service.describe(request.params.engine, request.params.req);
+      if (view === undefined) {
+        const error = sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(request.params.req)} of engine ${JSON.stringify(request.params.engine)}`, 'req_id');
+        return reply.status(404).send(error.toJSON());
+      }
+      return { ...view, gate: this.context.service.gateAcceptance(request.params.engine) };
+    });
+  }
+
+  async listen(): Promise<void> {
+    const { host, port } = this.context.config.http;
+    await this.app.listen({ host, port });
+    const bound = this.app.server.address();
+    this.address = typeof bound === 'object' && bound !== null ? `http://${host}:${bound.port}` : String(bound);
+  }
+
+  get port(): number {
+    const bound = this.app.server.address();
+    return typeof bound === 'object' && bound !== null ? bound.port : 0;
+  }
+
+  async close(): Promise<void> {
+    await this.app.close();
+  }
+}
+
+/** Fastify's own failures (bad JSON, too large, wrong content type) as catalogue codes. */
+function fromFastifyError(error: unknown): unknown {
+  if (error instanceof SidecarError) return error;
+  const code = (error as { code?: string }).code ?? '';
+  const message = (error as Error).message;
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sidecarError('MESSAGE_TOO_LARGE', message, 'body');
+  if (code.startsWith('FST_ERR_CTP') || (error as { statusCode?: number }).statusCode === 400) return sidecarError('INVALID_ARGUMENT', message, 'body');
+  return error;
+}

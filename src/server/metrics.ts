@@ -1,0 +1,127 @@
+/**
+ * Prometheus metrics. The hot path only adds to the core's plain counters (StepCounters); this
+ * module copies them into prom-client metrics when Prometheus scrapes. Names line up with vLLM's
+ * spec-decode counters (vllm:spec_decode_num_drafts, ..._num_draft_tokens,
+ * ..._num_accepted_tokens, ..._num_accepted_tokens_per_pos), prefixed sam_sidecar_.
+ */
+import client from 'prom-client';
+import { decision, GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
+import type { StepService } from '../core/step-service.js';
+
+export const TRANSPORTS = ['uds', 'grpc', 'http'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
+const STEP_BUCKETS_SECONDS = [5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25];
+
+export class SidecarMetrics {
+  readonly registry = new client.Registry();
+  private readonly stepDuration: Record<Transport, client.Histogram.Internal<string>>;
+
+  constructor(service: StepService) {
+    const registry = this.registry;
+    const counters = service.counters;
+    const counter = (name: string, help: string, read: () => number): void => {
+      new client.Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    };
+    const gauge = (name: string, help: string, read: () => number): void => {
+      new client.Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(read());
+        },
+      });
+    };
+    counter('sam_sidecar_steps_total', 'Step calls computed (tensor-parallel duplicates excluded).', () => counters.steps);
+    counter('sam_sidecar_duplicate_steps_total', 'Step calls answered from the per-engine cache (tensor-parallel ranks).', () => counters.duplicateSteps);
+    counter('sam_sidecar_step_requests_total', 'Requests carried by computed steps.', () => counters.items);
+    counter('sam_sidecar_tokens_ingested_total', 'Tokens ingested into the automata.', () => counters.tokensIngested);
+    counter('sam_sidecar_spec_decode_num_drafts_total', 'Drafts served (non-empty), as vllm:spec_decode_num_drafts.', () => counters.drafts);
+    counter('sam_sidecar_spec_decode_num_draft_tokens_total', 'Draft tokens served, as vllm:spec_decode_num_draft_tokens.', () => counters.draftTokens);
+    counter(
+      'sam_sidecar_spec_decode_num_accepted_tokens_total',
+      'Served draft tokens that matched the tokens the engine emitted next, as vllm:spec_decode_num_accepted_tokens.',
+      () => counters.acceptedTokens,
+    );
+    counter('sam_sidecar_shadow_drafts_total', 'Drafts computed while the gate was off (adaptive mode), never served.', () => counters.shadowDrafts);
+    counter('sam_sidecar_shadow_accepted_tokens_total', 'Tokens shadow drafts would have had accepted.', () => counters.shadowAcceptedTokens);
+    counter('sam_sidecar_evicted_idle_requests_total', 'Requests evicted after the idle timeout.', () => counters.evictedIdle);
+    counter('sam_sidecar_evicted_memory_requests_total', 'Live requests evicted to keep within the token budget.', () => counters.evictedForMemory);
+    new client.Counter({
+      name: 'sam_sidecar_spec_decode_num_accepted_tokens_per_pos_total',
+      help: 'Accepted draft tokens by position in the draft, as vllm:spec_decode_num_accepted_tokens_per_pos.',
+      labelNames: ['position'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        counters.acceptedPerPos.forEach((value, position) => {
+          if (value > 0) this.labels(String(position)).inc(value);
+        });
+      },
+    });
+    new client.Counter({
+      name: 'sam_sidecar_gate_decisions_total',
+      help: 'Gate decisions by outcome and reason.',
+      labelNames: ['speculate', 'reason'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        counters.decisions.forEach((value, reason) => {
+          if (value > 0) this.labels(String(decision(reason as GateReason).speculate), GATE_REASON_NAMES[reason]).inc(value);
+        });
+      },
+    });
+    new client.Counter({
+      name: 'sam_sidecar_errors_total',
+      help: 'Coded errors, per request (scope="request") or per call (scope="call").',
+      labelNames: ['scope', 'code'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [code, value] of counters.itemErrors) this.labels('request', code).inc(value);
+        for (const [code, value] of counters.callErrors) this.labels('call', code).inc(value);
+      },
+    });
+    let stats = service.stats();
+    let statsAt = 0;
+    // One stats() walk per scrape, shared by the gauges below.
+    const fresh = () => {
+      const now = Date.now();
+      if (now - statsAt > 100) {
+        stats = service.stats();
+        statsAt = now;
+      }
+      return stats;
+    };
+    gauge('sam_sidecar_requests', 'Live requests held.', () => fresh().requests);
+    gauge('sam_sidecar_groups', 'Prompt groups held (live and history).', () => fresh().groups);
+    gauge('sam_sidecar_history_groups', 'Finished prompt groups kept as history.', () => fresh().historyGroups);
+    gauge('sam_sidecar_history_tokens', 'Tokens held in history groups.', () => fresh().historyTokens);
+    gauge('sam_sidecar_tokens', 'Tokens held in all automata.', () => fresh().tokensIndexed);
+    gauge('sam_sidecar_memory_bytes', 'Bytes of automaton storage.', () => fresh().bytes);
+    gauge('sam_sidecar_engines', 'Engines (vLLM instances) seen within the idle timeout.', () => fresh().engines);
+    gauge('sam_sidecar_max_tokens', 'Configured token budget.', () => fresh().maxTokens);
+    const histogram = new client.Histogram({
+      name: 'sam_sidecar_step_duration_seconds',
+      help: 'Server-side time of a Step call, decode to encode, in microsecond-scale buckets.',
+      labelNames: ['transport'],
+      buckets: STEP_BUCKETS_SECONDS,
+      registers: [registry],
+    });
+    this.stepDuration = { uds: histogram.labels('uds'), grpc: histogram.labels('grpc'), http: histogram.labels('http') };
+    client.collectDefaultMetrics({ register: registry, prefix: 'sam_sidecar_process_' });
+  }
+
+  observeStep(transport: Transport, startedNs: bigint): void {
+    this.stepDuration[transport].observe(Number(process.hrtime.bigint() - startedNs) / 1e9);
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The sidecar process: one core service behind the fast lane, gRPC and HTTP, with periodic
+ * maintenance (idle eviction, token budget) and graceful shutdown.
+ */
+import { pino, type Logger } from 'pino';
+import { StepService } from '../core/step-service.js';
+import type { SidecarConfig } from './config.js';
+import { SidecarContext } from './context.js';
+import { FastLaneServer } from './fast-lane-server.js';
+import { GrpcServer } from './grpc-server.js';
+import { HttpServer } from './http-server.js';
+import { SidecarMetrics } from './metrics.js';
+
+export interface Sidecar {
+  readonly context: SidecarContext;
+  readonly fastLane: FastLaneServer;
+  readonly grpc: GrpcServer;
+  readonly http: HttpServer;
+  /** Not ready, drain, close every transport, remove the socket files. Idempotent. */
+  close(): Promise<void>;
+}
+
+export function createLogger(config: Readonly<SidecarConfig>): Logger {
+  return pino({ level: config.log.level, base: { service: 'sam-sidecar' } });
+}
+
+export function createService(config: Readonly<SidecarConfig>): StepService {
+  return new StepService(
+    {
+      maxK: config.limits.maxK,
+      requestTtlMs: config.limits.requestTtlSeconds * 1000,
+      maxTokens: config.memory.maxTokens,
+      stepCacheSize: config.limits.stepCacheSize,
+    },
+    config.gate,
+    { ...config.drafting, historyTokens: config.memory.historyTokens },
+  );
+}
+
+export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logger = createLogger(config)): Promise<Sidecar> {
+  if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('sam-sidecar needs a little-endian host (the fast lane copies token arrays as bytes)');
+  const service = createService(config);
+  const metrics = new SidecarMetrics(service);
+  const context = new SidecarContext(config, service, metrics, logger);
+  const fastLane = new FastLaneServer(context, config.socket);
+  const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
+  const http = new HttpServer(context);
+  await http.listen(); // probes answer (not ready) while the rest starts
+  await fastLane.listen();
+  await grpcServer.listen();
+  const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
+  maintenance.unref();
+  context.ready = true;
+  logger.info({ socket: config.socket, grpc: grpcServer.addresses, http: http.address, gate: config.gate.mode, threshold: config.gate.threshold }, 'sam-sidecar ready');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      context.ready = false;
+      grpcServer.notifyNotServing();
+      clearInterval(maintenance);
+      logger.info({ drainMs: config.shutdown.drainMs }, 'sam-sidecar draining');
+      // Steps are answered synchronously, so none is half done; for drainMs clients get NOT_READY
+      // (the shim fails open) and probes report not ready, then the sockets close.
+      if (config.shutdown.drainMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdown.drainMs));
+      await Promise.all([fastLane.close(), grpcServer.close()]);
+      await http.close();
+      logger.info('sam-sidecar closed');
+    })();
+    return closing;
+  };
+  return { context, fastLane, grpc: grpcServer, http, close };
+}
