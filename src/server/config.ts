@@ -88,10 +88,19 @@ export const ConfigSchema = z
     shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
   })
   .strict()
-  .superRefine((config, ctx) => {
-    if (config.drafting.ngramMin > config.drafting.ngramMax) ctx.addIssue({ code: 'custom', path: ['drafting', 'ngramMin'], message: 'must not exceed ngramMax' });
-    if (config.memory.historyTokens > config.memory.maxTokens) ctx.addIssue({ code: 'custom', path: ['memory', 'historyTokens'], message: 'must not exceed maxTokens' });
-  });
+  .superRefine(
+    (config, ctx) => {
+      // Runs even when other settings failed, so every problem is reported in one go.
+      const { drafting, memory } = config ?? {};
+      if (typeof drafting?.ngramMin === 'number' && typeof drafting?.ngramMax === 'number' && drafting.ngramMin > drafting.ngramMax) {
+        ctx.addIssue({ code: 'custom', path: ['drafting', 'ngramMin'], message: 'must not exceed ngramMax' });
+      }
+      if (typeof memory?.historyTokens === 'number' && typeof memory?.maxTokens === 'number' && memory.historyTokens > memory.maxTokens) {
+        ctx.addIssue({ code: 'custom', path: ['memory', 'historyTokens'], message: 'must not exceed maxTokens' });
+      }
+    },
+    { when: () => true },
+  );
 
 export type SidecarConfig = z.infer<typeof ConfigSchema>;
 
@@ -116,8 +125,8 @@ export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/sam-sidec
 
 export interface ConfigSources {
   env?: NodeJS.ProcessEnv;
-  /** Explicit file; default: SAM_SIDECAR_CONFIG, else config/sam-sidecar.json when present. */
-  file?: string;
+  /** Explicit file (null: none); default: SAM_SIDECAR_CONFIG, else config/sam-sidecar.json when present. */
+  file?: string | null;
   /** Applied last (tests, embedding). */
   overrides?: Record<string, unknown>;
 }
@@ -126,8 +135,8 @@ export function loadConfig(sources: ConfigSources = {}): Readonly<SidecarConfig>
   const env = sources.env ?? process.env;
   const problems: string[] = [];
   let raw: Record<string, unknown> = {};
-  const file = sources.file ?? env.SAM_SIDECAR_CONFIG ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
-  if (file !== undefined) {
+  const file = sources.file === undefined ? (env.SAM_SIDECAR_CONFIG ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : null)) : sources.file;
+  if (file !== null) {
     try {
       raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
     } catch (error) {
@@ -139,8 +148,11 @@ export function loadConfig(sources: ConfigSources = {}): Readonly<SidecarConfig>
     if (value === undefined || value === '') continue;
     let parsed: unknown = value;
     if (type === 'int') {
-      parsed = /^-?\d+$/.test(value.trim()) ? Number(value) : Number.NaN;
-      if (Number.isNaN(parsed)) problems.push(`${name}: expected an integer, got ${JSON.stringify(value)}`);
+      if (!/^-?\d+$/.test(value.trim())) {
+        problems.push(`${name}: expected an integer, got ${JSON.stringify(value)}`);
+        continue;
+      }
+      parsed = Number(value);
     } else if (type === 'bool') {
       parsed = ['1', 'true', 'yes', 'on'].includes(value.toLowerCase());
     }

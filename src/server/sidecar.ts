@@ -45,9 +45,15 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context);
-  await http.listen(); // probes answer (not ready) while the rest starts
-  await fastLane.listen();
-  await grpcServer.listen();
+  try {
+    await http.listen(); // probes answer (not ready) while the rest starts
+    await fastLane.listen();
+    await grpcServer.listen();
+  } catch (error) {
+    // Whatever did start is closed again, so a failed start leaves no port or socket behind.
+    await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close()]);
+    throw error;
+  }
   const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
   maintenance.unref();
   context.ready = true;

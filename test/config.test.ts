@@ -1,0 +1,48 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SidecarError } from '../src/core/errors.js';
+import { loadConfig } from '../src/server/config.js';
+
+describe('configuration', () => {
+  it('starts from embedded defaults (the seed switch: threshold 32) and freezes the result', () => {
+    const config = loadConfig({ env: {}, file: null });
+    expect(config.gate).toMatchObject({ mode: 'threshold', threshold: 32 });
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8479 });
+    expect(config.grpc.socket).toBe(`${config.socket}.grpc`);
+    expect(Object.isFrozen(config.gate)).toBe(true);
+  });
+
+  it('reads the file, then lets env variables override it (VLLM_SPECULATIVE_BATCH_SIZE_THRE included)', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
+    writeFileSync(file, JSON.stringify({ gate: { threshold: 8 }, http: { port: 9000 }, socket: '/run/x.sock' }));
+    const config = loadConfig({ file, env: { VLLM_SPECULATIVE_BATCH_SIZE_THRE: '64', SAM_SIDECAR_SOCKET: '/run/y.sock' } });
+    expect(config.gate.threshold).toBe(64);
+    expect(config.http.port).toBe(9000);
+    expect(config.socket).toBe('/run/y.sock');
+  });
+
+  it('honours the config file named by SAM_SIDECAR_CONFIG', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
+    writeFileSync(file, JSON.stringify({ drafting: { drafter: 'ngram' } }));
+    expect(loadConfig({ env: { SAM_SIDECAR_CONFIG: file } }).drafting.drafter).toBe('ngram');
+  });
+
+  it('reports every problem at once, each naming its setting', () => {
+    let error: unknown;
+    try {
+      loadConfig({
+        env: { SAM_SIDECAR_HTTP_PORT: 'eighty', SAM_SIDECAR_GATE_MODE: 'sometimes' },
+        file: null,
+        overrides: { limits: { maxK: 0 }, memory: { maxTokens: 10, historyTokens: 20 }, typo: true },
+      });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SidecarError);
+    const message = (error as SidecarError).message;
+    expect((error as SidecarError).code).toBe('CONFIG_INVALID');
+    for (const fragment of ['SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
+  });
+});

@@ -1,0 +1,68 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { GateReason } from '../src/core/gate.js';
+import { NO_PROMPT, type StepBatch, type StepOutcome } from '../src/core/step-service.js';
+import { decodeStep, decodeStepReply, encodeStep, encodeStepReply, FrameSplitter } from '../src/protocol/fast-lane.js';
+
+const sample: StepBatch = {
+  engineId: 'node-3/dp0',
+  stepId: 2n ** 63n + 5n,
+  numReqs: 130,
+  prefill: true,
+  k: 4,
+  reqIds: ['chatcmpl-α', 'b'],
+  starts: [0, 17],
+  counts: [3, 1],
+  promptLengths: [2, NO_PROMPT],
+  tokens: [151643, 7, 8, 4_000_000_000],
+  finished: ['gone-1', 'gone-2'],
+};
+
+describe('fast-lane frames', () => {
+  it('round-trips a step, with unicode ids, 64-bit step ids and full-range token ids', () => {
+    const decoded = decodeStep(encodeStep(sample, 3));
+    expect({ ...decoded, starts: Array.from(decoded.starts), counts: Array.from(decoded.counts), promptLengths: Array.from(decoded.promptLengths), tokens: Array.from(decoded.tokens) }).toEqual(sample);
+  });
+
+  it('round-trips a reply, per-item errors included', () => {
+    const outcome: StepOutcome = {
+      stepId: 9n,
+      speculate: true,
+      reason: GateReason.PREFILL,
+      statuses: Uint8Array.from([0, 1, 0]),
+      draftLengths: Uint8Array.from([2, 0, 1]),
+      drafts: Int32Array.from([5, 6, 7]),
+      errors: [{ index: 1, code: 'TOKEN_GAP', message: 'gap' }],
+    };
+    expect(decodeStepReply(encodeStepReply(outcome, 1))).toEqual(outcome);
+  });
+
+  it('reassembles frames from any split of the byte stream', () => {
+    const frames = [encodeStep(sample, 1), encodeStep({ ...sample, reqIds: ['x', 'y'] }, 2), encodeStep(sample, 3)];
+    const stream = Buffer.concat(frames);
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 12 }), (cuts) => {
+        const seen: Buffer[] = [];
+        const splitter = new FrameSplitter(1 << 20, (f) => seen.push(Buffer.from(f)), () => expect.unreachable());
+        let at = 0;
+        for (const cut of [...cuts.sort((a, b) => a - b), stream.length]) {
+          splitter.push(stream.subarray(at, cut));
+          at = cut;
+        }
+        expect(seen).toEqual(frames);
+      }),
+    );
+  });
+
+  it('skips an oversized frame, reporting its call id, and carries on with the next one', () => {
+    const big = encodeStep({ ...sample, tokens: Array(300).fill(1), counts: [299, 1] }, 77);
+    const small = encodeStep(sample, 78);
+    const seen: number[] = [];
+    const oversized: number[] = [];
+    const splitter = new FrameSplitter(500, (f) => seen.push(f.readUInt32LE(8)), (_length, callId) => oversized.push(callId));
+    const stream = Buffer.concat([big, small]);
+    for (let i = 0; i < stream.length; i += 100) splitter.push(stream.subarray(i, i + 100));
+    expect(oversized).toEqual([77]);
+    expect(seen).toEqual([78]);
+  });
+});

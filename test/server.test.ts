@@ -1,0 +1,267 @@
+/**
+ * Integration: the real server (fast lane + gRPC over Unix sockets, HTTP on TCP) driven by real
+ * clients of each transport.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FastLaneClient, GrpcClient, HttpClient, type StepClient } from '../src/client/clients.js';
+import { SidecarError } from '../src/core/errors.js';
+import { GateReason } from '../src/core/gate.js';
+import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome } from '../src/core/step-service.js';
+import { decodeError, encodeStep, FrameKind, readHeader } from '../src/protocol/fast-lane.js';
+import { HealthService } from '../src/protocol/grpc-definitions.js';
+import { InProcessBackend } from '../src/replay/in-process.js';
+import { replay } from '../src/replay/simulate.js';
+import { syntheticTraces } from '../src/replay/synthetic.js';
+import { WireBackend } from '../src/replay/wire.js';
+import { loadConfig } from '../src/server/config.js';
+import { startSidecar, type Sidecar } from '../src/server/sidecar.js';
+
+const running: Sidecar[] = [];
+const clients: StepClient[] = [];
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(running.splice(0).map((s) => s.close()));
+});
+
+async function start(overrides: Record<string, unknown> = {}, dir = mkdtempSync(join(tmpdir(), 'sam-test-'))): Promise<Sidecar> {
+  const config = loadConfig({
+    env: {},
+    file: null,
+    overrides: { socket: join(dir, 'sidecar.sock'), http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, ...overrides },
+  });
+  const sidecar = await startSidecar(config);
+  running.push(sidecar);
+  return sidecar;
+}
+
+async function fastLane(sidecar: Sidecar): Promise<FastLaneClient> {
+  const client = await FastLaneClient.connect(sidecar.context.config.socket);
+  clients.push(client);
+  return client;
+}
+function grpcClient(sidecar: Sidecar): GrpcClient {
+  const client = new GrpcClient(`unix:${sidecar.context.config.grpc.socket}`);
+  clients.push(client);
+  return client;
+}
+function httpClient(sidecar: Sidecar): HttpClient {
+  return new HttpClient(sidecar.http.address);
+}
+
+const prompt = [100, 101, 102, 103];
+let stepCounter = 1n;
+function batch(items: Array<{ id: string; start?: number; tokens: number[]; prompt?: number }>, extra: Partial<StepBatch> = {}): StepBatch {
+  return {
+    engineId: 'engine-1',
+    stepId: stepCounter++,
+    numReqs: items.length,
+    prefill: false,
+    k: 3,
+    reqIds: items.map((i) => i.id),
+    starts: items.map((i) => i.start ?? 0),
+    counts: items.map((i) => i.tokens.length),
+    promptLengths: items.map((i) => i.prompt ?? NO_PROMPT),
+    tokens: items.flatMap((i) => i.tokens),
+    finished: [],
+    ...extra,
+  };
+}
+const drafts = (o: StepOutcome) => {
+  const out: number[][] = [];
+  let at = 0;
+  for (const length of o.draftLengths) out.push(Array.from(o.drafts.subarray(at, (at += length))));
+  return out;
+};
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<SidecarError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(SidecarError);
+  expect((error as SidecarError).code).toBe(code);
+  return error as SidecarError;
+}
+
+describe('sidecar server', () => {
+  it('serves the same drafts as the in-process core over the fast lane, gRPC and HTTP (same AL on a replay)', async () => {
+    const rows = syntheticTraces({ groups: 3, samplesPerGroup: 4 });
+    const reference = await replay(rows, new InProcessBackend({}), { k: 3, siblings: 'live' });
+    for (const via of ['uds', 'grpc', 'http'] as const) {
+      const sidecar = await start();
+      const client = via === 'uds' ? await fastLane(sidecar) : via === 'grpc' ? grpcClient(sidecar) : httpClient(sidecar);
+      const result = await replay(rows, new WireBackend(client), { k: 3, siblings: 'live' });
+      expect({ via, al: result.al, accepted: result.acceptedPerPos, steps: result.steps }).toEqual({
+        via,
+        al: reference.al,
+        accepted: reference.acceptedPerPos,
+        steps: reference.steps,
+      });
+    }
+  });
+
+  it('answers tensor-parallel duplicates of a step byte-identically, on any connection, and applies them once', async () => {
+    const sidecar = await start();
+    const rank0 = await fastLane(sidecar);
+    const rank1 = await fastLane(sidecar);
+    const step = batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]);
+    const [a, b] = await Promise.all([rank0.raw(encodeStep(step, 7), 7), rank1.raw(encodeStep(step, 7), 7)]);
+    expect(Buffer.compare(a, b)).toBe(0);
+    expect(readHeader(a).kind).toBe(FrameKind.STEP_REPLY);
+    const viaGrpc = await grpcClient(sidecar).step(step);
+    expect(drafts(viaGrpc)).toEqual([[3, 1, 2]]);
+    expect(sidecar.context.service.describe('engine-1', 'r')?.length).toBe(9);
+    expect(sidecar.context.service.counters.duplicateSteps).toBe(2);
+  });
+
+  it('gives every bad input a coded error naming the field, and keeps serving other requests', async () => {
+    const sidecar = await start({ drafting: { vocabSize: 1000 }, limits: { maxK: 8, maxMessageBytes: 4096 } });
+    const client = await fastLane(sidecar);
+    await client.step(batch([{ id: 'good', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    const mixed = await client.step(
+      batch([
+        { id: 'unknown', start: 4, tokens: [1] },
+        { id: 'good', start: 12, tokens: [3] },
+        { id: 'big', tokens: [...prompt, 1000], prompt: 4 },
+        { id: 'good', start: 9, tokens: [3] },
+        { id: 'good', start: 10, tokens: [1] },
+      ]),
+    );
+    expect(Array.from(mixed.statuses)).toEqual([ItemStatus.RESYNC, ItemStatus.RESYNC, ItemStatus.ERROR, ItemStatus.OK, ItemStatus.ERROR]);
+    expect(mixed.errors.map((e) => e.code)).toEqual(['UNKNOWN_REQUEST', 'TOKEN_GAP', 'TOKEN_OUT_OF_RANGE', 'DUPLICATE_REQUEST']);
+    expect(drafts(mixed)[3]).toEqual([1, 2, 3]);
+
+    const kError = await expectCode(client.step(batch([], { k: 9 })), 'K_OUT_OF_RANGE');
+    expect(kError.field).toBe('k');
+    await expectCode(client.step(batch([], { stepId: 1n })), 'STALE_STEP');
+    await expectCode(client.step(batch([{ id: 'x', tokens: Array(2000).fill(1), prompt: 1 }])), 'MESSAGE_TOO_LARGE');
+
+    const truncated = encodeStep(batch([{ id: 'x', tokens: [1, 2, 3], prompt: 1 }]), 41);
+    const shortFrame = truncated.subarray(0, truncated.length - 4);
+    shortFrame.writeUInt32LE(shortFrame.length - 4, 0);
+    const malformed = await client.raw(shortFrame, 41);
+    expect(decodeError(malformed)).toMatchObject({ code: 'MALFORMED_FRAME', field: 'items' });
+    const future = encodeStep(batch([]), 42);
+    future.writeUInt8(9, 6);
+    const version = await client.raw(future, 42);
+    expect(readHeader(Buffer.concat([version]))).toBeDefined();
+    expect(decodeError(version).code).toBe('UNSUPPORTED_VERSION');
+
+    // The connection and the other request survived all of it.
+    const after = await client.step(batch([{ id: 'good', start: 10, tokens: [1] }]));
+    expect(drafts(after)).toEqual([[2, 3, 1]]);
+
+    await expectCode(grpcClient(sidecar).step(batch([], { k: 9 })), 'K_OUT_OF_RANGE');
+    await expectCode(httpClient(sidecar).step(batch([], { k: 9 })), 'K_OUT_OF_RANGE');
+    const badJson = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"engine_id": 5}' });
+    expect(badJson.status).toBe(400);
+    expect(await badJson.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'engine_id' });
+  });
+
+  it('gates by batch size (VLLM_SPECULATIVE_BATCH_SIZE_THRE) and resumes drafting without gaps in the long tail', async () => {
+    const sidecar = await start({ gate: { threshold: 2 } });
+    const client = await fastLane(sidecar);
+    const ids = ['a', 'b', 'c'];
+    const big = await client.step(batch(ids.map((id) => ({ id, tokens: [...prompt, 5, 6, 7, 5], prompt: 4 }))));
+    expect(big).toMatchObject({ speculate: false, reason: GateReason.ABOVE_THRESHOLD });
+    expect(big.drafts.length).toBe(0);
+    await client.step(batch([{ id: 'a', start: 8, tokens: [6] }, { id: 'b', start: 8, tokens: [6] }, { id: 'c', start: 8, tokens: [6] }]));
+    const tail = await client.step(batch([{ id: 'a', start: 9, tokens: [7] }], { finished: ['b', 'c'] }));
+    expect(tail).toMatchObject({ speculate: true, reason: GateReason.BELOW_THRESHOLD });
+    expect(drafts(tail)).toEqual([[5, 6, 7]]);
+  });
+
+  it('after a restart it asks for RESYNC, and a resent full context restores drafting', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-restart-'));
+    let sidecar = await start({}, dir);
+    let client = await fastLane(sidecar);
+    await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    await sidecar.close();
+    expect(existsSync(sidecar.context.config.socket)).toBe(false);
+    sidecar = await start({}, dir);
+    client = await fastLane(sidecar);
+    const lost = await client.step(batch([{ id: 'r', start: 9, tokens: [3] }]));
+    expect(lost.statuses[0]).toBe(ItemStatus.RESYNC);
+    const resent = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2, 3], prompt: 4 }]));
+    expect(drafts(resent)).toEqual([[1, 2, 3]]);
+  });
+
+  it('keeps within a small token budget by evicting history, then idle requests (which RESYNC)', async () => {
+    const sidecar = await start({ memory: { maxTokens: 250, historyTokens: 200, maintenanceIntervalMs: 10 } });
+    const client = await fastLane(sidecar);
+    const context = (p: number) => [p, p + 1, ...Array.from({ length: 98 }, (_, i) => (i * 13) % 97)];
+    for (let g = 0; g < 3; g++) {
+      await client.step(batch([{ id: `done-${g}`, tokens: context(1000 * (g + 1)), prompt: 2 }]));
+      await client.step(batch([], { finished: [`done-${g}`] }));
+    }
+    await client.step(batch([{ id: 'live-old', tokens: context(7000), prompt: 2 }]));
+    await client.step(batch([{ id: 'live-new', tokens: context(8000), prompt: 2 }]));
+    await client.step(batch([{ id: 'live-newest', tokens: context(9000), prompt: 2 }]));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const memory = (await (await fetch(`${sidecar.http.address}/v1/memory`)).json()) as { tokens: number; bytes: number };
+    expect(memory.tokens).toBeLessThanOrEqual(250);
+    expect(memory.bytes).toBeGreaterThan(0);
+    const stats = (await (await fetch(`${sidecar.http.address}/v1/stats`)).json()) as { historyGroups: number; evictedForMemory: number };
+    expect(stats.historyGroups).toBe(0);
+    const back = await client.step(batch([{ id: 'live-old', start: 100, tokens: [5] }]));
+    expect(back.statuses[0]).toBe(ItemStatus.RESYNC);
+  });
+
+  it('serves probes, Prometheus metrics with vLLM-aligned names, config and request introspection over HTTP', async () => {
+    const sidecar = await start();
+    const client = await fastLane(sidecar);
+    await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    await client.step(batch([{ id: 'r', start: 9, tokens: [3, 1, 9] }]));
+    const base = sidecar.http.address;
+    expect((await fetch(`${base}/livez`)).status).toBe(200);
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    for (const name of [
+      'sam_sidecar_spec_decode_num_drafts_total 1',
+      'sam_sidecar_spec_decode_num_draft_tokens_total',
+      'sam_sidecar_spec_decode_num_accepted_tokens_total 2',
+      'sam_sidecar_spec_decode_num_accepted_tokens_per_pos_total{position="1"} 1',
+      'sam_sidecar_gate_decisions_total{speculate="true",reason="below_threshold"} 2',
+      'sam_sidecar_step_duration_seconds_bucket{le="0.0001",transport="uds"}',
+      'sam_sidecar_requests 1',
+      'sam_sidecar_memory_bytes',
+    ]) {
+      expect(metrics).toContain(name);
+    }
+    const view = (await (await fetch(`${base}/v1/engines/engine-1/requests/r`)).json()) as { length: number; promptLength: number };
+    expect(view).toMatchObject({ length: 12, promptLength: 4 });
+    expect((await fetch(`${base}/v1/engines/engine-1/requests/nope`)).status).toBe(404);
+    const config = (await (await fetch(`${base}/v1/config`)).json()) as { gate: { threshold: number } };
+    expect(config.gate.threshold).toBe(32);
+  });
+
+  it('answers the standard gRPC health check, and on shutdown turns not ready and removes its sockets', async () => {
+    const sidecar = await start();
+    const Health = grpc.makeGenericClientConstructor(HealthService, 'Health');
+    const health = new Health(`unix:${sidecar.context.config.grpc.socket}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+    const check = (service: string) =>
+      new Promise<{ status: number }>((resolve, reject) => health.Check({ service }, (e: Error | null, r: { status: number }) => (e ? reject(e) : resolve(r))));
+    expect((await check('')).status).toBe(1);
+    expect((await check('sam_sidecar.v1.Sidecar')).status).toBe(1);
+    await expect(check('other')).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    health.close();
+    const client = await fastLane(sidecar);
+    const closing = sidecar.close();
+    expect(sidecar.context.ready).toBe(false);
+    await expectCode(client.step(batch([])), 'NOT_READY').catch(() => undefined);
+    await closing;
+    expect(existsSync(sidecar.context.config.socket)).toBe(false);
+    expect(existsSync(sidecar.context.config.grpc.socket!)).toBe(false);
+  });
+
+  it('refuses to start on a socket another sidecar is serving', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-twice-'));
+    await start({}, dir);
+    await expect(start({}, dir)).rejects.toThrow(/another process is listening/);
+  });
+});

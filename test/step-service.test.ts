@@ -1,0 +1,255 @@
+import { describe, expect, it } from 'vitest';
+import { SidecarError } from '../src/core/errors.js';
+import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
+import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome, StepService } from '../src/core/step-service.js';
+
+const gate: GateConfig = { mode: 'threshold', threshold: 32, verifyCost: [[1, 1.05], [128, 2.3]], hysteresis: 0.05, smoothing: 0.01, minObservations: 200 };
+const limits = { maxK: 8, requestTtlMs: 60_000, maxTokens: 1_000_000, stepCacheSize: 4 };
+const prompt = [100, 101, 102, 103];
+
+interface Item {
+  id: string;
+  start?: number;
+  tokens: number[];
+  prompt?: number;
+}
+
+let nextStep = 1n;
+function batch(items: Item[], extra: Partial<StepBatch> = {}): StepBatch {
+  return {
+    engineId: 'engine-a',
+    stepId: nextStep++,
+    numReqs: items.length,
+    prefill: false,
+    k: 3,
+    reqIds: items.map((item) => item.id),
+    starts: items.map((item) => item.start ?? 0),
+    counts: items.map((item) => item.tokens.length),
+    promptLengths: items.map((item) => item.prompt ?? NO_PROMPT),
+    tokens: items.flatMap((item) => item.tokens),
+    finished: [],
+    ...extra,
+  };
+}
+
+function draftsOf(outcome: StepOutcome): number[][] {
+  const out: number[][] = [];
+  let offset = 0;
+  for (const length of outcome.draftLengths) {
+    out.push(Array.from(outcome.drafts.subarray(offset, offset + length)));
+    offset += length;
+  }
+  return out;
+}
+
+const newService = (overrides: Partial<GateConfig> = {}, limitOverrides = {}) => new StepService({ ...limits, ...limitOverrides }, { ...gate, ...overrides });
+
+describe('step service', () => {
+  it('opens a request from its full context, appends deltas, and drafts what followed the longest match', () => {
+    const service = newService();
+    const first = service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 4, 1, 2], prompt: 4 }]), 0);
+    expect(first.statuses[0]).toBe(ItemStatus.OK);
+    expect(draftsOf(first)).toEqual([[3, 4, 1]]);
+    const second = service.step(batch([{ id: 'r', start: 10, tokens: [3] }]), 1);
+    expect(draftsOf(second)).toEqual([[4, 1, 2]]);
+    expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(11);
+  });
+
+  it('lets siblings (same prompt) draft from each other within one step, whatever their batch order', () => {
+    const service = newService();
+    const outcome = service.step(
+      batch([
+        { id: 'b', tokens: [...prompt, 7, 8], prompt: 4 },
+        { id: 'a', tokens: [...prompt, 7, 8, 9, 10, 11], prompt: 4 },
+      ]),
+      0,
+    );
+    expect(draftsOf(outcome)[0]).toEqual([9, 10, 11]);
+  });
+
+  it('treats a delta as idempotent: a resent overlap is skipped, a gap asks for RESYNC', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2], prompt: 4 }]), 0);
+    const overlap = service.step(batch([{ id: 'r', start: 5, tokens: [2, 3] }]), 0);
+    expect(overlap.statuses[0]).toBe(ItemStatus.OK);
+    expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(7);
+    const gap = service.step(batch([{ id: 'r', start: 9, tokens: [5] }]), 0);
+    expect(gap.statuses[0]).toBe(ItemStatus.RESYNC);
+    expect(gap.errors[0]).toMatchObject({ index: 0, code: 'TOKEN_GAP' });
+    expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(7);
+  });
+
+  it('asks for RESYNC when a delta arrives for a request it does not know', () => {
+    const outcome = newService().step(batch([{ id: 'ghost', start: 12, tokens: [1] }]), 0);
+    expect(outcome.statuses[0]).toBe(ItemStatus.RESYNC);
+    expect(outcome.errors[0].code).toBe('UNKNOWN_REQUEST');
+    expect(outcome.errors[0].message).toContain('items[0].req_id');
+  });
+
+  it('reports a bad item with a coded error naming the field and leaves the other requests untouched', () => {
+    const service = new StepService(limits, gate, { vocabSize: 1000 });
+    service.step(batch([{ id: 'good', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]), 0);
+    const outcome = service.step(
+      batch([
+        { id: 'bad', tokens: [...prompt, 5000], prompt: 4 },
+        { id: 'good', start: 9, tokens: [3] },
+        { id: 'good', start: 10, tokens: [1] },
+      ]),
+      0,
+    );
+    expect(Array.from(outcome.statuses)).toEqual([ItemStatus.ERROR, ItemStatus.OK, ItemStatus.ERROR]);
+    expect(outcome.errors.map((e) => e.code)).toEqual(['TOKEN_OUT_OF_RANGE', 'DUPLICATE_REQUEST']);
+    expect(outcome.errors[0].message).toContain('context[4] = 5000');
+    expect(service.describe('engine-a', 'bad')).toBeUndefined();
+    expect(service.describe('engine-a', 'good')?.length).toBe(10);
+  });
+
+  it('rejects call-level problems before applying anything', () => {
+    const service = newService();
+    const expectCode = (b: StepBatch, code: string, field: string) => {
+      try {
+        service.step(b, 0);
+        expect.unreachable();
+      } catch (error) {
+        expect(error).toBeInstanceOf(SidecarError);
+        expect((error as SidecarError).code).toBe(code);
+        expect((error as SidecarError).field).toBe(field);
+      }
+    };
+    expectCode(batch([{ id: 'r', tokens: [...prompt], prompt: 4 }], { k: 9 }), 'K_OUT_OF_RANGE', 'k');
+    expectCode({ ...batch([{ id: 'r', tokens: [1, 2], prompt: 2 }]), counts: [5] }, 'INVALID_ARGUMENT', 'tokens');
+    expectCode({ ...batch([{ id: 'r', tokens: [1, 2], prompt: 2 }]), starts: [] }, 'INVALID_ARGUMENT', 'starts');
+    expectCode(batch([{ id: 'r', tokens: [1, 2], prompt: 2 }], { engineId: '' }), 'INVALID_ARGUMENT', 'engine_id');
+    expect(service.stats().requests).toBe(0);
+  });
+
+  it('answers a repeated (engine, step) with the identical outcome and applies nothing twice (tensor parallelism)', () => {
+    const service = newService();
+    const step = batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]);
+    const first = service.step(step, 0);
+    const again = service.step({ ...step }, 0);
+    expect(again).toBe(first);
+    expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(9);
+    expect(service.counters.duplicateSteps).toBe(1);
+  });
+
+  it('refuses a step id older than the engine last step once it left the cache', () => {
+    const service = newService();
+    const base = nextStep;
+    for (let i = 0n; i < 6n; i++) service.step(batch([], { stepId: base + i }), 0);
+    expect(() => service.step(batch([], { stepId: base }), 0)).toThrow(/STALE_STEP/);
+    expect(service.step(batch([], { stepId: base + 5n }), 0).stepId).toBe(base + 5n);
+    nextStep = base + 10n;
+  });
+
+  it('keeps engines apart: the same request id on two engines is two requests', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }], { engineId: 'e1' }), 0);
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3], prompt: 4 }], { engineId: 'e2' }), 0);
+    expect(service.describe('e1', 'r')?.length).toBe(5);
+    expect(service.describe('e2', 'r')?.length).toBe(7);
+  });
+
+  it('gates like VLLM_SPECULATIVE_BATCH_SIZE_THRE but keeps ingesting, so drafts resume without gaps', () => {
+    const service = newService({ threshold: 1 });
+    const open = service.step(
+      batch([
+        { id: 'a', tokens: [...prompt, 1, 2, 3, 1], prompt: 4 },
+        { id: 'b', tokens: [...prompt, 9], prompt: 4 },
+      ]),
+      0,
+    );
+    expect(open.speculate).toBe(false);
+    expect(open.reason).toBe(GateReason.ABOVE_THRESHOLD);
+    expect(open.drafts.length).toBe(0);
+    const tail = service.step(batch([{ id: 'a', start: 8, tokens: [2] }], { finished: ['b'] }), 0);
+    expect(tail.speculate).toBe(true);
+    expect(tail.reason).toBe(GateReason.BELOW_THRESHOLD);
+    expect(draftsOf(tail)).toEqual([[3, 1, 2]]);
+  });
+
+  it('never gates prefill steps, and threshold <= 0 disables the gate', () => {
+    expect(newService({ threshold: 1 }).step(batch([{ id: 'a', tokens: [1], prompt: 1 }], { numReqs: 500, prefill: true }), 0).reason).toBe(GateReason.PREFILL);
+    expect(newService({ threshold: 0 }).step(batch([{ id: 'a', tokens: [1], prompt: 1 }], { numReqs: 500 }), 0).reason).toBe(GateReason.GATE_DISABLED);
+  });
+
+  it('scores served drafts against the tokens that came next (accepted per position)', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 4, 1, 2], prompt: 4 }]), 0); // drafts 3 4 1
+    service.step(batch([{ id: 'r', start: 10, tokens: [3, 4, 9] }]), 0); // 2 accepted, then the bonus token
+    expect(service.counters.acceptedTokens).toBe(2);
+    expect(Array.from(service.counters.acceptedPerPos.subarray(0, 3))).toEqual([1, 1, 0]);
+    expect(service.counters.draftTokens).toBe(3); // nothing ever followed 9: no second draft
+  });
+
+  it('releases finished requests at once and keeps their group as history', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3], prompt: 4 }]), 0);
+    service.step(batch([], { finished: ['r'] }), 0);
+    expect(service.stats()).toMatchObject({ requests: 0, historyGroups: 1 });
+    const next = service.step(batch([{ id: 'r2', tokens: [...prompt, 1], prompt: 4 }]), 0);
+    expect(draftsOf(next)).toEqual([[2, 3]]);
+  });
+
+  it('evicts requests idle for longer than the ttl; they come back through RESYNC', () => {
+    const service = newService({}, { requestTtlMs: 1000 });
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]), 0);
+    service.maintain(500);
+    expect(service.stats().requests).toBe(1);
+    service.maintain(2000);
+    expect(service.stats().requests).toBe(0);
+    expect(service.counters.evictedIdle).toBe(1);
+    expect(service.step(batch([{ id: 'r', start: 5, tokens: [2] }]), 2000).statuses[0]).toBe(ItemStatus.RESYNC);
+  });
+
+  it('enforces the token budget: history first (LRU), then the least recently seen live requests', () => {
+    const service = newService({}, { maxTokens: 70 });
+    const context = (p: number, length: number) => [p, p + 1, ...Array.from({ length }, (_, i) => (i * 7) % 50)];
+    service.step(batch([{ id: 'old', tokens: context(1000, 40), prompt: 2 }]), 0);
+    service.step(batch([], { finished: ['old'] }), 0);
+    service.step(batch([{ id: 'idle', tokens: context(2000, 40), prompt: 2 }]), 1);
+    service.step(batch([{ id: 'busy', tokens: context(3000, 40), prompt: 2 }]), 2);
+    service.maintain(3);
+    const stats = service.stats();
+    expect(stats.tokensIndexed).toBeLessThanOrEqual(100);
+    expect(stats.historyGroups).toBe(0);
+    expect(service.describe('engine-a', 'busy')).toBeDefined();
+    expect(service.describe('engine-a', 'idle')).toBeUndefined();
+    expect(service.counters.evictedForMemory).toBe(1);
+  });
+});
+
+describe('adaptive gate', () => {
+  const adaptive: GateConfig = { ...gate, mode: 'adaptive', minObservations: 10, smoothing: 0.1, verifyCost: [[1, 1.1], [64, 1.5], [128, 3]] };
+
+  it('uses the threshold rule until it has enough observations', () => {
+    const g = new BatchGate(adaptive);
+    expect(g.decide(64, false, 3).reason).toBe(GateReason.ABOVE_THRESHOLD);
+  });
+
+  it('speculates where 1 + E[accepted] beats the verification cost, with hysteresis', () => {
+    const g = new BatchGate(adaptive);
+    for (let i = 0; i < 20; i++) g.observe(1); // gain 2 per step
+    expect(g.decide(64, false, 3)).toEqual({ speculate: true, reason: GateReason.ADAPTIVE_GAIN });
+    expect(g.decide(128, false, 3)).toEqual({ speculate: false, reason: GateReason.ADAPTIVE_NO_GAIN });
+    // At 85 the gain is 2 / 1.99: inside the hysteresis band, so the gate keeps its last state.
+    expect(g.decide(85, false, 3).speculate).toBe(false);
+    expect(g.decide(70, false, 3).speculate).toBe(true);
+    expect(g.decide(85, false, 3).speculate).toBe(true);
+  });
+
+  it('drafts in the shadow while off, so the acceptance it bases its decision on keeps updating', () => {
+    const service = new StepService(limits, { ...adaptive, threshold: 1 });
+    service.step(batch([{ id: 'a', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }, { id: 'b', tokens: [...prompt, 7], prompt: 4 }]), 0);
+    service.step(batch([{ id: 'a', start: 9, tokens: [9] }, { id: 'b', start: 5, tokens: [8] }]), 0); // a's shadow draft 3 1 2 misses
+    expect(service.counters.shadowDrafts).toBeGreaterThan(0);
+    expect(service.gateAcceptance('engine-a')!.observations).toBeGreaterThan(0);
+    expect(service.counters.draftTokens).toBe(0);
+  });
+
+  it('interpolates the verification cost linearly, flat beyond the ends', () => {
+    expect(verifyCostAt([[1, 1], [101, 2]], 51)).toBeCloseTo(1.5);
+    expect(verifyCostAt([[1, 1], [101, 2]], 500)).toBe(2);
+    expect(verifyCostAt([[8, 1.2]], 1)).toBe(1.2);
+  });
+});
