@@ -410,7 +410,10 @@ export class SuffixAutomaton {
   }
 }
 
+/** Mixes both keys into all 32 bits (murmur3 finalizer): the table is indexed by the low bits. */
 function hashOf(state: number, token: number): number {
-  const h = Math.imul(state, 0x9e3779b1) ^ Math.imul(token + 0x7f4a7c15, 0x85ebca77);
-  return (h ^ (h >>> 15)) >>> 0;
+  let h = Math.imul(state, 0x9e3779b1) ^ token;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
 }

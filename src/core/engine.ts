@@ -51,8 +51,10 @@ class Group {
   ) {}
 }
 
-class RequestEntry {
+/** A live request inside the engine; callers that step it often keep it to skip the id lookup. */
+export class RequestEntry {
   length = 0;
+  released = false;
   constructor(
     readonly id: string,
     readonly promptLength: number,
@@ -107,7 +109,7 @@ export class DraftEngine {
    * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
    * the prompt, which decides its sibling group. Validates before touching any state.
    */
-  open(id: string, context: ArrayLike<number>, promptLength: number): void {
+  open(id: string, context: ArrayLike<number>, promptLength: number): RequestEntry {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
     }
@@ -133,21 +135,36 @@ export class DraftEngine {
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
     this.requests.set(id, entry);
     this.ingest(entry, context, 0, context.length);
+    return entry;
   }
 
   /** Appends tokens[from..to) to a known request. */
   append(id: string, tokens: ArrayLike<number>, from = 0, to = tokens.length): void {
-    const entry = this.requests.get(id);
-    if (entry === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(id)}`, 'req_id');
-    this.validateTokens(tokens, from, to, 'tokens');
-    this.ingest(entry, tokens, from, to);
+    this.appendTo(this.entryOf(id), tokens, from, to);
   }
 
   /** Writes a draft of at most k tokens into out[offset...]; returns its length. */
   draft(id: string, k: number, out: Int32Array, offset = 0): number {
+    return this.draftFrom(this.entryOf(id), k, out, offset);
+  }
+
+  /** append() for a held entry (no id lookup). */
+  appendTo(entry: RequestEntry, tokens: ArrayLike<number>, from = 0, to = tokens.length): void {
+    if (entry.released) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(entry.id)} was released`, 'req_id');
+    this.validateTokens(tokens, from, to, 'tokens');
+    this.ingest(entry, tokens, from, to);
+  }
+
+  /** draft() for a held entry (no id lookup). */
+  draftFrom(entry: RequestEntry, k: number, out: Int32Array, offset = 0): number {
+    if (entry.released) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(entry.id)} was released`, 'req_id');
+    return this.draftEntry(entry, k, out, offset);
+  }
+
+  private entryOf(id: string): RequestEntry {
     const entry = this.requests.get(id);
     if (entry === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(id)}`, 'req_id');
-    return this.draftEntry(entry, k, out, offset);
+    return entry;
   }
 
   /** Releases a finished or aborted request; its output stays with its group. */
@@ -155,6 +172,7 @@ export class DraftEngine {
     const entry = this.requests.get(id);
     if (entry === undefined) return false;
     this.requests.delete(id);
+    entry.released = true;
     const group = entry.group;
     if (group !== null) {
       group.automaton.closeCursor(entry.cursor);

@@ -9,7 +9,7 @@
  * (engine, step id), so every tensor-parallel rank that repeats a step gets the same answer and
  * nothing is applied twice.
  */
-import { DraftEngine, type EngineOptions, type EngineStats } from './engine.js';
+import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason } from './gate.js';
 
@@ -94,6 +94,7 @@ export class StepCounters {
 
 class RequestState {
   lastSeenMs = 0;
+  entry!: RequestEntry;
   stamp = -1;
   /** The last draft (served or shadow) and how much of it the tokens since have matched. */
   predictionLength = 0;
@@ -272,7 +273,7 @@ export class StepService {
       if (state === undefined) continue;
       ingested[i] = undefined;
       if (decision.speculate) {
-        const length = this.draftEngine.draft(state.key, k, scratch, written);
+        const length = this.draftEngine.draftFrom(state.entry, k, scratch, written);
         draftLengths[i] = length;
         state.prediction.set(scratch.subarray(written, written + length));
         state.predictionLength = length;
@@ -284,7 +285,7 @@ export class StepService {
           counters.draftTokens += length;
         }
       } else if (shadow && state.predictionLength === 0) {
-        state.predictionLength = this.draftEngine.draft(state.key, k, state.prediction, 0);
+        state.predictionLength = this.draftEngine.draftFrom(state.entry, k, state.prediction, 0);
         state.predictionMatched = 0;
         state.predictionServed = false;
         if (state.predictionLength > 0) counters.shadowDrafts++;
@@ -316,19 +317,20 @@ export class StepService {
     if (promptLength !== NO_PROMPT) {
       if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `items[${i}].start`);
       const key = state?.key ?? requestKey(engine.id, reqId);
-      draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
+      const entry = draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
       if (state === undefined) {
         state = new RequestState(key, reqId, this.limits.maxK);
         engine.requests.set(reqId, state);
       }
+      state.entry = entry;
       state.predictionLength = 0;
     } else {
       if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `items[${i}].req_id`);
-      const held = draftEngine.lengthOf(state.key);
+      const held = state.entry.length;
       if (start > held) throw sidecarError('TOKEN_GAP', `request ${JSON.stringify(reqId)} starts at ${start} but the sidecar holds ${held} tokens`, `items[${i}].start`);
       // A resent overlap (start < held) is skipped: deltas are idempotent.
       const fresh = Math.min(to, from + (held - start));
-      draftEngine.append(state.key, batch.tokens, fresh, to);
+      draftEngine.appendTo(state.entry, batch.tokens, fresh, to);
       this.score(engine, state, batch.tokens, fresh, to);
     }
     state.stamp = stamp;

@@ -120,9 +120,20 @@ class FrameReader {
     return out;
   }
   text(count: number, field: string): string {
-    const raw = this.bytes(count, field);
+    this.need(count, field);
+    const start = this.offset;
+    this.offset += count;
+    // Request ids are ASCII in practice: latin1 is the fast path, and equals UTF-8 for ASCII.
+    let ascii = true;
+    for (let i = start; i < start + count; i++) {
+      if (this.frame[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return this.frame.toString('latin1', start, start + count);
     try {
-      return utf8.decode(raw);
+      return utf8.decode(this.frame.subarray(start, start + count));
     } catch {
       throw sidecarError('MALFORMED_FRAME', 'not valid UTF-8', field);
     }

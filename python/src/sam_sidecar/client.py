@@ -1,0 +1,187 @@
+"""Stdlib fast-lane client: one Unix-socket connection per process, made lazily (vLLM forks workers
+and a socket must not cross a fork), a deadline per call, reconnect with exponential backoff.
+
+It raises on failure; `session.DraftSession` turns failures into "no drafts this step" (fail open).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Optional
+
+from . import wire
+
+logger = logging.getLogger("sam_sidecar")
+
+DEFAULT_SOCKET = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sam-sidecar", "sidecar.sock")
+
+
+def socket_path_from_env() -> str:
+    return os.environ.get("SAM_SIDECAR_SOCKET", DEFAULT_SOCKET)
+
+
+class SidecarUnavailable(Exception):
+    """No connection (refused, missing socket, backing off) or the call missed its deadline."""
+
+
+class FastLaneClient:
+    def __init__(
+        self,
+        socket_path: Optional[str] = None,
+        deadline_s: float = 0.005,
+        backoff_initial_s: float = 0.05,
+        backoff_max_s: float = 2.0,
+        connect_timeout_s: float = 0.05,
+    ):
+        self.socket_path = socket_path or socket_path_from_env()
+        self.deadline_s = deadline_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.connect_timeout_s = connect_timeout_s
+        self._sock: Optional[socket.socket] = None
+        self._pid = -1
+        self._call_id = 0
+        self._retry_at = 0.0
+        self._backoff = backoff_initial_s
+        self.connects = 0
+        self._buffer = bytearray(1 << 16)
+
+    # ------------------------------------------------------------------ connection
+
+    def _connection(self) -> socket.socket:
+        if self._sock is not None and self._pid == os.getpid():
+            return self._sock
+        if self._pid != os.getpid():
+            # Inherited across a fork: never use the parent's socket, never close it for the parent.
+            self._sock = None
+            self._retry_at = 0.0
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise SidecarUnavailable(f"backing off for {self._retry_at - now:.3f}s after a failure")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.connect_timeout_s)
+            sock.connect(self.socket_path)
+        except OSError as error:
+            sock.close()
+            self._fail()
+            raise SidecarUnavailable(f"cannot connect to {self.socket_path}: {error}") from error
+        # Blocking socket with kernel-side timeouts: one syscall per send or receive, where a
+        # Python-level timeout would add a poll() to each.
+        sock.settimeout(None)
+        self._set_kernel_timeout(sock, self.deadline_s)
+        self._sock = sock
+        self._pid = os.getpid()
+        self._backoff = self.backoff_initial_s
+        self.connects += 1
+        return sock
+
+    @staticmethod
+    def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
+        seconds = max(seconds, 1e-4)
+        timeval = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+    def _fail(self) -> None:
+        """Drops the connection (a late reply must never be read as the next call's) and backs off."""
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self.backoff_max_s)
+
+    def close(self) -> None:
+        if self._sock is not None and self._pid == os.getpid():
+            self._sock.close()
+        self._sock = None
+
+    # ------------------------------------------------------------------ calls
+
+    def next_call_id(self) -> int:
+        self._call_id = (self._call_id + 1) & 0xFFFFFFFF
+        return self._call_id
+
+    def call(self, frame: bytes, call_id: int, deadline_s: Optional[float] = None) -> bytes:
+        """Sends one frame and returns the reply frame, within the deadline."""
+        sock = self._connection()
+        budget = self.deadline_s if deadline_s is None else deadline_s
+        deadline = time.monotonic() + budget
+        try:
+            if deadline_s is not None:
+                self._set_kernel_timeout(sock, budget)
+            sock.sendall(frame)
+            reply = self._read_frame(sock, deadline)
+            if deadline_s is not None:
+                self._set_kernel_timeout(sock, self.deadline_s)
+        except (OSError, socket.timeout, SidecarUnavailable) as error:
+            self._fail()
+            raise SidecarUnavailable(f"step call failed: {error!r}") from error
+        _kind, reply_id = wire.parse_header(reply)
+        if reply_id != call_id:
+            self._fail()
+            raise SidecarUnavailable(f"reply for call {reply_id}, expected {call_id}")
+        return reply
+
+    def _read_frame(self, sock: socket.socket, deadline: float) -> bytes:
+        view = memoryview(self._buffer)
+        have = 0
+        need = 4
+        length = -1
+        while have < need:
+            if have > 0 and time.monotonic() > deadline:
+                raise SidecarUnavailable("deadline passed while reading the reply")
+            got = sock.recv_into(view[have:])  # the kernel timeout bounds each wait
+            if got == 0:
+                raise SidecarUnavailable("connection closed by the sidecar")
+            have += got
+            if length < 0 and have >= 4:
+                length = struct.unpack_from("<I", self._buffer, 0)[0]
+                need = 4 + length
+                if need > len(self._buffer):
+                    grown = bytearray(max(need, 2 * len(self._buffer)))
+                    grown[:have] = self._buffer[:have]
+                    self._buffer = grown
+                    view = memoryview(self._buffer)
+        return bytes(self._buffer[:need])
+
+    def ping(self, deadline_s: float = 0.5) -> bool:
+        call_id = self.next_call_id()
+        try:
+            kind, _ = wire.parse_header(self.call(wire.encode_ping(call_id), call_id, deadline_s))
+        except SidecarUnavailable:
+            return False
+        return kind == wire.KIND_PONG
+
+    def release(self, engine_id: bytes, req_ids, deadline_s: Optional[float] = None) -> int:
+        call_id = self.next_call_id()
+        reply = self.call(wire.encode_release(call_id, engine_id, list(req_ids)), call_id, deadline_s)
+        kind, _ = wire.parse_header(reply)
+        if kind == wire.KIND_ERROR_REPLY:
+            wire.raise_error(reply)
+        return struct.unpack_from("<I", reply, wire.HEADER_BYTES)[0]
+
+
+class RateLimitedLog:
+    """At most one log line per `interval_s` for a kind of event, with the count of those skipped."""
+
+    def __init__(self, interval_s: float = 10.0):
+        self.interval_s = interval_s
+        self._last = {}
+        self._skipped = {}
+
+    def warning(self, key: str, message: str, *args) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self.interval_s:
+            skipped = self._skipped.pop(key, 0)
+            suffix = f" ({skipped} similar since the last report)" if skipped else ""
+            logger.warning(message + suffix, *args)
+            self._last[key] = now
+        else:
+            self._skipped[key] = self._skipped.get(key, 0) + 1

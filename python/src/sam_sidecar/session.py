@@ -1,0 +1,178 @@
+"""One engine's conversation with the sidecar: which tokens of each request it has confirmed, the
+delta of every request in the batch, one call per step, RESYNC, and failing open.
+
+Identity is the request id, never the batch row: rows move between steps (condense), and a
+preempted request leaves the batch and comes back with the same id.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Set
+
+import numpy as np
+
+from . import wire
+from .client import FastLaneClient, RateLimitedLog, SidecarUnavailable
+from .gate import local_decision
+
+
+@dataclass
+class StepResult:
+    drafts: List[List[int]]
+    speculate: bool
+    reason: str
+    source: str  # "sidecar" or "local" (sidecar unreachable: the local batch-size rule decided)
+
+
+@dataclass
+class SessionStats:
+    steps: int = 0
+    failed_steps: int = 0
+    resyncs: int = 0
+    item_errors: int = 0
+    drafted_rows: int = 0
+    draft_tokens: int = 0
+    step_us: List[float] = field(default_factory=list)
+
+
+def default_engine_id() -> str:
+    """Unique per engine lifetime. Tensor-parallel ranks must agree: share it over the TP group
+    (see tensor_parallel.py) or set SAM_SIDECAR_ENGINE_ID identically on every rank."""
+    return os.environ.get("SAM_SIDECAR_ENGINE_ID") or f"{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
+
+
+class DraftSession:
+    def __init__(
+        self,
+        k: int,
+        client: Optional[FastLaneClient] = None,
+        engine_id: Optional[str] = None,
+        local_threshold: Optional[int] = None,
+        keep_latencies: bool = False,
+    ):
+        self.k = k
+        self.client = client or FastLaneClient()
+        self.engine_id = engine_id or default_engine_id()
+        self._engine_bytes = self.engine_id.encode()
+        self.local_threshold = local_threshold
+        self.step_id = 0
+        self.stats = SessionStats()
+        self.keep_latencies = keep_latencies
+        self._confirmed: Dict[str, int] = {}  # tokens the sidecar holds, per request id
+        self._id_bytes: Dict[str, bytes] = {}
+        self._refused: Set[str] = set()  # requests the sidecar rejected as invalid: not resent
+        self._finished_pending: List[str] = []
+        self._log = RateLimitedLog()
+
+    def set_engine_id(self, engine_id: str) -> None:
+        self.engine_id = engine_id
+        self._engine_bytes = engine_id.encode()
+
+    def step(
+        self,
+        req_ids: Sequence[str],
+        token_rows: np.ndarray,
+        ends: np.ndarray,
+        prompt_lens: np.ndarray,
+        num_reqs: int,
+        finished: Iterable[str] = (),
+        active: Optional[Sequence[bool]] = None,
+        prefill: bool = False,
+    ) -> StepResult:
+        """Drafts for rows 0..len(req_ids)-1 of `token_rows` (row i holds request req_ids[i], its
+        first ends[i] tokens valid, the first prompt_lens[i] of them the prompt). Rows with
+        active[i] false (no sampled token this step) are neither sent nor drafted."""
+        started = time.perf_counter()
+        self.step_id += 1
+        for req_id in finished:
+            if self._confirmed.pop(req_id, None) is not None or req_id in self._id_bytes:
+                self._finished_pending.append(req_id)
+            self._id_bytes.pop(req_id, None)
+            self._refused.discard(req_id)
+
+        n_rows = len(req_ids)
+        items: List[int] = []
+        starts: List[int] = []
+        for row in range(n_rows):
+            if active is not None and not active[row]:
+                continue
+            req_id = req_ids[row]
+            if req_id is None or req_id in self._refused:
+                continue
+            held = self._confirmed.get(req_id, -1)
+            items.append(row)
+            # Unknown, or the engine holds fewer tokens than we confirmed (recomputed): full context.
+            starts.append(held if 0 <= held <= int(ends[row]) else -1)
+
+        rows = np.asarray(items, dtype=np.int64)
+        start_arr = np.asarray(starts, dtype=np.int64)
+        full = start_arr < 0
+        start_arr[full] = 0
+        end_arr = np.asarray(ends, dtype=np.int64)[rows] if len(rows) else np.zeros(0, dtype=np.int64)
+        prompt_arr = np.where(full, np.asarray(prompt_lens, dtype=np.int64)[rows] if len(rows) else 0, wire.NO_PROMPT)
+        tokens = gather_spans(token_rows, rows, start_arr, end_arr)
+        ids = [self._bytes_of(req_ids[row]) for row in items]
+        finished_now = [r.encode() for r in self._finished_pending]
+
+        drafts: List[List[int]] = [[] for _ in range(n_rows)]
+        call_id = self.client.next_call_id()
+        frame = wire.encode_step(
+            call_id, self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now
+        )
+        try:
+            reply = wire.decode_reply(self.client.call(frame, call_id))
+        except (SidecarUnavailable, wire.WireError) as error:
+            self.stats.failed_steps += 1
+            self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
+            speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
+            self._record(started)
+            return StepResult(drafts, speculate, reason, "local")
+
+        self._finished_pending.clear()
+        statuses = reply.statuses.tolist()
+        per_item = reply.draft_lists()
+        for j, row in enumerate(items):
+            req_id = req_ids[row]
+            status = statuses[j]
+            if status == wire.STATUS_OK:
+                self._confirmed[req_id] = int(end_arr[j])
+                if reply.speculate and per_item[j]:
+                    drafts[row] = per_item[j]
+                    self.stats.drafted_rows += 1
+                    self.stats.draft_tokens += len(per_item[j])
+            elif status == wire.STATUS_RESYNC:
+                self._confirmed.pop(req_id, None)
+                self.stats.resyncs += 1
+            else:
+                self._confirmed.pop(req_id, None)
+                self._refused.add(req_id)
+                self.stats.item_errors += 1
+        if reply.errors and any(statuses[e["index"]] == wire.STATUS_ERROR for e in reply.errors):
+            self._log.warning("item", "sam-sidecar refused requests: %s", [e for e in reply.errors if statuses[e["index"]] == wire.STATUS_ERROR][:3])
+        self._record(started)
+        return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
+
+    def _bytes_of(self, req_id: str) -> bytes:
+        encoded = self._id_bytes.get(req_id)
+        if encoded is None:
+            encoded = self._id_bytes[req_id] = req_id.encode()
+        return encoded
+
+    def _record(self, started: float) -> None:
+        self.stats.steps += 1
+        if self.keep_latencies:
+            self.stats.step_us.append((time.perf_counter() - started) * 1e6)
+
+
+def gather_spans(token_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """token_rows[rows[i], starts[i]:ends[i]] for every i, concatenated, without a Python loop."""
+    counts = ends - starts
+    total = int(counts.sum()) if len(counts) else 0
+    if total == 0:
+        return np.zeros(0, dtype=np.uint32)
+    first = np.cumsum(counts) - counts
+    columns = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
+    return token_rows[np.repeat(rows, counts), columns]

@@ -1,0 +1,155 @@
+"""Fast-lane frames (proto/fast-lane.md), the Python side. Stdlib plus numpy, no per-item packing:
+every column is one array copied as bytes.
+
+Frame: u32 length of what follows, then u16 magic 0x5341, u8 version, u8 kind, u32 call id.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+MAGIC = 0x5341
+VERSION = 1
+
+KIND_STEP = 1
+KIND_STEP_REPLY = 2
+KIND_RELEASE = 3
+KIND_RELEASE_REPLY = 4
+KIND_ERROR_REPLY = 5
+KIND_PING = 6
+KIND_PONG = 7
+
+NO_PROMPT = 0xFFFFFFFF
+
+STATUS_OK = 0
+STATUS_RESYNC = 1
+STATUS_ERROR = 2
+
+GATE_REASONS = (
+    "below_threshold",
+    "above_threshold",
+    "prefill",
+    "gate_disabled",
+    "adaptive_gain",
+    "adaptive_no_gain",
+    "k_zero",
+)
+
+HEADER = struct.Struct("<IHBBI")  # length, magic, version, kind, call id
+STEP_FIXED = struct.Struct("<QIHBBIIIHH")  # step id, num_reqs, k, flags, 0, n, n_finished, n_tokens, engine bytes, 0
+REPLY_FIXED = struct.Struct("<QBBHIIII")  # step id, speculate, reason, 0, n, n_draft_tokens, error bytes, 0
+HEADER_BYTES = HEADER.size  # 12, length prefix included
+
+
+class WireError(Exception):
+    """An error reply from the sidecar (a code of its error catalogue) or a malformed reply."""
+
+    def __init__(self, code: str, message: str, field_name: Optional[str] = None):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.field = field_name
+
+
+@dataclass
+class StepReply:
+    step_id: int
+    speculate: bool
+    reason: str
+    statuses: np.ndarray  # uint8 per item
+    draft_lengths: np.ndarray  # uint8 per item
+    drafts: np.ndarray  # int64 token ids, concatenated
+    errors: List[dict] = field(default_factory=list)
+
+    def draft_lists(self) -> List[List[int]]:
+        flat = self.drafts.tolist()
+        out: List[List[int]] = []
+        at = 0
+        for length in self.draft_lengths.tolist():
+            out.append(flat[at : at + length])
+            at += length
+        return out
+
+
+def encode_step(
+    call_id: int,
+    engine_id: bytes,
+    step_id: int,
+    num_reqs: int,
+    prefill: bool,
+    k: int,
+    req_ids: Sequence[bytes],
+    starts: np.ndarray,
+    counts: np.ndarray,
+    prompt_lens: np.ndarray,
+    tokens: np.ndarray,
+    finished: Sequence[bytes] = (),
+) -> bytes:
+    """One STEP frame. starts/counts/prompt_lens: one entry per item; tokens: all items' tokens."""
+    n = len(req_ids)
+    id_lengths = np.fromiter((len(r) for r in req_ids), dtype="<u2", count=n)
+    finished_lengths = np.fromiter((len(r) for r in finished), dtype="<u2", count=len(finished))
+    text = b"".join((engine_id, *req_ids, *finished))
+    before_tokens = HEADER_BYTES + STEP_FIXED.size + 14 * n + 2 * len(finished) + len(text)
+    padding = b"\0" * ((-before_tokens) % 4)
+    token_bytes = np.ascontiguousarray(tokens, dtype="<u4").tobytes()
+    body = b"".join(
+        (
+            STEP_FIXED.pack(step_id, num_reqs, k, 1 if prefill else 0, 0, n, len(finished), len(token_bytes) // 4, len(engine_id), 0),
+            np.ascontiguousarray(starts, dtype="<u4").tobytes(),
+            np.ascontiguousarray(counts, dtype="<u4").tobytes(),
+            np.ascontiguousarray(prompt_lens, dtype="<u4").tobytes(),
+            id_lengths.tobytes(),
+            finished_lengths.tobytes(),
+            text,
+            padding,
+            token_bytes,
+        )
+    )
+    return HEADER.pack(len(body) + 8, MAGIC, VERSION, KIND_STEP, call_id) + body
+
+
+def encode_release(call_id: int, engine_id: bytes, req_ids: Sequence[bytes]) -> bytes:
+    lengths = np.fromiter((len(r) for r in req_ids), dtype="<u2", count=len(req_ids))
+    body = struct.pack("<IH", len(req_ids), len(engine_id)) + lengths.tobytes() + engine_id + b"".join(req_ids)
+    return HEADER.pack(len(body) + 8, MAGIC, VERSION, KIND_RELEASE, call_id) + body
+
+
+def encode_ping(call_id: int) -> bytes:
+    return HEADER.pack(8, MAGIC, VERSION, KIND_PING, call_id)
+
+
+def parse_header(frame: bytes) -> tuple:
+    """(kind, call id) of a complete frame (length prefix included)."""
+    if len(frame) < HEADER_BYTES:
+        raise WireError("MALFORMED_FRAME", f"reply of {len(frame)} bytes is shorter than a header")
+    _length, magic, version, kind, call_id = HEADER.unpack_from(frame, 0)
+    if magic != MAGIC or version != VERSION:
+        raise WireError("UNSUPPORTED_VERSION", f"reply magic 0x{magic:x} version {version}")
+    return kind, call_id
+
+
+def decode_reply(frame: bytes) -> StepReply:
+    kind, _ = parse_header(frame)
+    if kind == KIND_ERROR_REPLY:
+        raise_error(frame)
+    if kind != KIND_STEP_REPLY:
+        raise WireError("MALFORMED_FRAME", f"expected a step reply, got kind {kind}")
+    step_id, speculate, reason, _, n, total, error_bytes, _ = REPLY_FIXED.unpack_from(frame, HEADER_BYTES)
+    at = HEADER_BYTES + REPLY_FIXED.size
+    statuses = np.frombuffer(frame, dtype=np.uint8, count=n, offset=at)
+    lengths = np.frombuffer(frame, dtype=np.uint8, count=n, offset=at + n)
+    at = (at + 2 * n + 3) & ~3
+    drafts = np.frombuffer(frame, dtype="<u4", count=total, offset=at).astype(np.int64)
+    at += 4 * total
+    errors = json.loads(frame[at : at + error_bytes]) if error_bytes else []
+    reason_name = GATE_REASONS[reason] if reason < len(GATE_REASONS) else str(reason)
+    return StepReply(step_id, speculate == 1, reason_name, statuses, lengths, drafts, errors)
+
+
+def raise_error(frame: bytes) -> None:
+    payload = json.loads(frame[HEADER_BYTES:])
+    raise WireError(payload.get("code", "INTERNAL"), payload.get("message", ""), payload.get("field"))
