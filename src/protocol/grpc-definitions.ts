@@ -4,9 +4,10 @@
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.js';
 
-export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
+export const PROTO_DIR = join(PACKAGE_ROOT, 'proto') + '/';
 
 const root = new protobuf.Root().loadSync([`${PROTO_DIR}sam_sidecar.proto`, `${PROTO_DIR}grpc/health/v1/health.proto`], { keepCase: true });
 

@@ -1,0 +1,177 @@
+/**
+ * npm run bench:wire — Step round trips through a real sidecar process, batch 128, 1-4 new tokens
+ * per request per step from synthetic GRPO-like rollouts (8 prompts x 16 samples; requests that
+ * finish are replaced, as in a rollout). Measured from Python (the shim's stdlib fast-lane client
+ * and grpcio) and from Node (this repo's clients), plus the sustained steps/s of one server with
+ * 4 engines stepping at once (4 Python processes). Prints one JSON object on the last line.
+ *
+ * Numbers are reported, never gated: machines are shared and noisy.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FastLaneClient, GrpcClient, type StepClient } from '../src/client/clients.js';
+import { NO_PROMPT, type StepBatch } from '../src/core/step-service.js';
+import { percentile } from '../src/replay/simulate.js';
+import { syntheticTraces } from '../src/replay/synthetic.js';
+import type { TraceRow } from '../src/replay/traces.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/bench -> repo root
+const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+const BATCH = Number(process.env.BENCH_BATCH ?? 128);
+const STEPS = Number(process.env.BENCH_STEPS ?? 2000);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+
+/** Same workload as bench/wire_client.py. */
+class Workload {
+  private nextRow = 0;
+  private serial = 0;
+  private finished: string[] = [];
+  private readonly slots: Array<{ id: string; row: TraceRow; held: number; at: number; fresh: boolean }>;
+  private seed = 12345;
+
+  constructor(
+    private readonly rows: TraceRow[],
+    batch: number,
+  ) {
+    this.slots = Array.from({ length: batch }, () => this.start());
+  }
+
+  private start() {
+    const row = this.rows[this.nextRow++ % this.rows.length];
+    return { id: `node-req-${++this.serial}`, row, held: 0, at: 0, fresh: true };
+  }
+
+  private random(): number {
+    this.seed = (this.seed * 48271) % 2147483647;
+    return this.seed;
+  }
+
+  next(engineId: string, stepId: number, k: number): StepBatch {
+    const reqIds: string[] = [];
+    const starts: number[] = [];
+    const counts: number[] = [];
+    const promptLengths: number[] = [];
+    const tokens: number[] = [];
+    const finished = this.finished;
+    this.finished = [];
+    this.slots.forEach((slot, i) => {
+      let fresh: number[];
+      if (slot.fresh) {
+        fresh = slot.row.prompt;
+        slot.fresh = false;
+        promptLengths.push(fresh.length);
+        starts.push(0);
+      } else {
+        fresh = slot.row.output.slice(slot.at, slot.at + 1 + (this.random() % 4));
+        slot.at += fresh.length;
+        promptLengths.push(NO_PROMPT);
+        starts.push(slot.held);
+      }
+      reqIds.push(slot.id);
+      counts.push(fresh.length);
+      for (const t of fresh) tokens.push(t);
+      slot.held += fresh.length;
+      if (slot.at >= slot.row.output.length) {
+        this.finished.push(slot.id);
+        this.slots[i] = this.start();
+      }
+    });
+    return { engineId, stepId: BigInt(stepId), numReqs: this.slots.length, prefill: false, k, reqIds, starts, counts, promptLengths, tokens, finished };
+  }
+}
+
+async function nodeLatency(client: StepClient, rows: TraceRow[], steps: number, engineId: string): Promise<number[]> {
+  const work = new Workload(rows, BATCH);
+  const samples: number[] = [];
+  for (let step = 1; step <= steps + 1; step++) {
+    const batch = work.next(engineId, step, 3);
+    const started = process.hrtime.bigint();
+    await client.step(batch);
+    if (step > 1) samples.push(Number(process.hrtime.bigint() - started) / 1000);
+  }
+  return samples.sort((a, b) => a - b);
+}
+
+function runPython(args: string[]): Promise<Record<string, number>> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(PYTHON, [join(ROOT, 'bench', 'wire_client.py'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${PYTHON} wire_client.py exited with ${code}`));
+      resolve(JSON.parse(out.trim().split('\n').pop()!));
+    });
+  });
+}
+
+async function waitForServer(socket: string): Promise<void> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    try {
+      const client = await FastLaneClient.connect(socket);
+      await client.ping();
+      await client.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`sidecar did not come up on ${socket}`);
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'sam-bench-wire-'));
+  const socket = join(dir, 'sidecar.sock');
+  const rowsFile = join(dir, 'rows.jsonl');
+  const rows = syntheticTraces({ groups: 8, samplesPerGroup: 16 });
+  writeFileSync(rowsFile, rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
+  const server = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'serve'], {
+    env: { ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  try {
+    await waitForServer(socket);
+    const hasPython = spawnSync(PYTHON, ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
+    const hasGrpcio = hasPython && spawnSync(PYTHON, ['-c', 'import grpc'], { stdio: 'ignore' }).status === 0;
+    const python = hasPython
+      ? await runPython(['--socket', socket, '--rows', rowsFile, '--batch', String(BATCH), '--steps', String(STEPS), ...(hasGrpcio ? ['--grpc', `unix:${socket}.grpc`] : [])])
+      : {};
+
+    const fast = await FastLaneClient.connect(socket);
+    const nodeFast = await nodeLatency(fast, rows, STEPS, 'bench-node-fast');
+    await fast.close();
+    const grpc = new GrpcClient(`unix:${socket}.grpc`);
+    const nodeGrpc = await nodeLatency(grpc, rows, Math.max(200, STEPS >> 2), 'bench-node-grpc');
+    await grpc.close();
+
+    let stepsPerSec4Engines = 0;
+    if (hasPython) {
+      const engines = await Promise.all(
+        [0, 1, 2, 3].map((i) => runPython(['--socket', socket, '--rows', rowsFile, '--batch', String(BATCH), '--mode', 'throughput', '--seconds', String(SECONDS), '--engine-index', String(i)])),
+      );
+      stepsPerSec4Engines = engines.reduce((sum, e) => sum + e.stepsPerSec, 0);
+    }
+    const round1 = (x: number) => Math.round(x * 10) / 10;
+    const result = {
+      batch: BATCH,
+      steps: STEPS,
+      python: hasPython ? PYTHON : null,
+      ...python,
+      nodeFastLaneUsP50: round1(percentile(nodeFast, 0.5)),
+      nodeFastLaneUsP99: round1(percentile(nodeFast, 0.99)),
+      nodeGrpcUsP50: round1(percentile(nodeGrpc, 0.5)),
+      nodeGrpcUsP99: round1(percentile(nodeGrpc, 0.99)),
+      stepsPerSec4Engines: Math.round(stepsPerSec4Engines),
+    };
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((resolve) => server.once('close', resolve));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
