@@ -111,3 +111,13 @@ export function verifyCostAt(points: ReadonlyArray<readonly [number, number]>, b
   }
   return points[points.length - 1][1];
 }
+
+/** No gate: always speculate (replays that measure drafting alone). */
+export const UNGATED: Readonly<GateConfig> = Object.freeze({
+  mode: 'threshold',
+  threshold: 0,
+  verifyCost: Object.freeze([Object.freeze([1, 1] as const)]),
+  hysteresis: 0,
+  smoothing: 0.01,
+  minObservations: 0,
+});

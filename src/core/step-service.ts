@@ -12,6 +12,7 @@
 import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason } from './gate.js';
+import { grownCapacity } from './typed.js';
 
 /** `promptLengths[i]` of an item that carries a delta, not a full context. */
 export const NO_PROMPT = 0xffffffff;
@@ -94,6 +95,8 @@ export class StepCounters {
 
 class RequestState {
   lastSeenMs = 0;
+  /** Order of first appearance: the canonical ingestion order within a step. */
+  serial = 0;
   entry!: RequestEntry;
   stamp = -1;
   /** The last draft (served or shadow) and how much of it the tokens since have matched. */
@@ -143,6 +146,9 @@ export class StepService {
   readonly counters: StepCounters;
   private readonly engines = new Map<string, EngineState>();
   private stamp = 0;
+  private nextSerial = 0;
+  private order = new Float64Array(256);
+  private offsets = new Float64Array(257);
   private scratch: Int32Array;
   private ingested: Array<RequestState | undefined> = [];
   private tokensSinceMaintenance = 0;
@@ -249,17 +255,20 @@ export class StepService {
     if (this.scratch.length < n * k) this.scratch = new Int32Array(n * k);
     const scratch = this.scratch;
     // Pass 1 ingests every item, pass 2 drafts: a request drafts from all its siblings' tokens of
-    // this step, whatever their order in the batch.
+    // this step. Items are ingested in a canonical order (first appearance, then request id), not in
+    // batch order: which sibling's continuation is the most recent must not depend on the rows the
+    // engine happened to put requests in, which move between steps.
     if (this.ingested.length < n) this.ingested = new Array(n);
     const ingested = this.ingested;
-    let offset = 0;
-    for (let i = 0; i < n; i++) {
-      const count = batch.counts[i];
-      const from = offset;
-      offset += count;
+    const order = this.canonicalOrder(engine, batch, n);
+    for (let j = 0; j < n; j++) {
+      const key = order[j];
+      const i = key % ORDER_SPAN;
+      const serial = (key - i) / ORDER_SPAN;
+      const from = this.offsets[i];
       ingested[i] = undefined;
       try {
-        ingested[i] = this.ingestItem(engine, batch, i, from, from + count, stamp, nowMs);
+        ingested[i] = this.ingestItem(engine, batch, i, from, from + batch.counts[i], stamp, nowMs, serial);
       } catch (error) {
         if (!(error instanceof SidecarError)) throw error;
         statuses[i] = error.needsResync ? ItemStatus.RESYNC : ItemStatus.ERROR;
@@ -267,6 +276,7 @@ export class StepService {
         counters.itemErrors.set(error.code, (counters.itemErrors.get(error.code) ?? 0) + 1);
       }
     }
+    if (errors.length > 1) errors.sort((a, b) => a.index - b.index);
     let written = 0;
     for (let i = 0; i < n; i++) {
       const state = ingested[i];
@@ -305,7 +315,7 @@ export class StepService {
   }
 
   /** Ingests item i (tokens[from..to)); returns its state, or throws the item's error. */
-  private ingestItem(engine: EngineState, batch: StepBatch, i: number, from: number, to: number, stamp: number, nowMs: number): RequestState {
+  private ingestItem(engine: EngineState, batch: StepBatch, i: number, from: number, to: number, stamp: number, nowMs: number, serial: number): RequestState {
     const reqId = batch.reqIds[i];
     let state = engine.requests.get(reqId);
     if (state !== undefined && state.stamp === stamp) {
@@ -320,6 +330,7 @@ export class StepService {
       const entry = draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
       if (state === undefined) {
         state = new RequestState(key, reqId, this.limits.maxK);
+        state.serial = serial;
         engine.requests.set(reqId, state);
       }
       state.entry = entry;
@@ -362,6 +373,32 @@ export class StepService {
     state.predictionLength = 0;
   }
 
+  /**
+   * Item indices in ingestion order, packed as serial * ORDER_SPAN + index and sorted: known
+   * requests by first appearance, new ones after them by request id (they get serials in that
+   * order). Also fills this.offsets with each item's first token.
+   */
+  private canonicalOrder(engine: EngineState, batch: StepBatch, n: number): Float64Array {
+    if (this.order.length < n) this.order = new Float64Array(grownCapacity(this.order.length, n));
+    if (this.offsets.length < n + 1) this.offsets = new Float64Array(grownCapacity(this.offsets.length, n + 1));
+    const offsets = this.offsets;
+    const keys = this.order.subarray(0, n);
+    let fresh: number[] | undefined;
+    offsets[0] = 0;
+    for (let i = 0; i < n; i++) {
+      offsets[i + 1] = offsets[i] + batch.counts[i];
+      const state = engine.requests.get(batch.reqIds[i]);
+      if (state !== undefined) keys[i] = state.serial * ORDER_SPAN + i;
+      else (fresh ??= []).push(i);
+    }
+    if (fresh !== undefined) {
+      const ids = batch.reqIds;
+      fresh.sort((a, b) => (ids[a] < ids[b] ? -1 : ids[a] > ids[b] ? 1 : a - b));
+      for (const i of fresh) keys[i] = ++this.nextSerial * ORDER_SPAN + i;
+    }
+    return keys.sort();
+  }
+
   private releaseRequest(engine: EngineState, reqId: string): boolean {
     const state = engine.requests.get(reqId);
     if (state === undefined) return false;
@@ -401,6 +438,9 @@ export class StepService {
   }
 }
 
+/** Items per step are below this (checked), so serial * ORDER_SPAN + index packs both exactly. */
+const ORDER_SPAN = 65536;
+
 function requestKey(engineId: string, reqId: string): string {
   return `${engineId}\u0000${reqId}`;
 }
@@ -413,6 +453,7 @@ function tokenView(tokens: ArrayLike<number>, from: number, to: number): ArrayLi
 /** Call-level validation: shapes and ranges, before anything is applied. Returns the item count. */
 function validateBatch(batch: StepBatch, maxK: number): number {
   const n = batch.reqIds.length;
+  if (n >= ORDER_SPAN) throw sidecarError('INVALID_ARGUMENT', `${n} requests in one step, at most ${ORDER_SPAN - 1}`, 'requests');
   if (!(Number.isInteger(batch.k) && batch.k >= 0 && batch.k <= maxK)) throw sidecarError('K_OUT_OF_RANGE', `k = ${batch.k}, allowed 0..${maxK}`, 'k');
   if (!(Number.isInteger(batch.numReqs) && batch.numReqs >= 0)) throw sidecarError('INVALID_ARGUMENT', `num_reqs = ${batch.numReqs}`, 'num_reqs');
   if (batch.engineId.length === 0) throw sidecarError('INVALID_ARGUMENT', 'engine id is empty', 'engine_id');

@@ -1,33 +1,33 @@
-/** Replay backend that calls the drafting core directly (the reference the wire backends match). */
-import { DraftEngine, type EngineOptions } from '../core/engine.js';
+/**
+ * Replay backend that calls the core's Step service directly, ungated: the reference the wire
+ * backends must match (the server runs the same service behind its transports).
+ */
+import type { EngineOptions } from '../core/engine.js';
+import { UNGATED } from '../core/gate.js';
+import { StepService } from '../core/step-service.js';
+import { batchOf, draftsOf } from './batch.js';
 import type { StepBackend, StepItem } from './simulate.js';
 
 export class InProcessBackend implements StepBackend {
-  readonly engine: DraftEngine;
+  readonly service: StepService;
+  /** Per-request share of each step's time (step time / requests), microseconds. */
   readonly draftLatenciesUs: number[] = [];
-  private scratch = new Int32Array(64);
+  private stepId = 0n;
 
   constructor(options: Partial<EngineOptions>) {
-    this.engine = new DraftEngine(options);
+    this.service = new StepService(
+      { maxK: 64, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 1 },
+      UNGATED,
+      options,
+    );
   }
 
   step(items: StepItem[], finished: string[], k: number): Int32Array[] {
-    const engine = this.engine;
-    for (const id of finished) engine.release(id);
-    for (const item of items) {
-      if (item.promptLength !== undefined) engine.open(item.id, item.tokens, item.promptLength);
-      else engine.append(item.id, item.tokens);
-    }
-    // k = 0 only ingests (history preload): no drafts, no latency samples.
-    if (k === 0) return items.map(() => new Int32Array(0));
-    if (this.scratch.length < k) this.scratch = new Int32Array(k);
-    const drafts: Int32Array[] = [];
-    for (const item of items) {
-      const started = process.hrtime.bigint();
-      const length = engine.draft(item.id, k, this.scratch, 0);
-      this.draftLatenciesUs.push(Number(process.hrtime.bigint() - started) / 1000);
-      drafts.push(this.scratch.slice(0, length));
-    }
-    return drafts;
+    const batch = batchOf('replay', ++this.stepId, items, finished, k);
+    const started = process.hrtime.bigint();
+    const outcome = this.service.step(batch, 0);
+    // k = 0 only ingests (history preload): no latency samples.
+    if (k > 0 && items.length > 0) this.draftLatenciesUs.push(Number(process.hrtime.bigint() - started) / 1000 / items.length);
+    return draftsOf(outcome);
   }
 }

@@ -2,10 +2,12 @@
  * Replay backend that drives a running sidecar through one of its transports, with the same calls
  * as the in-process backend: one Step per round for the whole batch. A RESYNC answer (the sidecar
  * lost the request, e.g. after a restart) is handled as the shim does: the full context is resent.
+ * Per-request draft latency is reported as the round trip's share per request.
  */
 import { randomUUID } from 'node:crypto';
 import type { StepClient } from '../client/clients.js';
-import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome } from '../core/step-service.js';
+import { ItemStatus, type StepOutcome } from '../core/step-service.js';
+import { batchOf, draftsOf } from './batch.js';
 import type { StepBackend, StepItem } from './simulate.js';
 
 export class WireBackend implements StepBackend {
@@ -28,11 +30,7 @@ export class WireBackend implements StepBackend {
       if (item.promptLength !== undefined) this.contexts.set(item.id, { tokens: item.tokens.slice(), promptLength: item.promptLength });
       else this.contexts.get(item.id)?.tokens.push(...item.tokens);
     }
-    let outcome = await this.send(
-      items.map((item) => ({ id: item.id, start: item.start, tokens: item.tokens, promptLength: item.promptLength ?? NO_PROMPT })),
-      finished,
-      k,
-    );
+    let outcome = await this.send(items, finished, k);
     const resync = items.filter((_, i) => outcome.statuses[i] === ItemStatus.RESYNC);
     if (resync.length > 0) {
       this.resyncs += resync.length;
@@ -40,7 +38,7 @@ export class WireBackend implements StepBackend {
       // drafts stay aligned with one step of the whole batch.
       outcome = await this.send(
         items.map((item, i) => {
-          if (outcome.statuses[i] !== ItemStatus.RESYNC) return { id: item.id, start: item.start + item.tokens.length, tokens: [], promptLength: NO_PROMPT };
+          if (outcome.statuses[i] !== ItemStatus.RESYNC) return { id: item.id, start: item.start + item.tokens.length, tokens: [] };
           const context = this.contexts.get(item.id)!;
           return { id: item.id, start: 0, tokens: context.tokens, promptLength: context.promptLength };
         }),
@@ -48,37 +46,16 @@ export class WireBackend implements StepBackend {
         k,
       );
     }
-    const drafts: Int32Array[] = [];
-    let offset = 0;
-    for (let i = 0; i < items.length; i++) {
-      const length = outcome.draftLengths[i];
-      drafts.push(outcome.statuses[i] === ItemStatus.OK ? outcome.drafts.slice(offset, offset + length) : new Int32Array(0));
-      offset += length;
-    }
-    return drafts;
+    return draftsOf(outcome);
   }
 
   async close(): Promise<void> {
     await this.client.close();
   }
 
-  private async send(items: Array<{ id: string; start: number; tokens: number[]; promptLength: number }>, finished: string[], k: number): Promise<StepOutcome> {
-    const counts = items.map((item) => item.tokens.length);
-    const batch: StepBatch = {
-      engineId: this.engineId,
-      stepId: ++this.stepId,
-      numReqs: items.length,
-      prefill: false,
-      k,
-      reqIds: items.map((item) => item.id),
-      starts: items.map((item) => item.start),
-      counts,
-      promptLengths: items.map((item) => item.promptLength),
-      tokens: items.flatMap((item) => item.tokens),
-      finished,
-    };
+  private async send(items: StepItem[], finished: string[], k: number): Promise<StepOutcome> {
     const started = process.hrtime.bigint();
-    const outcome = await this.client.step(batch);
+    const outcome = await this.client.step(batchOf(this.engineId, ++this.stepId, items, finished, k));
     const us = Number(process.hrtime.bigint() - started) / 1000;
     this.stepLatenciesUs.push(us);
     if (items.length > 0) this.draftLatenciesUs.push(us / items.length);
