@@ -8,18 +8,18 @@
  * Numbers are reported, never gated: machines are shared and noisy.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FastLaneClient, GrpcClient, type StepClient } from '../src/client/clients.js';
+import { PYTHON, startSidecarProcess } from '../src/client/sidecar-process.js';
 import { NO_PROMPT, type StepBatch } from '../src/core/step-service.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import type { TraceRow } from '../src/replay/traces.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/bench -> repo root
-const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 const BATCH = Number(process.env.BENCH_BATCH ?? 128);
 const STEPS = Number(process.env.BENCH_STEPS ?? 2000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -108,32 +108,14 @@ function runPython(args: string[]): Promise<Record<string, number>> {
   });
 }
 
-async function waitForServer(socket: string): Promise<void> {
-  for (let attempt = 0; attempt < 200; attempt++) {
-    try {
-      const client = await FastLaneClient.connect(socket);
-      await client.ping();
-      await client.close();
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(`sidecar did not come up on ${socket}`);
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'sam-bench-wire-'));
   const socket = join(dir, 'sidecar.sock');
   const rowsFile = join(dir, 'rows.jsonl');
   const rows = syntheticTraces({ groups: 8, samplesPerGroup: 16 });
   writeFileSync(rowsFile, rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
-  const server = spawn(process.execPath, [join(ROOT, 'dist', 'cli.js'), 'serve'], {
-    env: { ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const server = await startSidecarProcess(socket);
   try {
-    await waitForServer(socket);
     const hasPython = spawnSync(PYTHON, ['-c', 'import numpy'], { stdio: 'ignore' }).status === 0;
     const hasGrpcio = hasPython && spawnSync(PYTHON, ['-c', 'import grpc'], { stdio: 'ignore' }).status === 0;
     const python = hasPython
@@ -168,8 +150,7 @@ async function main(): Promise<void> {
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
-    server.kill('SIGTERM');
-    await new Promise((resolve) => server.once('close', resolve));
+    await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

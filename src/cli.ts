@@ -5,6 +5,7 @@
  *   replay  simulate speculative decoding over recorded rollouts (token-id JSONL or verl dumps),
  *           in process or through a running sidecar (--via uds|grpc|http)
  *   synth   write deterministic synthetic rollouts as token-id JSONL
+ *   demo    end-to-end run: sidecar + Python shim + simulated vLLM runner
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -12,6 +13,7 @@ import { z } from 'zod';
 import { DRAFTERS } from './core/engine.js';
 import { connectClient, VIA, type ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
+import { DEMO_USAGE, runDemo } from './demo.js';
 import { loadConfig } from './server/config.js';
 import { createLogger, startSidecar } from './server/sidecar.js';
 import { WireBackend } from './replay/wire.js';
@@ -38,7 +40,8 @@ const USAGE = `usage:
       --plot FILE.svg       AL by output position and acceptance by draft position
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
-  sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]`;
+  sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
+${DEMO_USAGE.replace('usage: ', '  ')}`;
 
 const positiveInt = z.coerce.number().int().positive();
 
@@ -202,6 +205,9 @@ async function main(argv: string[]): Promise<void> {
       return runReplay(rest);
     case 'synth':
       return runSynth(rest);
+    case 'demo':
+      process.exitCode = await runDemo(rest);
+      return;
     default:
       process.stderr.write(`${USAGE}\n`);
       process.exit(command === undefined || command === '--help' || command === 'help' ? 0 : 2);

@@ -1,0 +1,171 @@
+"""The shim's conversation with a real sidecar: deltas by request id, RESYNC, release, fail open."""
+import os
+import socket
+import threading
+import time
+
+import numpy as np
+
+from sam_sidecar import wire
+from sam_sidecar.client import FastLaneClient
+from sam_sidecar.session import DraftSession, gather_spans
+
+PROMPT = [100, 101, 102, 103]
+
+
+class Batch:
+    """Rows of token ids the way vLLM's InputBatch holds them."""
+
+    def __init__(self, contexts):
+        self.req_ids = list(contexts)
+        width = max(len(c) for c in contexts.values()) + 64
+        self.tokens = np.zeros((len(contexts) + 4, width), dtype=np.int32)
+        self.ends = np.zeros(len(contexts) + 4, dtype=np.int32)
+        self.prompts = np.full(len(contexts) + 4, len(PROMPT), dtype=np.int32)
+        for row, req_id in enumerate(self.req_ids):
+            self.set_row(row, contexts[req_id])
+
+    def set_row(self, row, context):
+        self.tokens[row, : len(context)] = context
+        self.ends[row] = len(context)
+
+    def step(self, session, finished=(), num_reqs=None):
+        return session.step(self.req_ids, self.tokens, self.ends, self.prompts, num_reqs or len(self.req_ids), finished)
+
+
+def session_for(sidecar, k=3, **kwargs):
+    return DraftSession(k, FastLaneClient(sidecar.socket, deadline_s=0.5), engine_id=f"test-{time.monotonic_ns()}", **kwargs)
+
+
+def test_gather_spans_reads_each_rows_new_tokens_without_a_loop():
+    rows = np.arange(20, dtype=np.int32).reshape(4, 5)
+    out = gather_spans(rows, np.array([2, 0]), np.array([1, 3]), np.array([4, 5]))
+    assert out.tolist() == [11, 12, 13, 3, 4]
+
+
+def test_first_step_sends_full_contexts_then_only_new_tokens(sidecar):
+    session = session_for(sidecar)
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
+    first = batch.step(session)
+    assert first.source == "sidecar" and first.speculate
+    assert first.drafts[0] == [3, 1, 2]
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
+    second = batch.step(session)
+    assert second.drafts[0] == [1, 2, 3]
+    assert session._confirmed == {"a": 10, "b": 5}
+
+
+def test_identity_is_the_request_id_not_the_row(sidecar):
+    session = session_for(sidecar)
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [5, 6, 5]})
+    batch.step(session)
+    # The batch is condensed: b moves to row 0, a to row 1, each with one more token.
+    swapped = Batch({"b": PROMPT + [5, 6, 5, 6], "a": PROMPT + [1, 2, 3, 1, 2, 3]})
+    result = swapped.step(session)
+    assert result.drafts == [[5, 6, 5], [1, 2, 3]]
+
+
+def test_a_preempted_request_comes_back_with_its_id_and_continues(sidecar):
+    session = session_for(sidecar)
+    Batch({"a": PROMPT + [1, 2, 3, 1], "b": PROMPT + [9]}).step(session)
+    Batch({"b": PROMPT + [9, 9]}).step(session)  # a is preempted for a step
+    back = Batch({"b": PROMPT + [9, 9, 9], "a": PROMPT + [1, 2, 3, 1, 2]}).step(session)
+    assert back.drafts[1] == [3, 1, 2]
+    assert session.stats.resyncs == 0
+
+
+def test_finished_requests_are_released_and_their_output_drafts_for_siblings(sidecar):
+    session = session_for(sidecar)
+    Batch({"a": PROMPT + [1, 2, 3, 4, 5]}).step(session)
+    result = Batch({"b": PROMPT + [1, 2]}).step(session, finished=["a"])
+    assert result.drafts == [[3, 4, 5]]
+    assert "a" not in session._confirmed
+
+
+def test_after_a_sidecar_restart_requests_resync_and_drafting_resumes(sidecar):
+    session = session_for(sidecar)
+    context = PROMPT + [1, 2, 3, 1, 2]
+    Batch({"a": context}).step(session)
+    sidecar.kill9()
+    failed = Batch({"a": context + [3]}).step(session)
+    assert failed.source == "local" and failed.drafts == [[]]
+    sidecar.start()
+    time.sleep(session.client.backoff_max_s)
+    resync = Batch({"a": context + [3, 1]}).step(session)
+    assert resync.source == "sidecar" and resync.drafts == [[]]
+    assert session.stats.resyncs == 1
+    again = Batch({"a": context + [3, 1, 2]}).step(session)
+    assert again.drafts == [[3, 1, 2]]
+
+
+def test_a_request_the_sidecar_rejects_is_reported_once_and_not_resent(sidecar):
+    session = session_for(sidecar)
+    batch = Batch({"bad": PROMPT + [2**21], "good": PROMPT + [1, 2, 1]})
+    first = batch.step(session)
+    assert first.drafts[1] == [2, 1, 2]
+    assert session.stats.item_errors == 1
+    batch.step(session)
+    assert session.stats.item_errors == 1
+    assert "bad" in session._refused
+
+
+def test_gate_decision_comes_from_the_sidecar(sidecar):
+    session = session_for(sidecar)
+    result = Batch({"a": PROMPT + [1, 2, 1]}).step(session, num_reqs=64)
+    assert (result.speculate, result.reason, result.source) == (False, "above_threshold", "sidecar")
+    assert result.drafts == [[]]
+
+
+def test_no_sidecar_means_no_drafts_at_once_and_the_local_switch(socket_dir, monkeypatch):
+    monkeypatch.setenv("VLLM_SPECULATIVE_BATCH_SIZE_THRE", "4")
+    session = DraftSession(3, FastLaneClient(os.path.join(socket_dir, "absent.sock"), deadline_s=0.005))
+    started = time.perf_counter()
+    result = Batch({"a": PROMPT + [1, 2, 1]}).step(session, num_reqs=8)
+    assert time.perf_counter() - started < 0.05
+    assert (result.drafts, result.speculate, result.reason, result.source) == ([[]], False, "above_threshold", "local")
+    # While backing off, calls do not even try to connect.
+    connects = session.client.connects
+    Batch({"a": PROMPT + [1, 2, 1, 2]}).step(session)
+    assert session.client.connects == connects and session.stats.failed_steps == 2
+
+
+def test_a_sidecar_that_does_not_answer_costs_one_deadline_then_fails_open(socket_dir):
+    path = os.path.join(socket_dir, "silent.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    session = DraftSession(3, FastLaneClient(path, deadline_s=0.02))
+    started = time.perf_counter()
+    result = Batch({"a": PROMPT + [1, 2, 1]}).step(session)
+    waited = time.perf_counter() - started
+    assert result.source == "local" and result.drafts == [[]]
+    assert 0.015 <= waited < 0.1
+    server.close()
+
+
+def test_the_connection_is_not_shared_across_fork(sidecar):
+    client = FastLaneClient(sidecar.socket, deadline_s=0.5)
+    assert client.ping()
+    parent_socket = client._sock
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must connect afresh, and its close must not touch the parent's socket
+        ok = client.ping() and client._sock is not parent_socket
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert client._sock is parent_socket and client.ping()
+
+
+def test_wire_frames_round_trip_against_the_sidecar(sidecar):
+    client = FastLaneClient(sidecar.socket, deadline_s=0.5)
+    call_id = client.next_call_id()
+    frame = wire.encode_step(call_id, b"raw", 1, 1, False, 99, [b"x"], np.array([0]), np.array([1]), np.array([1]), np.array([5]))
+    try:
+        wire.decode_reply(client.call(frame, call_id))
+        raise AssertionError("k = 99 must be refused")
+    except wire.WireError as error:
+        assert error.code == "K_OUT_OF_RANGE" and error.field == "k"

@@ -1,0 +1,50 @@
+/**
+ * A sidecar in its own process, for tools that drive it from outside (demo, wire benchmark): spawn
+ * `serve` with a socket in a private directory, wait until it answers, stop it with SIGTERM.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.js';
+import { FastLaneClient } from './clients.js';
+
+export interface SidecarProcess {
+  readonly child: ChildProcess;
+  readonly socket: string;
+  stop(): Promise<void>;
+}
+
+export const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+
+export async function startSidecarProcess(socket: string, env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
+  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli.js'), 'serve'], {
+    env: { ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await waitForSidecar(socket, child);
+  return {
+    child,
+    socket,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export async function waitForSidecar(socket: string, child?: ChildProcess, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) throw new Error(`sidecar exited with ${child.exitCode} before it answered on ${socket}`);
+    try {
+      const client = await FastLaneClient.connect(socket);
+      await client.ping();
+      await client.close();
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`sidecar did not answer on ${socket} within ${timeoutMs} ms`);
+}
