@@ -1,0 +1,115 @@
+/**
+ * The Helm chart: values against values.schema.json, and the rendered manifests (rendered with Go
+ * text/template + sprig by helm/tests/render, as `helm template` would; no helm binary needed).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Ajv from 'ajv';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/server/config.js';
+
+const CHART = join(import.meta.dirname, '..', 'helm', 'sam-sidecar');
+const RENDER = join(import.meta.dirname, '..', 'helm', 'tests', 'render');
+const GO_ENV = { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOCACHE: join(tmpdir(), 'sam-sidecar-gocache') };
+const hasRenderer =
+  spawnSync('go', ['version'], { stdio: 'ignore' }).status === 0 &&
+  spawnSync('go', ['list', 'github.com/Masterminds/sprig', 'gopkg.in/yaml.v3'], { env: GO_ENV, stdio: 'ignore' }).status === 0;
+if (!hasRenderer) console.warn('helm chart rendering tests skipped: needs golang-go, golang-github-masterminds-sprig-dev, golang-gopkg-yaml.v3-dev (.ci/run installs them)');
+
+interface Manifest {
+  template: string;
+  object: Record<string, any>;
+}
+
+function render(overrides: string[] = []): { values: Record<string, any>; manifests: Manifest[] } {
+  const dir = mkdtempSync(join(tmpdir(), 'sam-helm-'));
+  const files = overrides.map((yaml, i) => {
+    const file = join(dir, `values-${i}.yaml`);
+    writeFileSync(file, yaml);
+    return file;
+  });
+  const out = execFileSync('go', ['run', 'main.go', CHART, ...files], { cwd: RENDER, env: GO_ENV, encoding: 'utf8' });
+  return JSON.parse(out);
+}
+
+const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
+const validate = new Ajv({ allErrors: true, strict: false }).compile(schema);
+
+function podSpec(manifests: Manifest[]): Record<string, any> {
+  const deployment = manifests.find((m) => m.object.kind === 'Deployment');
+  expect(deployment).toBeDefined();
+  return deployment!.object.spec.template.spec;
+}
+
+describe.skipIf(!hasRenderer)('helm chart', () => {
+  it('accepts its default values and rejects wrong types, naming the setting', () => {
+    const { values } = render();
+    expect(validate(values)).toBe(true);
+    const wrong = structuredClone(values);
+    wrong.http.port = 'eighty';
+    wrong.nativeSidecar = 'yes';
+    expect(validate(wrong)).toBe(false);
+    const paths = validate.errors!.map((e) => e.instancePath);
+    expect(paths).toContain('/http/port');
+    expect(paths).toContain('/nativeSidecar');
+    const unknown = { ...structuredClone(values), replicas: 3 };
+    expect(validate(unknown)).toBe(false);
+  });
+
+  it('renders a vLLM-Ascend pod with the sidecar as a native sidecar sharing the socket volume', () => {
+    const { manifests } = render(['example: {enabled: true}']);
+    const pod = podSpec(manifests);
+    const sidecar = pod.initContainers.find((c: any) => c.name === 'sam-sidecar');
+    expect(sidecar.restartPolicy).toBe('Always');
+    const vllm = pod.containers.find((c: any) => c.name === 'vllm');
+    const socketVolume = pod.volumes.find((v: any) => v.name === 'sam-sidecar-socket');
+    expect(socketVolume.emptyDir.medium).toBe('Memory');
+    const mountOf = (c: any) => c.volumeMounts.find((m: any) => m.name === 'sam-sidecar-socket').mountPath;
+    expect(mountOf(sidecar)).toBe('/run/sam-sidecar');
+    expect(mountOf(vllm)).toBe('/run/sam-sidecar');
+    const envOf = (c: any, name: string) => c.env.find((e: any) => e.name === name)?.value;
+    expect(envOf(vllm, 'SAM_SIDECAR_SOCKET')).toBe(envOf(sidecar, 'SAM_SIDECAR_SOCKET'));
+    expect(envOf(vllm, 'VLLM_SPECULATIVE_BATCH_SIZE_THRE')).toBe('32');
+    expect(vllm.command).toContain('--speculative-config={"method":"sam","num_speculative_tokens":3}');
+    // The socket is group-accessible through the pod's fsGroup; the sidecar is not root.
+    expect(pod.securityContext.fsGroup).toBe(1000);
+    expect(sidecar.securityContext).toMatchObject({ runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+    // HTTP probes on the sidecar's port.
+    expect(sidecar.startupProbe.httpGet).toEqual({ path: '/livez', port: 'sam-http' });
+    expect(sidecar.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'sam-http' });
+    expect(sidecar.livenessProbe.httpGet).toEqual({ path: '/livez', port: 'sam-http' });
+    expect(sidecar.ports[0].containerPort).toBe(8479);
+    // The shim reaches vLLM's PYTHONPATH from the sidecar image.
+    expect(pod.initContainers[0].args).toEqual(['copy-shim', '/opt/sam-sidecar-shim']);
+    expect(envOf(vllm, 'PYTHONPATH')).toBe('/opt/sam-sidecar-shim');
+  });
+
+  it('puts the sidecar among the containers where native sidecars are off', () => {
+    const pod = podSpec(render(['example: {enabled: true}\nnativeSidecar: false']).manifests);
+    expect(pod.initContainers.map((c: any) => c.name)).toEqual(['sam-sidecar-shim']);
+    const sidecar = pod.containers.find((c: any) => c.name === 'sam-sidecar');
+    expect(sidecar).toBeDefined();
+    expect(sidecar.restartPolicy).toBeUndefined();
+  });
+
+  it('writes a config file the sidecar itself accepts, with the values given', () => {
+    const { manifests } = render(['config: {gate: {threshold: 8, mode: adaptive}}']);
+    const configMap = manifests.find((m) => m.object.kind === 'ConfigMap')!.object;
+    const file = join(mkdtempSync(join(tmpdir(), 'sam-helm-config-')), 'config.json');
+    writeFileSync(file, configMap.data['config.json']);
+    const config = loadConfig({ file, env: {} });
+    expect(config.gate).toMatchObject({ threshold: 8, mode: 'adaptive' });
+    expect(config.memory.maxTokens).toBe(64_000_000);
+  });
+
+  it('renders a ServiceMonitor and its Service only when asked', () => {
+    expect(render().manifests.map((m) => m.object.kind)).toEqual(['ConfigMap']);
+    const kinds = render(['serviceMonitor: {enabled: true, labels: {release: prometheus}}']).manifests.map((m) => m.object);
+    const monitor = kinds.find((o) => o.kind === 'ServiceMonitor')!;
+    expect(monitor.metadata.labels.release).toBe('prometheus');
+    expect(monitor.spec.endpoints[0]).toMatchObject({ port: 'sam-http', path: '/metrics' });
+    expect(kinds.find((o) => o.kind === 'Service')!.spec.ports[0].targetPort).toBe('sam-http');
+  });
+});
