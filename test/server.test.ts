@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { FastLaneClient, GrpcClient, HttpClient, type StepClient } from '../src/client/clients.js';
 import { SidecarError } from '../src/core/errors.js';
 import { GateReason } from '../src/core/gate.js';
-import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome } from '../src/core/step-service.js';
+import { ItemStatus } from '../src/core/step-service.js';
 import { decodeError, encodeStep, FrameKind, readHeader } from '../src/protocol/fast-lane.js';
 import { HealthService } from '../src/protocol/grpc-definitions.js';
 import { InProcessBackend } from '../src/replay/in-process.js';
@@ -19,6 +19,7 @@ import { syntheticTraces } from '../src/replay/synthetic.js';
 import { WireBackend } from '../src/replay/wire.js';
 import { loadConfig } from '../src/server/config.js';
 import { startSidecar, type Sidecar } from '../src/server/sidecar.js';
+import { draftLists, PROMPT, stepBatch } from './helpers.js';
 
 const running: Sidecar[] = [];
 const clients: StepClient[] = [];
@@ -53,30 +54,9 @@ function httpClient(sidecar: Sidecar): HttpClient {
   return new HttpClient(sidecar.http.address);
 }
 
-const prompt = [100, 101, 102, 103];
-let stepCounter = 1n;
-function batch(items: Array<{ id: string; start?: number; tokens: number[]; prompt?: number }>, extra: Partial<StepBatch> = {}): StepBatch {
-  return {
-    engineId: 'engine-1',
-    stepId: stepCounter++,
-    numReqs: items.length,
-    prefill: false,
-    k: 3,
-    reqIds: items.map((i) => i.id),
-    starts: items.map((i) => i.start ?? 0),
-    counts: items.map((i) => i.tokens.length),
-    promptLengths: items.map((i) => i.prompt ?? NO_PROMPT),
-    tokens: items.flatMap((i) => i.tokens),
-    finished: [],
-    ...extra,
-  };
-}
-const drafts = (o: StepOutcome) => {
-  const out: number[][] = [];
-  let at = 0;
-  for (const length of o.draftLengths) out.push(Array.from(o.drafts.subarray(at, (at += length))));
-  return out;
-};
+const prompt = PROMPT;
+const batch = stepBatch;
+const drafts = draftLists;
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<SidecarError> {
   const error = await promise.then(

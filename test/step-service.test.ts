@@ -1,46 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { SidecarError } from '../src/core/errors.js';
 import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
-import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome, StepService } from '../src/core/step-service.js';
+import { ItemStatus, type StepBatch, StepService } from '../src/core/step-service.js';
+import { draftLists, PROMPT, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
 
 const gate: GateConfig = { mode: 'threshold', threshold: 32, verifyCost: [[1, 1.05], [128, 2.3]], hysteresis: 0.05, smoothing: 0.01, minObservations: 200 };
 const limits = { maxK: 8, requestTtlMs: 60_000, maxTokens: 1_000_000, stepCacheSize: 4 };
-const prompt = [100, 101, 102, 103];
-
-interface Item {
-  id: string;
-  start?: number;
-  tokens: number[];
-  prompt?: number;
-}
-
-let nextStep = 1n;
-function batch(items: Item[], extra: Partial<StepBatch> = {}): StepBatch {
-  return {
-    engineId: 'engine-a',
-    stepId: nextStep++,
-    numReqs: items.length,
-    prefill: false,
-    k: 3,
-    reqIds: items.map((item) => item.id),
-    starts: items.map((item) => item.start ?? 0),
-    counts: items.map((item) => item.tokens.length),
-    promptLengths: items.map((item) => item.prompt ?? NO_PROMPT),
-    tokens: items.flatMap((item) => item.tokens),
-    finished: [],
-    ...extra,
-  };
-}
-
-function draftsOf(outcome: StepOutcome): number[][] {
-  const out: number[][] = [];
-  let offset = 0;
-  for (const length of outcome.draftLengths) {
-    out.push(Array.from(outcome.drafts.subarray(offset, offset + length)));
-    offset += length;
-  }
-  return out;
-}
+const prompt = PROMPT;
+const batch = (items: TestItem[], extra: Partial<StepBatch> = {}) => stepBatch(items, { engineId: 'engine-a', ...extra });
+const draftsOf = draftLists;
 
 const newService = (overrides: Partial<GateConfig> = {}, limitOverrides = {}) => new StepService({ ...limits, ...limitOverrides }, { ...gate, ...overrides });
 
@@ -135,11 +103,10 @@ describe('step service', () => {
 
   it('refuses a step id older than the engine last step once it left the cache', () => {
     const service = newService();
-    const base = nextStep;
+    const base = reserveStepIds(6);
     for (let i = 0n; i < 6n; i++) service.step(batch([], { stepId: base + i }), 0);
     expect(() => service.step(batch([], { stepId: base }), 0)).toThrow(/STALE_STEP/);
     expect(service.step(batch([], { stepId: base + 5n }), 0).stepId).toBe(base + 5n);
-    nextStep = base + 10n;
   });
 
   it('keeps engines apart: the same request id on two engines is two requests', () => {

@@ -87,36 +87,30 @@ def _known(version: str, known) -> bool:
     return any(version == v or (v.endswith(".") and version.startswith(v)) for v in known)
 
 
+def _try_patch(engine_name: str, module_name: str, integration_name: str, known_attribute: str) -> bool:
+    """Patches one engine if it is installed and its version is known (or forced). Returns
+    whether the engine is installed (then no other engine is tried)."""
+    try:
+        engine = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    integration = importlib.import_module(f"{__package__}.{integration_name}")
+    known = getattr(integration, known_attribute)
+    version = getattr(engine, "__version__", "unknown")
+    if not (_known(version, known) or os.environ.get(ENV_FORCE) == "1"):
+        logger.error("sam-sidecar: %s %s is not a version this shim knows %s; not patching (set %s=1 to try)", engine_name, version, known, ENV_FORCE)
+        return True
+    integration.patch(engine, is_sam)
+    _state["engine"] = True
+    return True
+
+
 def _patch_engine() -> None:
     if _state["engine"]:
         return
-    force = os.environ.get(ENV_FORCE) == "1"
-    try:
-        vllm_ascend = importlib.import_module("vllm_ascend")
-    except ImportError:
-        vllm_ascend = None
-    if vllm_ascend is not None:
-        from . import vllm_ascend as ascend
-
-        version = getattr(vllm_ascend, "__version__", "unknown")
-        if not (_known(version, ascend.KNOWN_VERSIONS) or force):
-            logger.error("sam-sidecar: vLLM-Ascend %s is not a version this shim knows %s; not patching (set %s=1 to try)", version, ascend.KNOWN_VERSIONS, ENV_FORCE)
-            return
-        ascend.patch(vllm_ascend, is_sam)
-        _state["engine"] = True
-        return
-    try:
-        vllm = importlib.import_module("vllm")
-    except ImportError:
-        return
-    from . import vllm_upstream as upstream
-
-    version = getattr(vllm, "__version__", "unknown")
-    if not (_known(version, upstream.KNOWN_VERSIONS_PREFIXES) or force):
-        logger.error("sam-sidecar: vLLM %s is not a version this shim knows %s; not patching (set %s=1 to try)", version, upstream.KNOWN_VERSIONS_PREFIXES, ENV_FORCE)
-        return
-    upstream.patch(vllm, is_sam)
-    _state["engine"] = True
+    # vLLM-Ascend is a platform plugin on top of vLLM: when it is there, it owns the runner.
+    if not _try_patch("vLLM-Ascend", "vllm_ascend", "vllm_ascend", "KNOWN_VERSIONS"):
+        _try_patch("vLLM", "vllm", "vllm_upstream", "KNOWN_VERSIONS_PREFIXES")
 
 
 def register() -> None:

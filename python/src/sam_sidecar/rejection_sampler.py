@@ -32,6 +32,23 @@ def _per_token_layout(num_draft_tokens: Sequence[int], cu_num_draft_tokens: torc
     return counts, starts, token_req, token_pos
 
 
+def _per_request(values: torch.Tensor, token_req: torch.Tensor, token_pos: torch.Tensor, batch: int, width: int, fill) -> torch.Tensor:
+    """Flattened per-token values as a [batch, width] matrix, `fill` where a request has no token."""
+    out = torch.full((batch, width), fill, dtype=values.dtype, device=values.device)
+    out[token_req, token_pos] = values
+    return out
+
+
+def _emitted(drafts: torch.Tensor, n_accepted: torch.Tensor, next_token: torch.Tensor, max_spec_len: int) -> torch.Tensor:
+    """[batch, max_spec_len + 1]: the accepted drafts, then the next token, then placeholders."""
+    batch, width = drafts.shape
+    out = torch.full((batch, max_spec_len + 1), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=drafts.device)
+    out[:, :width] = drafts[:, : max_spec_len + 1]
+    out = torch.where(torch.arange(max_spec_len + 1, device=drafts.device).unsqueeze(0) < n_accepted.unsqueeze(1), out, torch.full_like(out, PLACEHOLDER_TOKEN_ID))
+    out.scatter_(1, n_accepted.unsqueeze(1), next_token.unsqueeze(1))
+    return out.to(torch.int32)
+
+
 def _uniform(num_draft_tokens: Sequence[int], token_req: torch.Tensor, generators: Dict[int, torch.Generator], device) -> torch.Tensor:
     u = torch.rand(token_req.numel(), device=device, dtype=torch.float64)
     if generators:
@@ -74,10 +91,8 @@ def rejection_sample_point_mass(
         accept = torch.where(token_greedy, draft == argmax, random_accept)
 
     width = max(max_spec_len, 1)
-    accepted = torch.zeros((batch, width), dtype=torch.bool, device=device)
-    accepted[token_req, token_pos] = accept
-    drafts = torch.full((batch, width), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)
-    drafts[token_req, token_pos] = draft
+    accepted = _per_request(accept, token_req, token_pos, batch, width, False)
+    drafts = _per_request(draft, token_req, token_pos, batch, width, PLACEHOLDER_TOKEN_ID)
     # Leading run of accepted drafts (padding positions are False, so it stops at the count).
     n_accepted = accepted.to(torch.int32).cumprod(dim=1).sum(dim=1).to(torch.long)
 
@@ -98,12 +113,7 @@ def rejection_sample_point_mass(
         recovered = torch.where(greedy_rows, argmax[at], sampled)
     next_token = torch.where(rejected, recovered, bonus_token_ids.reshape(batch).to(torch.long))
 
-    out = torch.full((batch, max_spec_len + 1), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)
-    positions = torch.arange(max_spec_len + 1, device=device).unsqueeze(0)
-    padded = torch.cat([drafts, torch.full((batch, max_spec_len + 1 - width), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)], dim=1)
-    out = torch.where(positions < n_accepted.unsqueeze(1), padded, out)
-    out.scatter_(1, n_accepted.unsqueeze(1), next_token.unsqueeze(1))
-    return out.to(torch.int32)
+    return _emitted(drafts, n_accepted, next_token, max_spec_len)
 
 
 def block_verify_without_draft_probs(
@@ -125,24 +135,17 @@ def block_verify_without_draft_probs(
     draft = draft_token_ids.to(torch.long)
     p_draft = target_probs[torch.arange(draft.numel(), device=device), draft].to(torch.float64)
     width = max(max_spec_len, 1)
-    probs = torch.ones((batch, width), dtype=torch.float64, device=device)
-    probs[token_req, token_pos] = p_draft
+    probs = _per_request(p_draft, token_req, token_pos, batch, width, 1.0)
     valid = torch.arange(width, device=device).unsqueeze(0) < counts.unsqueeze(1)
     weight = torch.where(valid, probs.cumprod(dim=1), torch.zeros_like(probs))
     passed = torch.rand((batch, width), dtype=torch.float64, device=device) <= weight
     index = torch.arange(1, width + 1, device=device).unsqueeze(0)
     n_accepted = torch.where(passed, index, torch.zeros_like(index)).max(dim=1).values
-    drafts = torch.full((batch, width), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)
-    drafts[token_req, token_pos] = draft
+    drafts = _per_request(draft, token_req, token_pos, batch, width, PLACEHOLDER_TOKEN_ID)
     at = torch.clamp(starts + n_accepted, max=max(draft.numel() - 1, 0))
     residual = torch.multinomial(target_probs[at].to(torch.float64), 1).squeeze(1)
     next_token = torch.where(n_accepted < counts, residual, bonus_token_ids.reshape(batch).to(torch.long))
-    out = torch.full((batch, max_spec_len + 1), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)
-    positions = torch.arange(max_spec_len + 1, device=device).unsqueeze(0)
-    padded = torch.cat([drafts, torch.full((batch, max_spec_len + 1 - width), PLACEHOLDER_TOKEN_ID, dtype=torch.long, device=device)], dim=1)
-    out = torch.where(positions < n_accepted.unsqueeze(1), padded, out)
-    out.scatter_(1, n_accepted.unsqueeze(1), next_token.unsqueeze(1))
-    return out.to(torch.int32)
+    return _emitted(drafts, n_accepted, next_token, max_spec_len)
 
 
 def rejection_sample(
