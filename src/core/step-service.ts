@@ -266,9 +266,10 @@ export class StepService {
       const i = key % ORDER_SPAN;
       const serial = (key - i) / ORDER_SPAN;
       const from = this.offsets[i];
+      const known = ingested[i]; // looked up by canonicalOrder
       ingested[i] = undefined;
       try {
-        ingested[i] = this.ingestItem(engine, batch, i, from, from + batch.counts[i], stamp, nowMs, serial);
+        ingested[i] = this.ingestItem(engine, batch, i, from, from + batch.counts[i], stamp, nowMs, serial, known);
       } catch (error) {
         if (!(error instanceof SidecarError)) throw error;
         statuses[i] = error.needsResync ? ItemStatus.RESYNC : ItemStatus.ERROR;
@@ -315,9 +316,20 @@ export class StepService {
   }
 
   /** Ingests item i (tokens[from..to)); returns its state, or throws the item's error. */
-  private ingestItem(engine: EngineState, batch: StepBatch, i: number, from: number, to: number, stamp: number, nowMs: number, serial: number): RequestState {
+  private ingestItem(
+    engine: EngineState,
+    batch: StepBatch,
+    i: number,
+    from: number,
+    to: number,
+    stamp: number,
+    nowMs: number,
+    serial: number,
+    known: RequestState | undefined,
+  ): RequestState {
     const reqId = batch.reqIds[i];
-    let state = engine.requests.get(reqId);
+    // A duplicate id in the batch may have been created by its first occurrence in this step.
+    let state = known ?? engine.requests.get(reqId);
     if (state !== undefined && state.stamp === stamp) {
       throw sidecarError('DUPLICATE_REQUEST', `request ${JSON.stringify(reqId)} at items ${i} and an earlier one`, `items[${i}].req_id`);
     }
@@ -376,7 +388,8 @@ export class StepService {
   /**
    * Item indices in ingestion order, packed as serial * ORDER_SPAN + index and sorted: known
    * requests by first appearance, new ones after them by request id (they get serials in that
-   * order). Also fills this.offsets with each item's first token.
+   * order). Also fills this.offsets with each item's first token, and this.ingested with the
+   * state of each known request (saving ingestItem the lookup).
    */
   private canonicalOrder(engine: EngineState, batch: StepBatch, n: number): Float64Array {
     if (this.order.length < n) this.order = new Float64Array(grownCapacity(this.order.length, n));
@@ -388,6 +401,7 @@ export class StepService {
     for (let i = 0; i < n; i++) {
       offsets[i + 1] = offsets[i] + batch.counts[i];
       const state = engine.requests.get(batch.reqIds[i]);
+      this.ingested[i] = state;
       if (state !== undefined) keys[i] = state.serial * ORDER_SPAN + i;
       else (fresh ??= []).push(i);
     }

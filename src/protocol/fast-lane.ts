@@ -93,11 +93,17 @@ class FrameReader {
     this.offset += 8;
     return v;
   }
-  /** Copies count u32 values into a fresh (aligned) array. */
+  /** count u32 values: a view of the frame where it is 4-aligned in memory, else an aligned copy. */
   u32s(count: number, field: string): Uint32Array {
     this.need(count * 4, field);
-    const out = new Uint32Array(count);
-    new Uint8Array(out.buffer).set(this.frame.subarray(this.offset, this.offset + count * 4));
+    const at = this.frame.byteOffset + this.offset;
+    let out: Uint32Array;
+    if (at % 4 === 0) {
+      out = new Uint32Array(this.frame.buffer, at, count);
+    } else {
+      out = new Uint32Array(count);
+      new Uint8Array(out.buffer).set(this.frame.subarray(this.offset, this.offset + count * 4));
+    }
     this.offset += count * 4;
     return out;
   }
@@ -245,7 +251,8 @@ export function decodeStepReply(frame: Buffer): StepOutcome {
   const statuses = Uint8Array.from(r.bytes(n, 'statuses'));
   const draftLengths = Uint8Array.from(r.bytes(n, 'draft_lengths'));
   r.align4();
-  const drafts = new Int32Array(r.u32s(totalDrafts, 'drafts').buffer);
+  const raw = r.u32s(totalDrafts, 'drafts');
+  const drafts = new Int32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)); // owned, not a view of the frame
   const errors = errorBytes > 0 ? JSON.parse(r.text(errorBytes, 'errors')) : [];
   r.end();
   return { stepId, speculate, reason, statuses, draftLengths, drafts, errors };

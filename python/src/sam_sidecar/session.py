@@ -62,7 +62,6 @@ class DraftSession:
         self.stats = SessionStats()
         self.keep_latencies = keep_latencies
         self._confirmed: Dict[str, int] = {}  # tokens the sidecar holds, per request id
-        self._id_bytes: Dict[str, bytes] = {}
         self._refused: Set[str] = set()  # requests the sidecar rejected as invalid: not resent
         self._finished_pending: List[str] = []
         self._log = RateLimitedLog()
@@ -87,37 +86,32 @@ class DraftSession:
         active[i] false (no sampled token this step) are neither sent nor drafted."""
         started = time.perf_counter()
         self.step_id += 1
+        confirmed = self._confirmed
         for req_id in finished:
-            if self._confirmed.pop(req_id, None) is not None or req_id in self._id_bytes:
+            if confirmed.pop(req_id, None) is not None:
                 self._finished_pending.append(req_id)
-            self._id_bytes.pop(req_id, None)
             self._refused.discard(req_id)
 
         n_rows = len(req_ids)
-        items: List[int] = []
-        starts: List[int] = []
-        for row in range(n_rows):
-            if active is not None and not active[row]:
-                continue
-            req_id = req_ids[row]
-            if req_id is None or req_id in self._refused:
-                continue
-            held = self._confirmed.get(req_id, -1)
-            items.append(row)
-            # Unknown, or the engine holds fewer tokens than we confirmed (recomputed): full context.
-            starts.append(held if 0 <= held <= int(ends[row]) else -1)
-
-        rows = np.asarray(items, dtype=np.int64)
-        start_arr = np.asarray(starts, dtype=np.int64)
-        full = start_arr < 0
+        # Tokens the sidecar holds per row (-1: unknown); vectorized from here on.
+        held = np.fromiter((confirmed.get(r, -1) for r in req_ids), dtype=np.int64, count=n_rows)
+        ends_all = np.asarray(ends[:n_rows], dtype=np.int64)
+        include = np.ones(n_rows, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        if self._refused:
+            include &= np.fromiter((r not in self._refused for r in req_ids), dtype=bool, count=n_rows)
+        rows = np.flatnonzero(include)
+        start_arr = held[rows]
+        end_arr = ends_all[rows]
+        # Unknown, or the engine holds fewer tokens than we confirmed (recomputed): full context.
+        full = (start_arr < 0) | (start_arr > end_arr)
         start_arr[full] = 0
-        end_arr = np.asarray(ends, dtype=np.int64)[rows] if len(rows) else np.zeros(0, dtype=np.int64)
-        prompt_arr = np.where(full, np.asarray(prompt_lens, dtype=np.int64)[rows] if len(rows) else 0, wire.NO_PROMPT)
+        prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
         tokens = gather_spans(token_rows, rows, start_arr, end_arr)
-        ids = [self._bytes_of(req_ids[row]) for row in items]
+        everyone = len(rows) == n_rows
+        included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
+        ids = [r.encode() for r in included_ids]
         finished_now = [r.encode() for r in self._finished_pending]
 
-        drafts: List[List[int]] = [[] for _ in range(n_rows)]
         call_id = self.client.next_call_id()
         frame = wire.encode_step(
             call_id, self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now
@@ -129,37 +123,48 @@ class DraftSession:
             self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
             speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
             self._record(started)
-            return StepResult(drafts, speculate, reason, "local")
+            return StepResult([[] for _ in range(n_rows)], speculate, reason, "local")
 
         self._finished_pending.clear()
-        statuses = reply.statuses.tolist()
-        per_item = reply.draft_lists()
-        for j, row in enumerate(items):
-            req_id = req_ids[row]
-            status = statuses[j]
-            if status == wire.STATUS_OK:
-                self._confirmed[req_id] = int(end_arr[j])
-                if reply.speculate and per_item[j]:
-                    drafts[row] = per_item[j]
-                    self.stats.drafted_rows += 1
-                    self.stats.draft_tokens += len(per_item[j])
-            elif status == wire.STATUS_RESYNC:
-                self._confirmed.pop(req_id, None)
-                self.stats.resyncs += 1
+        statuses = reply.statuses
+        all_ok = not statuses.any()
+        if all_ok:
+            confirmed.update(zip(included_ids, end_arr.tolist()))
+        else:
+            self._apply_statuses(included_ids, statuses.tolist(), end_arr.tolist(), reply.errors)
+        drafts: List[List[int]]
+        if not reply.speculate:
+            drafts = [[] for _ in range(n_rows)]
+        else:
+            per_item = reply.draft_lists()
+            if everyone:
+                drafts = per_item
             else:
-                self._confirmed.pop(req_id, None)
-                self._refused.add(req_id)
-                self.stats.item_errors += 1
-        if reply.errors and any(statuses[e["index"]] == wire.STATUS_ERROR for e in reply.errors):
-            self._log.warning("item", "sam-sidecar refused requests: %s", [e for e in reply.errors if statuses[e["index"]] == wire.STATUS_ERROR][:3])
+                drafts = [[] for _ in range(n_rows)]
+                for j, row in enumerate(rows.tolist()):
+                    drafts[row] = per_item[j]
+            lengths = reply.draft_lengths
+            self.stats.drafted_rows += int(np.count_nonzero(lengths))
+            self.stats.draft_tokens += int(lengths.sum())
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
 
-    def _bytes_of(self, req_id: str) -> bytes:
-        encoded = self._id_bytes.get(req_id)
-        if encoded is None:
-            encoded = self._id_bytes[req_id] = req_id.encode()
-        return encoded
+    def _apply_statuses(self, ids: List[str], statuses: List[int], ends: List[int], errors: List[dict]) -> None:
+        """The uncommon path: some requests need RESYNC or were refused."""
+        confirmed = self._confirmed
+        for req_id, status, end in zip(ids, statuses, ends):
+            if status == wire.STATUS_OK:
+                confirmed[req_id] = end
+            elif status == wire.STATUS_RESYNC:
+                confirmed.pop(req_id, None)
+                self.stats.resyncs += 1
+            else:
+                confirmed.pop(req_id, None)
+                self._refused.add(req_id)
+                self.stats.item_errors += 1
+        refused = [e for e in errors if statuses[e["index"]] == wire.STATUS_ERROR]
+        if refused:
+            self._log.warning("item", "sam-sidecar refused requests: %s", refused[:3])
 
     def _record(self, started: float) -> None:
         self.stats.steps += 1
