@@ -33,7 +33,7 @@ async function start(overrides: Record<string, unknown> = {}, dir = mkdtempSync(
   const config = loadConfig({
     env: {},
     file: null,
-    overrides: { socket: join(dir, 'sidecar.sock'), http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, ...overrides },
+    overrides: { socket: join(dir, 'sidecar.sock'), http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, warmUpSteps: 20, ...overrides },
   });
   const sidecar = await startSidecar(config);
   running.push(sidecar);

@@ -84,6 +84,8 @@ export const ConfigSchema = z
         maintenanceIntervalMs: positiveInt.default(1000),
       })
       .prefault({}),
+    /** Synthetic steps run at start so the hot path is compiled before the first real step. */
+    warmUpSteps: nonNegativeInt.default(300),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
     shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
   })

@@ -10,6 +10,7 @@ import { FastLaneServer } from './fast-lane-server.js';
 import { GrpcServer } from './grpc-server.js';
 import { HttpServer } from './http-server.js';
 import { SidecarMetrics } from './metrics.js';
+import { warmUp } from './warm-up.js';
 
 export interface Sidecar {
   readonly context: SidecarContext;
@@ -54,10 +55,15 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
     await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close()]);
     throw error;
   }
+  const warmUpStarted = Date.now();
+  warmUp(createService(config), config.warmUpSteps);
   const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
   maintenance.unref();
   context.ready = true;
-  logger.info({ socket: config.socket, grpc: grpcServer.addresses, http: http.address, gate: config.gate.mode, threshold: config.gate.threshold }, 'sam-sidecar ready');
+  logger.info(
+    { socket: config.socket, grpc: grpcServer.addresses, http: http.address, gate: config.gate.mode, threshold: config.gate.threshold, warmUpMs: Date.now() - warmUpStarted },
+    'sam-sidecar ready',
+  );
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
