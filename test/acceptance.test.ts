@@ -33,3 +33,25 @@ describe.skipIf(!available)('acceptance on shared traces (K=3)', () => {
     }
   });
 });
+
+describe.skipIf(!available)('the same drafts through a running sidecar (shared traces)', () => {
+  it('replay --via uds gives the in-process AL on the GRPO trace with live siblings', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { FastLaneClient } = await import('../src/client/clients.js');
+    const { WireBackend } = await import('../src/replay/wire.js');
+    const { loadConfig } = await import('../src/server/config.js');
+    const { startSidecar } = await import('../src/server/sidecar.js');
+    const socket = join(mkdtempSync(join(tmpdir(), 'sam-accept-')), 'sidecar.sock');
+    const sidecar = await startSidecar(loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 } } }));
+    try {
+      const rows = loadTraceFile(DATA + 'grpo-gsm8k-step2.jsonl');
+      const wire = await replay(rows, new WireBackend(await FastLaneClient.connect(socket)), { k: 3, siblings: 'live' });
+      const inProcess = await replay(rows, new InProcessBackend({}), { k: 3, siblings: 'live' });
+      expect({ al: wire.al, steps: wire.steps }).toEqual({ al: inProcess.al, steps: inProcess.steps });
+    } finally {
+      await sidecar.close();
+    }
+  }, 180_000);
+});

@@ -98,3 +98,18 @@ def test_two_tensor_parallel_ranks_in_a_gloo_group_agree_and_step_the_sidecar_on
     assert summary["al"] == in_process_replay(synthetic_traces)["al"]
     stats = sidecar.stats()
     assert stats["duplicateSteps"] == 0  # only the leader asked; the other rank got the broadcast
+
+
+SHARED_GRPO = os.path.join(REPO, "..", "shared", "data", "traces", "grpo-gsm8k-step2.jsonl")
+
+
+def test_shared_grpo_trace_gives_exactly_the_in_process_al(sidecar):
+    if not os.path.exists(SHARED_GRPO):
+        import pytest
+
+        pytest.skip(f"shared traces absent ({SHARED_GRPO})")
+    result, _ = run_sim(sidecar.socket, SHARED_GRPO)
+    summary = result.summary(3)
+    reference = in_process_replay(SHARED_GRPO)
+    assert summary["outputMismatches"] == 0
+    assert (summary["al"], summary["steps"]) == (reference["al"], reference["steps"])
