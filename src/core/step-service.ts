@@ -286,7 +286,8 @@ export class StepService {
       if (decision.speculate) {
         const length = this.draftEngine.draftFrom(state.entry, k, scratch, written);
         draftLengths[i] = length;
-        state.prediction.set(scratch.subarray(written, written + length));
+        const prediction = state.prediction;
+        for (let j = 0; j < length; j++) prediction[j] = scratch[written + j]; // no subarray object per item
         state.predictionLength = length;
         state.predictionMatched = 0;
         state.predictionServed = true;
