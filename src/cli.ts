@@ -6,6 +6,7 @@
  *           in process or through a running sidecar (--via uds|grpc|http)
  *   synth   write deterministic synthetic rollouts as token-id JSONL
  *   demo    end-to-end run: sidecar + Python shim + simulated vLLM runner
+ *   rollout compare gate policies over a whole rollout step under continuous batching
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -19,7 +20,9 @@ import { createLogger, startSidecar } from './server/sidecar.js';
 import { WireBackend } from './replay/wire.js';
 import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
+import { simulateRollout, type GatePolicy } from './replay/rollout.js';
 import { percentile, replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
+import { DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
@@ -41,6 +44,11 @@ const USAGE = `usage:
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
   sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
+  sam-sidecar rollout [--traces FILE] [--k N] [--max-num-seqs N] [--threshold N]
+                      [--base-ms X] [--per-seq-ms X] [--verify-cost B:C,B:C,...] [--json]
+      every row queued at once, at most max-num-seqs running; time from a step-cost model
+      (plain step: base-ms + per-seq-ms * B; verifying K drafts multiplies it by verify-cost(B));
+      compares no speculation, always, the threshold switch and the adaptive gate
 ${DEMO_USAGE.replace('usage: ', '  ')}`;
 
 const positiveInt = z.coerce.number().int().positive();
@@ -176,6 +184,74 @@ async function runServe(argv: string[]): Promise<void> {
   }
 }
 
+const VerifyCostArg = z
+  .string()
+  .regex(/^\d+:\d+(\.\d+)?(,\d+:\d+(\.\d+)?)*$/, 'batch:cost pairs, e.g. 1:1.05,32:1.35,128:2.3')
+  .transform((text) => text.split(',').map((pair) => pair.split(':').map(Number) as [number, number]));
+
+async function runRollout(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      traces: { type: 'string' },
+      k: { type: 'string' },
+      'max-num-seqs': { type: 'string' },
+      threshold: { type: 'string' },
+      'base-ms': { type: 'string' },
+      'per-seq-ms': { type: 'string' },
+      'verify-cost': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const args = parseOrExit(
+    z.object({
+      traces: z.string().optional(),
+      k: positiveInt.max(64).default(3),
+      'max-num-seqs': positiveInt.default(128),
+      threshold: z.coerce.number().int().default(32),
+      'base-ms': z.coerce.number().positive().default(25),
+      'per-seq-ms': z.coerce.number().nonnegative().default(0.1),
+      'verify-cost': VerifyCostArg.optional(),
+      json: z.boolean().default(false),
+    }),
+    values,
+  );
+  const rows = args.traces === undefined ? syntheticTraces({ groups: 16, samplesPerGroup: 16 }) : loadTraceFile(args.traces);
+  const verifyCost = args['verify-cost'] ?? DEFAULT_VERIFY_COST;
+  const cost = { baseMs: args['base-ms'], perSeqMs: args['per-seq-ms'], verifyCost };
+  const gate = (mode: 'threshold' | 'adaptive'): GateConfig => ({ mode, threshold: args.threshold, verifyCost, hysteresis: 0.05, smoothing: 0.01, minObservations: 200 });
+  const policies: GatePolicy[] = [
+    { name: 'no speculation', speculate: false },
+    { name: 'always (threshold <= 0)', speculate: true, gate: UNGATED },
+    { name: `threshold ${args.threshold}`, speculate: true, gate: gate('threshold') },
+    { name: 'adaptive', speculate: true, gate: gate('adaptive') },
+  ];
+  const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], cost };
+  const results = policies.map((policy) => simulateRollout(rows, policy, options));
+  const baseline = results[0].timeMs;
+  const lines = [
+    `rollout: ${rows.length} rows, max-num-seqs ${options.maxNumSeqs}, K ${args.k}, step ${cost.baseMs} ms + ${cost.perSeqMs} ms x B`,
+    'policy                     time (s)  speed-up  engine steps  speculative  AL on spec. steps  tail time',
+    ...results.map((r) =>
+      [
+        r.policy.padEnd(25),
+        (r.timeMs / 1000).toFixed(1).padStart(9),
+        `${(baseline / r.timeMs).toFixed(3)}x`.padStart(9),
+        String(r.engineSteps).padStart(13),
+        `${((100 * r.speculativeSteps) / Math.max(1, r.engineSteps)).toFixed(0)}%`.padStart(12),
+        r.alSpeculative.toFixed(3).padStart(18),
+        `${(100 * r.tailTimeShare).toFixed(0)}%`.padStart(10),
+      ].join(' '),
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (args.json) {
+    const summary = results.map((r) => ({ ...r, timeMs: round(r.timeMs, 1), speedUp: round(baseline / r.timeMs, 4), tailTimeShare: round(r.tailTimeShare, 4), alSpeculative: round(r.alSpeculative, 4) }));
+    process.stdout.write(`${JSON.stringify({ rows: rows.length, k: args.k, maxNumSeqs: options.maxNumSeqs, cost, results: summary })}\n`);
+  }
+}
+
 function runSynth(argv: string[]): void {
   const { values } = parseArgs({
     args: argv,
@@ -205,6 +281,8 @@ async function main(argv: string[]): Promise<void> {
       return runReplay(rest);
     case 'synth':
       return runSynth(rest);
+    case 'rollout':
+      return runRollout(rest);
     case 'demo':
       process.exitCode = await runDemo(rest);
       return;

@@ -112,6 +112,19 @@ export function verifyCostAt(points: ReadonlyArray<readonly [number, number]>, b
   return points[points.length - 1][1];
 }
 
+/**
+ * Default verification cost by batch size (K = 3): a placeholder shaped like decode on an
+ * accelerator (nearly free at small batch, memory-bound; about 2x at 128, compute-bound).
+ * Measure it on the deployment's hardware.
+ */
+export const DEFAULT_VERIFY_COST: ReadonlyArray<readonly [number, number]> = Object.freeze([
+  [1, 1.05],
+  [16, 1.15],
+  [32, 1.35],
+  [64, 1.7],
+  [128, 2.3],
+] as const);
+
 /** No gate: always speculate (replays that measure drafting alone). */
 export const UNGATED: Readonly<GateConfig> = Object.freeze({
   mode: 'threshold',

@@ -68,7 +68,7 @@ export interface ReplayResult {
 }
 
 /** One row's progress through its output. */
-class RowCursor {
+export class RowCursor {
   position = 0;
   held = 0;
   pending: number[];
@@ -176,14 +176,28 @@ export async function replay(rows: TraceRow[], backend: StepBackend, options: Re
   return result;
 }
 
-function score(cursor: RowCursor, draft: Int32Array, k: number, result: ReplayResult): void {
+/**
+ * One verification step of a row: the longest draft prefix equal to the recorded output that does
+ * not reach into an environment span is accepted; min(accepted + 1, tokens left in the run) are
+ * emitted and queued as the row's next delta. Advances the cursor.
+ */
+export function advance(cursor: RowCursor, draft: ArrayLike<number>, k: number): { accepted: number; emitted: number; proposed: number } {
   const output = cursor.row.output;
   const start = cursor.position;
   const left = cursor.runEnd() - start;
-  const length = Math.min(draft.length, k);
+  const proposed = Math.min(draft.length, k);
   let accepted = 0;
-  while (accepted < length && accepted < left && draft[accepted] === output[start + accepted]) accepted++;
+  while (accepted < proposed && accepted < left && draft[accepted] === output[start + accepted]) accepted++;
   const emitted = Math.min(accepted + 1, left);
+  for (let i = start; i < start + emitted; i++) cursor.pending.push(output[i]);
+  cursor.position = start + emitted;
+  cursor.stepsTaken++;
+  return { accepted, emitted, proposed };
+}
+
+function score(cursor: RowCursor, draft: Int32Array, k: number, result: ReplayResult): void {
+  const start = cursor.position;
+  const { accepted, emitted, proposed: length } = advance(cursor, draft, k);
   result.steps++;
   result.emitted += emitted;
   result.proposed += length;
@@ -202,9 +216,6 @@ function score(cursor: RowCursor, draft: Int32Array, k: number, result: ReplayRe
   }
   positions.steps[bucket]++;
   positions.emitted[bucket] += emitted;
-  for (let i = start; i < start + emitted; i++) cursor.pending.push(output[i]);
-  cursor.position = start + emitted;
-  cursor.stepsTaken++;
 }
 
 /** Rows grouped by their `group` field, in order of first appearance. */

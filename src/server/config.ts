@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
-import { GATE_MODES } from '../core/gate.js';
+import { DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -55,13 +55,7 @@ export const ConfigSchema = z
           .array(z.tuple([positiveInt, z.number().positive()]))
           .min(1)
           .refine((points) => points.every((p, i) => i === 0 || p[0] > points[i - 1][0]), 'batch sizes must increase')
-          .default([
-            [1, 1.05],
-            [16, 1.15],
-            [32, 1.35],
-            [64, 1.7],
-            [128, 2.3],
-          ]),
+          .default(DEFAULT_VERIFY_COST.map(([batch, cost]) => [batch, cost] as [number, number])),
         hysteresis: z.number().min(0).max(0.5).default(0.05),
         smoothing: z.number().gt(0).max(1).default(0.01),
         minObservations: nonNegativeInt.default(200),
