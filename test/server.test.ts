@@ -241,6 +241,18 @@ describe('sidecar server', () => {
     expect(existsSync(sidecar.context.config.grpc.socket!)).toBe(false);
   });
 
+  it('serves gRPC over TCP as well when configured, with the same Step and Stats', async () => {
+    const sidecar = await start({ grpc: { tcp: '127.0.0.1:0' } });
+    const tcp = sidecar.grpc.addresses.find((address) => !address.startsWith('unix:'))!;
+    expect(tcp).toMatch(/^127\.0\.0\.1:\d+$/);
+    const client = new GrpcClient(tcp);
+    clients.push(client);
+    const outcome = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    expect(drafts(outcome)).toEqual([[3, 1, 2]]);
+    expect(await client.stats()).toMatchObject({ requests: 1, steps: expect.anything() });
+    expect(await client.release('engine-1', ['r', 'unknown'])).toBe(1);
+  });
+
   it('refuses to start on a socket another sidecar is serving', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sam-twice-'));
     await start({}, dir);
