@@ -12,12 +12,12 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { DRAFTERS } from './core/engine.js';
-import { connectClient, VIA, type ClientAddresses } from './client/clients.js';
+import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
-import { DEMO_USAGE, runDemo } from './demo.js';
+import { TRANSPORTS } from './protocol/transports.js';
 import { loadConfig } from './server/config.js';
-import { createLogger, startSidecar } from './server/sidecar.js';
 import { WireBackend } from './replay/wire.js';
+import { DEMO_USAGE } from './usage.js';
 import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
 import { simulateRollout, type GatePolicy } from './replay/rollout.js';
@@ -64,7 +64,7 @@ const ReplayArgs = z
     history: z.string().optional(),
     'min-match': positiveInt.default(1),
     limit: positiveInt.optional(),
-    via: z.enum(VIA).optional(),
+    via: z.enum(TRANSPORTS).optional(),
     plot: z.string().optional(),
     json: z.boolean().default(false),
     quiet: z.boolean().default(false),
@@ -138,7 +138,7 @@ async function runReplay(argv: string[]): Promise<void> {
   const backend: StepBackend =
     args.via === undefined
       ? new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] })
-      : new WireBackend(await connectClient(args.via, clientAddresses(loadConfig())));
+      : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
   if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
   const result = await replay(rows, backend, {
     k: args.k,
@@ -168,6 +168,8 @@ function wireSummary(via: string, backend: WireBackend): Record<string, unknown>
 async function runServe(argv: string[]): Promise<void> {
   if (argv.length > 0) throw sidecarError('INVALID_ARGUMENT', `serve takes no arguments (got ${argv.join(' ')}); configure it with the config file and env`, 'argv');
   const config = loadConfig();
+  // Transports load only for the commands that use them (replay and synth need no gRPC or HTTP).
+  const { createLogger, startSidecar } = await import('./server/sidecar.js');
   const logger = createLogger(config);
   const sidecar = await startSidecar(config, logger);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -284,7 +286,7 @@ async function main(argv: string[]): Promise<void> {
     case 'rollout':
       return runRollout(rest);
     case 'demo':
-      process.exitCode = await runDemo(rest);
+      process.exitCode = await (await import('./demo.js')).runDemo(rest);
       return;
     default:
       process.stderr.write(`${USAGE}\n`);

@@ -10,12 +10,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PYTHON, startSidecarProcess } from './client/sidecar-process.js';
-import { PACKAGE_ROOT } from './package-root.js';
+import { packageRoot } from './package-root.js';
+import { DEMO_USAGE } from './usage.js';
 import { syntheticTraces } from './replay/synthetic.js';
-
-export const DEMO_USAGE = `usage: sam-sidecar demo [--traces FILE] [--siblings none|finished|live] [--k N] [--tp N]
-                        [--preempt-every N] [--limit N] [--json]
-  Starts a sidecar, then the simulated vLLM runner with the Python shim (${PYTHON}).`;
 
 const PASS_THROUGH = new Set(['--siblings', '--k', '--tp', '--preempt-every', '--limit', '--deadline-ms']);
 
@@ -46,7 +43,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   try {
     return await new Promise<number>((resolve, reject) => {
       const child = spawn(PYTHON, ['-m', 'sam_sidecar.sim', '--traces', traces!, '--socket', socket, ...forwarded], {
-        env: { ...process.env, PYTHONPATH: [join(PACKAGE_ROOT, 'python', 'src'), process.env.PYTHONPATH].filter(Boolean).join(':') },
+        env: { ...process.env, PYTHONPATH: [join(packageRoot(), 'python', 'src'), process.env.PYTHONPATH].filter(Boolean).join(':') },
         stdio: 'inherit',
       });
       child.on('error', reject);

@@ -19,9 +19,9 @@ import {
 } from '../protocol/fast-lane.js';
 import { SidecarService } from '../protocol/grpc-definitions.js';
 import { messageFromBatch, outcomeFromMessage } from '../protocol/messages.js';
+import type { Transport } from '../protocol/transports.js';
 
-export const VIA = ['uds', 'grpc', 'http'] as const;
-export type Via = (typeof VIA)[number];
+export type Via = Transport;
 
 export interface StepClient {
   step(batch: StepBatch): Promise<StepOutcome>;

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../package-root.js';
+import { packageRoot } from '../package-root.js';
 import { FastLaneClient } from './clients.js';
 
 export interface SidecarProcess {
@@ -17,7 +17,7 @@ export interface SidecarProcess {
 export const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
 export async function startSidecarProcess(socket: string, env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
-  const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'cli.js'), 'serve'], {
+  const child = spawn(process.execPath, [join(packageRoot(), 'dist', 'cli.js'), 'serve'], {
     env: { ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -5,9 +5,9 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../package-root.js';
+import { packageRoot } from '../package-root.js';
 
-export const PROTO_DIR = join(PACKAGE_ROOT, 'proto') + '/';
+export const PROTO_DIR = join(packageRoot(), 'proto') + '/';
 
 const root = new protobuf.Root().loadSync([`${PROTO_DIR}sam_sidecar.proto`, `${PROTO_DIR}grpc/health/v1/health.proto`], { keepCase: true });
 

@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
 import { DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
-import { PACKAGE_ROOT } from '../package-root.js';
+import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
@@ -117,7 +117,10 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
 ];
 
-export const DEFAULT_CONFIG_FILE = join(PACKAGE_ROOT, 'config', 'sam-sidecar.json');
+/** config/sam-sidecar.json of the installed package. */
+export function defaultConfigFile(): string {
+  return join(packageRoot(), 'config', 'sam-sidecar.json');
+}
 
 export interface ConfigSources {
   env?: NodeJS.ProcessEnv;
@@ -131,7 +134,7 @@ export function loadConfig(sources: ConfigSources = {}): Readonly<SidecarConfig>
   const env = sources.env ?? process.env;
   const problems: string[] = [];
   let raw: Record<string, unknown> = {};
-  const file = sources.file === undefined ? env.SAM_SIDECAR_CONFIG || (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : null) : sources.file;
+  const file = sources.file === undefined ? env.SAM_SIDECAR_CONFIG || (existsSync(defaultConfigFile()) ? defaultConfigFile() : null) : sources.file;
   if (file !== null) {
     try {
       raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;

@@ -7,9 +7,8 @@
 import client from 'prom-client';
 import { decision, GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
 import type { StepService } from '../core/step-service.js';
+import type { Transport } from '../protocol/transports.js';
 
-export const TRANSPORTS = ['uds', 'grpc', 'http'] as const;
-export type Transport = (typeof TRANSPORTS)[number];
 
 const STEP_BUCKETS_SECONDS = [5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25];
 
