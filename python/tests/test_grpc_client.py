@@ -25,3 +25,23 @@ def test_step_over_grpc_returns_the_same_drafts_and_coded_errors(sidecar):
         client.step(encode_step_request(engine, 3, 1, False, 99, []))
     assert error.value.code == "K_OUT_OF_RANGE" and error.value.field == "k"
     client.close()
+
+
+def test_the_session_can_talk_grpc_instead_of_the_fast_lane(sidecar, monkeypatch):
+    import numpy as np
+
+    from sam_sidecar.proposer import client_from_env
+    from sam_sidecar.session import DraftSession
+
+    monkeypatch.setenv("SAM_SIDECAR_GRPC_TARGET", f"unix:{sidecar.socket}.grpc")
+    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "2000")
+    client = client_from_env()
+    assert isinstance(client, GrpcStepClient)
+    session = DraftSession(3, client, engine_id=f"grpc-session-{time.monotonic_ns()}")
+    rows = np.zeros((2, 32), dtype=np.int32)
+    rows[0, :9] = PROMPT + [1, 2, 3, 1, 2]
+    result = session.step(["a"], rows, np.array([9]), np.array([4]), 1)
+    assert (result.source, result.drafts) == ("sidecar", [[3, 1, 2]])
+    rows[0, 9] = 3
+    assert session.step(["a"], rows, np.array([10]), np.array([4]), 1).drafts == [[1, 2, 3]]
+    client.close()

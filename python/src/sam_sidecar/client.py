@@ -163,6 +163,11 @@ class FastLaneClient:
                     view = memoryview(self._buffer)
         return bytes(self._buffer[:need])
 
+    def step(self, request: "wire.StepRequest") -> "wire.StepReply":
+        """One Step over the fast lane. Raises SidecarUnavailable or wire.WireError."""
+        call_id = self.next_call_id()
+        return wire.decode_reply(self.call(request.encode(call_id), call_id))
+
     def ping(self, deadline_s: float = 0.5) -> bool:
         call_id = self.next_call_id()
         try:

@@ -4,6 +4,7 @@ so no generated stubs or protobuf runtime are needed. Slower than the fast lane:
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import List, Optional, Sequence
 
@@ -55,6 +56,20 @@ def encode_step_request(engine_id: str, step_id: int, num_reqs: int, prefill: bo
     for req_id in finished:
         parts.append(_bytes_field(7, req_id.encode()))
     return b"".join(parts)
+
+
+def encode_request(request: "wire.StepRequest") -> bytes:
+    """The session's columnar request as a StepRequest message."""
+    deltas = []
+    at = 0
+    tokens = request.tokens.tolist() if hasattr(request.tokens, "tolist") else list(request.tokens)
+    counts = request.counts.tolist()
+    starts = request.starts.tolist()
+    prompts = request.prompt_lens.tolist()
+    for i, req_id in enumerate(request.req_ids):
+        deltas.append((req_id.decode(), starts[i], tokens[at : at + counts[i]], None if prompts[i] == wire.NO_PROMPT else prompts[i]))
+        at += counts[i]
+    return encode_step_request(request.engine_id.decode(), request.step_id, request.num_reqs, request.prefill, request.k, deltas, [f.decode() for f in request.finished])
 
 
 def _read_varint(data: bytes, at: int):
@@ -140,19 +155,31 @@ def decode_step_response(data: bytes) -> wire.StepReply:
 
 
 class GrpcStepClient:
-    """Step over gRPC; `target` like "unix:/run/sam-sidecar/sidecar.sock.grpc" or "host:port"."""
+    """Step over gRPC; `target` like "unix:/run/sam-sidecar/sidecar.sock.grpc" or "host:port".
+    The channel is made lazily in the process that uses it: grpcio channels must not cross a fork."""
 
     def __init__(self, target: str, deadline_s: float = 0.01):
         import grpc  # optional dependency
 
         self._grpc = grpc
+        self.target = target
         self.deadline_s = deadline_s
-        self._channel = grpc.insecure_channel(target)
-        self._step = self._channel.unary_unary(STEP_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        self._channel = None
+        self._pid = -1
 
-    def step(self, request: bytes, deadline_s: Optional[float] = None) -> wire.StepReply:
+    def _method(self):
+        if self._channel is None or self._pid != os.getpid():
+            self._channel = self._grpc.insecure_channel(self.target)
+            self._pid = os.getpid()
+            self._step = self._channel.unary_unary(STEP_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        return self._step
+
+    def step(self, request, deadline_s: Optional[float] = None) -> wire.StepReply:
+        """One Step; `request` is a wire.StepRequest (as the session builds it) or encoded bytes."""
+        if isinstance(request, wire.StepRequest):
+            request = encode_request(request)
         try:
-            return decode_step_response(self._step(request, timeout=self.deadline_s if deadline_s is None else deadline_s))
+            return decode_step_response(self._method()(request, timeout=self.deadline_s if deadline_s is None else deadline_s))
         except self._grpc.RpcError as error:
             metadata = dict(error.trailing_metadata() or ())
             code = metadata.get("sam-error-code")
@@ -161,4 +188,6 @@ class GrpcStepClient:
             raise SidecarUnavailable(f"gRPC step failed: {error.code()}") from error
 
     def close(self) -> None:
-        self._channel.close()
+        if self._channel is not None and self._pid == os.getpid():
+            self._channel.close()
+        self._channel = None

@@ -20,8 +20,18 @@ from .tensor_parallel import TensorParallelShare
 ENV_DEADLINE_MS = "SAM_SIDECAR_DEADLINE_MS"
 
 
-def client_from_env() -> FastLaneClient:
+ENV_GRPC_TARGET = "SAM_SIDECAR_GRPC_TARGET"
+
+
+def client_from_env():
+    """The fast-lane client on SAM_SIDECAR_SOCKET; gRPC instead when SAM_SIDECAR_GRPC_TARGET is set
+    (e.g. "sidecar-host:50051" for a sidecar outside the pod; needs grpcio)."""
     deadline_ms = float(os.environ.get(ENV_DEADLINE_MS, "5"))
+    target = os.environ.get(ENV_GRPC_TARGET)
+    if target:
+        from .grpc_client import GrpcStepClient
+
+        return GrpcStepClient(target, deadline_s=deadline_ms / 1000.0)
     return FastLaneClient(socket_path_from_env(), deadline_s=deadline_ms / 1000.0)
 
 

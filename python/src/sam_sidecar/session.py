@@ -112,12 +112,9 @@ class DraftSession:
         ids = [r.encode() for r in included_ids]
         finished_now = [r.encode() for r in self._finished_pending]
 
-        call_id = self.client.next_call_id()
-        frame = wire.encode_step(
-            call_id, self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now
-        )
+        request = wire.StepRequest(self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now)
         try:
-            reply = wire.decode_reply(self.client.call(frame, call_id))
+            reply = self.client.step(request)
         except (SidecarUnavailable, wire.WireError) as error:
             self.stats.failed_steps += 1
             self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)

@@ -74,6 +74,28 @@ class StepReply:
         return out
 
 
+@dataclass
+class StepRequest:
+    """One step of one engine, columnar (what every transport encodes)."""
+
+    engine_id: bytes
+    step_id: int
+    num_reqs: int
+    prefill: bool
+    k: int
+    req_ids: Sequence[bytes]
+    starts: np.ndarray
+    counts: np.ndarray
+    prompt_lens: np.ndarray  # NO_PROMPT for a delta
+    tokens: np.ndarray
+    finished: Sequence[bytes] = ()
+
+    def encode(self, call_id: int) -> bytes:
+        return encode_step(
+            call_id, self.engine_id, self.step_id, self.num_reqs, self.prefill, self.k, self.req_ids, self.starts, self.counts, self.prompt_lens, self.tokens, self.finished
+        )
+
+
 def encode_step(
     call_id: int,
     engine_id: bytes,
