@@ -9,7 +9,7 @@ describe('configuration', () => {
   it('starts from embedded defaults (the seed switch: threshold 32) and freezes the result', () => {
     const config = loadConfig({ env: {}, file: null });
     expect(config.gate).toMatchObject({ mode: 'threshold', threshold: 32 });
-    expect(config.http).toEqual({ host: '127.0.0.1', port: 8479 });
+    expect(config.http).toEqual({ host: '127.0.0.1', port: 8479, jsonStep: true });
     expect(config.grpc.socket).toBe(`${config.socket}.grpc`);
     expect(Object.isFrozen(config.gate)).toBe(true);
   });

@@ -72,6 +72,8 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     const envOf = (c: any, name: string) => c.env.find((e: any) => e.name === name)?.value;
     expect(envOf(vllm, 'SAM_SIDECAR_SOCKET')).toBe(envOf(sidecar, 'SAM_SIDECAR_SOCKET'));
     expect(envOf(vllm, 'VLLM_SPECULATIVE_BATCH_SIZE_THRE')).toBe('32');
+    // The state-changing JSON Step is off where the port is reachable from the cluster.
+    expect(envOf(sidecar, 'SAM_SIDECAR_HTTP_JSON_STEP')).toBe('false');
     expect(vllm.command).toContain('--speculative-config={"method":"sam","num_speculative_tokens":3}');
     // The socket is group-accessible through the pod's fsGroup; the sidecar is not root.
     expect(pod.securityContext.fsGroup).toBe(1000);

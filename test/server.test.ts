@@ -253,6 +253,14 @@ describe('sidecar server', () => {
     expect(await client.release('engine-1', ['r', 'unknown'])).toBe(1);
   });
 
+  it('can turn the state-changing JSON Step off, keeping the read-only routes', async () => {
+    const sidecar = await start({ http: { port: 0, jsonStep: false } });
+    const step = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(step.status).toBe(404);
+    expect(await step.json()).toMatchObject({ code: 'NOT_FOUND', field: 'url' });
+    expect((await fetch(`${sidecar.http.address}/v1/stats`)).status).toBe(200);
+  });
+
   it('refuses to start on a socket another sidecar is serving', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sam-twice-'));
     await start({}, dir);

@@ -2,7 +2,7 @@
  * The one catalogue of coded errors. Callers (and clients across the wire) match on `code`;
  * the message always names the offending field. `status` is what a Step item reports (RESYNC:
  * resend the full context), `http` and `grpc` the status codes of the transports
- * (gRPC: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, 12 UNIMPLEMENTED,
+ * (gRPC: 3 INVALID_ARGUMENT, 5 NOT_FOUND, 8 RESOURCE_EXHAUSTED, 9 FAILED_PRECONDITION, 12 UNIMPLEMENTED,
  * 13 INTERNAL, 14 UNAVAILABLE).
  */
 export const ErrorCodes = {
@@ -18,6 +18,7 @@ export const ErrorCodes = {
   UNSUPPORTED_VERSION: { status: 'ERROR', http: 400, grpc: 12, text: 'unsupported protocol version' },
   NOT_READY: { status: 'ERROR', http: 503, grpc: 14, text: 'sidecar is shutting down' },
   CONFIG_INVALID: { status: 'ERROR', http: 500, grpc: 3, text: 'invalid configuration' },
+  NOT_FOUND: { status: 'ERROR', http: 404, grpc: 5, text: 'no such route or resource' },
   INTERNAL: { status: 'ERROR', http: 500, grpc: 13, text: 'internal error (a bug: please report it with the log line)' },
   TRACE_INVALID: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid trace input' },
 } as const;

@@ -34,6 +34,8 @@ export const ConfigSchema = z
         host: z.string().min(1).default('127.0.0.1'),
         /** 0 picks a free port (tests). */
         port: z.number().int().min(0).max(65535).default(8479),
+        /** POST /v1/step and /v1/release (debugging, replay --via http). Off where the port is reachable by others. */
+        jsonStep: z.boolean().default(true),
       })
       .prefault({}),
     drafting: z
@@ -107,6 +109,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_GRPC_TCP', ['grpc', 'tcp'], 'string'],
   ['SAM_SIDECAR_HTTP_HOST', ['http', 'host'], 'string'],
   ['SAM_SIDECAR_HTTP_PORT', ['http', 'port'], 'int'],
+  ['SAM_SIDECAR_HTTP_JSON_STEP', ['http', 'jsonStep'], 'bool'],
   ['VLLM_SPECULATIVE_BATCH_SIZE_THRE', ['gate', 'threshold'], 'int'],
   ['SAM_SIDECAR_GATE_MODE', ['gate', 'mode'], 'string'],
   ['SAM_SIDECAR_DRAFTER', ['drafting', 'drafter'], 'string'],

@@ -3,7 +3,7 @@
  * Unix socket and optionally TCP. Decodes, calls the core, encodes.
  */
 import * as grpc from '@grpc/grpc-js';
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
 import { batchFromMessage, messageFromOutcome, type StepRequestMessage } from '../protocol/messages.js';
@@ -51,6 +51,7 @@ export class GrpcServer {
       mkdirSync(dirname(this.socketPath), { recursive: true });
       await removeStaleSocket(this.socketPath);
       await this.bind(`unix:${this.socketPath}`, credentials);
+      chmodSync(this.socketPath, parseInt(this.context.config.socketMode, 8));
       this.addresses.push(`unix:${this.socketPath}`);
     }
     if (this.tcp) {

@@ -19,7 +19,7 @@ export class HttpServer {
       void reply.status(coded.httpStatus).send(coded.toJSON());
     });
     app.setNotFoundHandler((request, reply) => {
-      void reply.status(404).send({ code: 'NOT_FOUND', field: 'url', message: `no route ${request.method} ${request.url}` });
+      void reply.status(404).send(sidecarError('NOT_FOUND', `no route ${request.method} ${request.url}`, 'url').toJSON());
     });
 
     app.get('/livez', async () => ({ status: 'ok' }));
@@ -32,6 +32,13 @@ export class HttpServer {
       return reply.header('content-type', registry.contentType).send(await registry.metrics());
     });
 
+    if (context.config.http.jsonStep) this.jsonStepRoutes();
+    this.readOnlyRoutes();
+  }
+
+  /** Step and release: they change state, so they can be turned off (http.jsonStep). */
+  private jsonStepRoutes(): void {
+    const app = this.app;
     app.post('/v1/step', async (request) => {
       const started = process.hrtime.bigint();
       const reply = messageFromOutcome(this.context.step(batchFromMessage(parseStepJson(request.body))));
@@ -46,6 +53,10 @@ export class HttpServer {
       }
       return { released: this.context.release(body.engine_id, body.req_ids as string[]) };
     });
+  }
+
+  private readOnlyRoutes(): void {
+    const app = this.app;
 
     app.get('/v1/stats', async () => {
       const counters = this.context.service.counters;

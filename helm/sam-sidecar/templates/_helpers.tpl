@@ -53,6 +53,8 @@ env:
     value: "0.0.0.0"
   - name: SAM_SIDECAR_HTTP_PORT
     value: {{ .Values.http.port | quote }}
+  - name: SAM_SIDECAR_HTTP_JSON_STEP
+    value: {{ .Values.http.jsonStep | default false | quote }}
   - name: SAM_SIDECAR_CONFIG
     value: /etc/sam-sidecar/config.json
 ports:
