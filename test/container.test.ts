@@ -4,6 +4,7 @@
  * with its vLLM plugin entry point.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { tmpdir as osTmpdir } from 'node:os';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,5 +45,31 @@ describe('container image', () => {
     ].join('\n');
     const out = execFileSync(PYTHON, ['-c', probe], { env: { ...process.env, PYTHONPATH: bundle }, cwd: bundle, encoding: 'utf8' });
     expect(out.trim()).toBe('sam=sam_sidecar.plugin:register');
+  });
+});
+
+const GO_ENV = { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOCACHE: join(osTmpdir(), 'sam-sidecar-gocache') };
+const hasYaml = spawnSync('go', ['list', 'gopkg.in/yaml.v3'], { env: GO_ENV, stdio: 'ignore' }).status === 0;
+
+describe.skipIf(!hasYaml)('compose trial (docker/compose.yaml)', () => {
+  const compose = JSON.parse(
+    execFileSync('go', ['run', 'main.go', '--yaml-json', join(ROOT, 'docker', 'compose.yaml')], { cwd: join(ROOT, 'helm', 'tests', 'render'), env: GO_ENV, encoding: 'utf8' }),
+  );
+
+  it('builds from files that exist and runs every container as the non-root user', () => {
+    for (const service of Object.values<any>(compose.services)) {
+      if (service.build) expect(existsSync(join(ROOT, 'docker', service.build.context, service.build.dockerfile))).toBe(true);
+    }
+    expect(compose.services.runner.user).toBe('1000:1000');
+    expect(compose.services.sidecar.read_only).toBe(true);
+  });
+
+  it('shares the socket volume between the sidecar and the runner, which waits for the sidecar to be healthy', () => {
+    const mountOf = (service: any) => service.volumes.find((v: string) => v.startsWith('socket:'));
+    expect(mountOf(compose.services.sidecar)).toBe('socket:/run/sam-sidecar');
+    expect(mountOf(compose.services.runner)).toBe('socket:/run/sam-sidecar');
+    expect(compose.services.runner.depends_on.sidecar.condition).toBe('service_healthy');
+    expect(compose.services.runner.command).toContain('/run/sam-sidecar/sidecar.sock');
+    expect(compose.volumes.socket.driver_opts.o).toContain('uid=1000');
   });
 });

@@ -4,6 +4,7 @@
 // "object"}]}.
 //
 //	go run main.go CHART_DIR [VALUES_FILE ...]   (GO111MODULE=off GOPATH=/usr/share/gocode)
+//	go run main.go --yaml-json FILE              (a YAML file as JSON)
 package main
 
 import (
@@ -57,7 +58,16 @@ func merge(a, b map[string]interface{}) map[string]interface{} {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: render CHART_DIR [VALUES_FILE ...]")
+		fail("usage: render CHART_DIR [VALUES_FILE ...] | render --yaml-json FILE")
+	}
+	if os.Args[1] == "--yaml-json" && len(os.Args) == 3 {
+		// Any YAML file as JSON (tests of the compose file and other YAML the repo ships).
+		out, err := json.Marshal(readYAML(os.Args[2]))
+		if err != nil {
+			fail("%v", err)
+		}
+		os.Stdout.Write(out)
+		return
 	}
 	chartDir := os.Args[1]
 	chart := readYAML(filepath.Join(chartDir, "Chart.yaml"))
