@@ -3,6 +3,7 @@
  * clients of each transport.
  */
 import * as grpc from '@grpc/grpc-js';
+import fc from 'fast-check';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -141,6 +142,29 @@ describe('sidecar server', () => {
     const badJson = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"engine_id": 5}' });
     expect(badJson.status).toBe(400);
     expect(await badJson.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'engine_id' });
+  });
+
+  it('survives arbitrary frame bodies: each gets a coded error (or a reply), and the server keeps serving', async () => {
+    const sidecar = await start();
+    const client = await fastLane(sidecar);
+    let callId = 1000;
+    await fc.assert(
+      fc.asyncProperty(fc.uint8Array({ maxLength: 160 }), fc.constantFrom(FrameKind.STEP, FrameKind.RELEASE, FrameKind.PING, 99), async (body, kind) => {
+        const frame = Buffer.alloc(12 + body.length);
+        frame.writeUInt32LE(8 + body.length, 0);
+        frame.writeUInt16LE(0x5341, 4);
+        frame.writeUInt8(1, 6);
+        frame.writeUInt8(kind, 7);
+        frame.writeUInt32LE(++callId, 8);
+        Buffer.from(body).copy(frame, 12);
+        const reply = await client.raw(frame, callId);
+        expect([FrameKind.ERROR_REPLY, FrameKind.STEP_REPLY, FrameKind.RELEASE_REPLY, FrameKind.PONG]).toContain(readHeader(reply).kind);
+      }),
+      { numRuns: 300 },
+    );
+    const after = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }], { engineId: 'after-fuzz' }));
+    expect(drafts(after)).toEqual([[3, 1, 2]]);
+    expect(sidecar.context.service.counters.callErrors.get('INTERNAL')).toBeUndefined();
   });
 
   it('gates by batch size (VLLM_SPECULATIVE_BATCH_SIZE_THRE) and resumes drafting without gaps in the long tail', async () => {
