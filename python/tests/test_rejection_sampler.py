@@ -7,7 +7,6 @@ sequences a 1% shift of one token's probability at one position adds about N * 0
 so the test detects a 1% bias (checked below by injecting one).
 """
 import itertools
-import math
 from types import SimpleNamespace
 
 import pytest

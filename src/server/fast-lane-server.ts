@@ -5,7 +5,7 @@
 import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
-import { sidecarError, SidecarError } from '../core/errors.js';
+import { sidecarError } from '../core/errors.js';
 import {
   decodeRelease,
   decodeStep,
