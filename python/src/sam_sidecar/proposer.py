@@ -70,7 +70,7 @@ class SamProposerCore:
                 prefill=prefill,
             )
 
-        result = self.tp.run(ask) if self.tp is not None else ask()
+        result = self.tp.share_drafts(ask, n, self.k) if self.tp is not None else ask()
         self.last = result
         drafts = result.drafts
         if unsupported:
