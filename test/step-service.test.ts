@@ -220,3 +220,25 @@ describe('adaptive gate', () => {
     expect(verifyCostAt([[8, 1.2]], 1)).toBe(1.2);
   });
 });
+
+describe('full contexts of requests the sidecar already holds', () => {
+  it('ingests only the new tail when a client resends a context it lost the confirmation of', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]), 0);
+    const before = service.counters.tokensIngested;
+    const resent = service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2, 3], prompt: 4 }]), 0);
+    expect(draftsOf(resent)).toEqual([[1, 2, 3]]);
+    expect(service.describe('engine-a', 'r')?.length).toBe(10);
+    expect(service.draftEngine.stats().tokensIndexed).toBe(10);
+    expect(service.counters.tokensIngested - before).toBe(10); // counted as received, indexed once
+  });
+
+  it('starts over when the resent context is shorter or has another prompt length', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]), 0);
+    service.step(batch([{ id: 'r', tokens: [...prompt, 7], prompt: 4 }]), 0);
+    expect(service.describe('engine-a', 'r')?.length).toBe(5);
+    service.step(batch([{ id: 'r', tokens: [...prompt, 7, 8], prompt: 5 }]), 0);
+    expect(service.describe('engine-a', 'r')).toMatchObject({ length: 6, promptLength: 5 });
+  });
+});

@@ -339,15 +339,25 @@ export class StepService {
     const draftEngine = this.draftEngine;
     if (promptLength !== NO_PROMPT) {
       if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `items[${i}].start`);
-      const key = state?.key ?? requestKey(engine.id, reqId);
-      const entry = draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
-      if (state === undefined) {
-        state = new RequestState(key, reqId, this.limits.maxK);
-        state.serial = serial;
-        engine.requests.set(reqId, state);
+      if (state !== undefined && this.resendsHeldContext(state, promptLength, to - from)) {
+        // The full context of a request the sidecar already holds (its client lost the reply that
+        // confirmed it, e.g. a call that timed out while a large context was ingested): tokens are
+        // append-only, so only the part beyond what is held is new. Re-ingesting all of it would
+        // time out again, step after step.
+        const fresh = from + state.entry.length;
+        draftEngine.appendTo(state.entry, batch.tokens, fresh, to);
+        this.score(engine, state, batch.tokens, fresh, to);
+      } else {
+        const key = state?.key ?? requestKey(engine.id, reqId);
+        const entry = draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
+        if (state === undefined) {
+          state = new RequestState(key, reqId, this.limits.maxK);
+          state.serial = serial;
+          engine.requests.set(reqId, state);
+        }
+        state.entry = entry;
+        state.predictionLength = 0;
       }
-      state.entry = entry;
-      state.predictionLength = 0;
     } else {
       if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `items[${i}].req_id`);
       const held = state.entry.length;
@@ -362,6 +372,11 @@ export class StepService {
     this.counters.tokensIngested += to - from;
     this.tokensSinceMaintenance += to - from;
     return state;
+  }
+
+  /** A full context that extends what the sidecar holds for the request (same prompt length). */
+  private resendsHeldContext(state: RequestState, promptLength: number, contextLength: number): boolean {
+    return !state.entry.released && state.entry.promptLength === promptLength && state.entry.length <= contextLength;
   }
 
   /** Compares newly arrived tokens with the pending draft; a mismatch or a full match scores it. */
