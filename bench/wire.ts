@@ -14,9 +14,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FastLaneClient, GrpcClient, type StepClient } from '../src/client/clients.js';
 import { PYTHON, startSidecarProcess } from '../src/client/sidecar-process.js';
-import { NO_PROMPT, type StepBatch } from '../src/core/step-service.js';
+import type { StepBatch } from '../src/core/step-service.js';
+import { batchOf } from '../src/replay/batch.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
+import type { StepItem } from '../src/replay/simulate.js';
 import type { TraceRow } from '../src/replay/traces.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/bench -> repo root
@@ -50,36 +52,22 @@ class Workload {
   }
 
   next(engineId: string, stepId: number, k: number): StepBatch {
-    const reqIds: string[] = [];
-    const starts: number[] = [];
-    const counts: number[] = [];
-    const promptLengths: number[] = [];
-    const tokens: number[] = [];
     const finished = this.finished;
     this.finished = [];
-    this.slots.forEach((slot, i) => {
-      let fresh: number[];
-      if (slot.fresh) {
-        fresh = slot.row.prompt;
-        slot.fresh = false;
-        promptLengths.push(fresh.length);
-        starts.push(0);
-      } else {
-        fresh = slot.row.output.slice(slot.at, slot.at + 1 + (this.random() % 4));
-        slot.at += fresh.length;
-        promptLengths.push(NO_PROMPT);
-        starts.push(slot.held);
-      }
-      reqIds.push(slot.id);
-      counts.push(fresh.length);
-      for (const t of fresh) tokens.push(t);
+    const items: StepItem[] = this.slots.map((slot, i) => {
+      const first = slot.fresh;
+      slot.fresh = false;
+      const fresh = first ? slot.row.prompt : slot.row.output.slice(slot.at, slot.at + 1 + (this.random() % 4));
+      if (!first) slot.at += fresh.length;
+      const item: StepItem = { id: slot.id, start: slot.held, tokens: fresh, promptLength: first ? fresh.length : undefined };
       slot.held += fresh.length;
       if (slot.at >= slot.row.output.length) {
         this.finished.push(slot.id);
         this.slots[i] = this.start();
       }
+      return item;
     });
-    return { engineId, stepId: BigInt(stepId), numReqs: this.slots.length, prefill: false, k, reqIds, starts, counts, promptLengths, tokens, finished };
+    return batchOf(engineId, BigInt(stepId), items, finished, k);
   }
 }
 

@@ -91,6 +91,12 @@ export class StepCounters {
   constructor(maxK: number) {
     this.acceptedPerPos = new Float64Array(maxK);
   }
+
+  /** Counts one coded error, of a request in a step or of a whole call. */
+  countError(scope: 'item' | 'call', code: ErrorCode): void {
+    const errors = scope === 'item' ? this.itemErrors : this.callErrors;
+    errors.set(code, (errors.get(code) ?? 0) + 1);
+  }
 }
 
 class RequestState {
@@ -225,8 +231,8 @@ export class StepService {
     return {
       engineId,
       reqId,
-      length: this.draftEngine.lengthOf(state.key),
-      promptLength: this.draftEngine.promptLengthOf(state.key),
+      length: state.entry.length,
+      promptLength: state.entry.promptLength,
       lastSeenMs: state.lastSeenMs,
       pendingDraft: Array.from(state.prediction.subarray(state.predictionMatched, state.predictionLength)),
     };
@@ -274,7 +280,7 @@ export class StepService {
         if (!(error instanceof SidecarError)) throw error;
         statuses[i] = error.needsResync ? ItemStatus.RESYNC : ItemStatus.ERROR;
         errors.push({ index: i, code: error.code, message: error.message });
-        counters.itemErrors.set(error.code, (counters.itemErrors.get(error.code) ?? 0) + 1);
+        counters.countError('item', error.code);
       }
     }
     if (errors.length > 1) errors.sort((a, b) => a.index - b.index);
@@ -376,7 +382,7 @@ export class StepService {
 
   /** A full context that extends what the sidecar holds for the request (same prompt length). */
   private resendsHeldContext(state: RequestState, promptLength: number, contextLength: number): boolean {
-    return !state.entry.released && state.entry.promptLength === promptLength && state.entry.length <= contextLength;
+    return state.entry.promptLength === promptLength && state.entry.length <= contextLength;
   }
 
   /** Compares newly arrived tokens with the pending draft; a mismatch or a full match scores it. */

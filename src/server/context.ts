@@ -37,7 +37,6 @@ export class SidecarContext {
   }
 
   countCallError(error: SidecarError): void {
-    const errors = this.service.counters.callErrors;
-    errors.set(error.code, (errors.get(error.code) ?? 0) + 1);
+    this.service.counters.countError('call', error.code);
   }
 }

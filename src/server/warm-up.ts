@@ -4,8 +4,10 @@
  * first few hundred steps after every (re)start run on unoptimized code at two to three times the
  * cost (measured by replaying recorded frames into a fresh process).
  */
-import { NO_PROMPT, type StepService } from '../core/step-service.js';
+import type { StepService } from '../core/step-service.js';
 import { decodeStep, encodeStep, encodeStepReply } from '../protocol/fast-lane.js';
+import { batchOf } from '../replay/batch.js';
+import type { StepItem } from '../replay/simulate.js';
 import { syntheticTraces } from '../replay/synthetic.js';
 
 export function warmUp(service: StepService, steps: number, batch = 128): void {
@@ -14,23 +16,14 @@ export function warmUp(service: StepService, steps: number, batch = 128): void {
   const held = rows.map(() => 0);
   const at = rows.map(() => 0);
   for (let step = 0; step < steps; step++) {
-    const starts: number[] = [];
-    const counts: number[] = [];
-    const promptLengths: number[] = [];
-    const tokens: number[] = [];
-    rows.forEach((row, i) => {
+    const items: StepItem[] = rows.map((row, i) => {
       const fresh = step === 0 ? row.prompt : row.output.slice(at[i], at[i] + 1 + ((step + i) % 4));
       if (step > 0) at[i] = (at[i] + fresh.length) % Math.max(1, row.output.length - 4);
-      starts.push(held[i]);
-      counts.push(fresh.length);
-      promptLengths.push(step === 0 ? row.prompt.length : NO_PROMPT);
-      for (const t of fresh) tokens.push(t);
+      const item: StepItem = { id: `warm-up-${row.id}`, start: held[i], tokens: fresh, promptLength: step === 0 ? row.prompt.length : undefined };
       held[i] += fresh.length;
+      return item;
     });
-    const frame = encodeStep(
-      { engineId: 'warm-up', stepId: BigInt(step + 1), numReqs: rows.length, prefill: false, k: 3, reqIds: rows.map((row) => `warm-up-${row.id}`), starts, counts, promptLengths, tokens, finished: [] },
-      step,
-    );
+    const frame = encodeStep(batchOf('warm-up', BigInt(step + 1), items, [], 3), step);
     encodeStepReply(service.step(decodeStep(frame), 0), step);
   }
 }
