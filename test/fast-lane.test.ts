@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GateReason } from '../src/core/gate.js';
 import { NO_PROMPT, type StepBatch, type StepOutcome } from '../src/core/step-service.js';
-import { decodeStep, decodeStepReply, encodeStep, encodeStepReply, FrameSplitter } from '../src/protocol/fast-lane.js';
+import { decodeStep, decodeStepReply, encodeStep, encodeStepReply, FrameSplitter, IdBlockCache } from '../src/protocol/fast-lane.js';
 
 const sample: StepBatch = {
   engineId: 'node-3/dp0',
@@ -22,6 +22,16 @@ describe('fast-lane frames', () => {
   it('round-trips a step, with unicode ids, 64-bit step ids and full-range token ids', () => {
     const decoded = decodeStep(encodeStep(sample, 3));
     expect({ ...decoded, starts: Array.from(decoded.starts), counts: Array.from(decoded.counts), promptLengths: Array.from(decoded.promptLengths), tokens: Array.from(decoded.tokens) }).toEqual(sample);
+  });
+
+  it('reuses the request-id strings of a connection\'s last step only when the ids are byte-identical', () => {
+    const cache = new IdBlockCache();
+    const first = decodeStep(encodeStep(sample, 1), cache).reqIds;
+    expect(decodeStep(encodeStep({ ...sample, stepId: 9n }, 2), cache).reqIds).toBe(first);
+    // Same bytes, split differently; then other bytes of the same length.
+    const regrouped = decodeStep(encodeStep({ ...sample, reqIds: ['chatcmpl-', 'αb'] }, 3), cache).reqIds;
+    expect(regrouped).toEqual(['chatcmpl-', 'αb']);
+    expect(decodeStep(encodeStep({ ...sample, reqIds: ['chatcmpl-β', 'c'] }, 4), cache).reqIds).toEqual(['chatcmpl-β', 'c']);
   });
 
   it('round-trips a reply, per-item errors included', () => {

@@ -255,8 +255,10 @@ export class StepService {
     counters.decisions[decision.reason]++;
     const shadow = !decision.speculate && this.gateConfig.mode === 'adaptive' && k > 0;
     const stamp = ++this.stamp;
-    const statuses = new Uint8Array(n);
-    const draftLengths = new Uint8Array(n);
+    // One backing store for both columns: typed-array allocations dominate a small step's overhead.
+    const columns = new Uint8Array(2 * n);
+    const statuses = columns.subarray(0, n);
+    const draftLengths = columns.subarray(n);
     const errors: ItemError[] = [];
     if (this.scratch.length < n * k) this.scratch = new Int32Array(n * k);
     const scratch = this.scratch;
@@ -269,8 +271,8 @@ export class StepService {
     const order = this.canonicalOrder(engine, batch, n);
     for (let j = 0; j < n; j++) {
       const key = order[j];
-      const i = key % ORDER_SPAN;
-      const serial = (key - i) / ORDER_SPAN;
+      const serial = Math.floor(key / ORDER_SPAN); // not %: a double's modulo is a slow fmod
+      const i = key - serial * ORDER_SPAN;
       const from = this.offsets[i];
       const known = ingested[i]; // looked up by canonicalOrder
       ingested[i] = undefined;
@@ -432,7 +434,9 @@ export class StepService {
       fresh.sort((a, b) => (ids[a] < ids[b] ? -1 : ids[a] > ids[b] ? 1 : a - b));
       for (const i of fresh) keys[i] = ++this.nextSerial * ORDER_SPAN + i;
     }
-    return keys.sort();
+    // Rows that keep their order from step to step are already sorted: skip the sort then.
+    for (let i = 1; i < n; i++) if (keys[i] < keys[i - 1]) return keys.sort();
+    return keys;
   }
 
   private releaseRequest(engine: EngineState, reqId: string): boolean {

@@ -107,12 +107,12 @@ class FrameReader {
     this.offset += count * 4;
     return out;
   }
-  u16s(count: number, field: string): Uint16Array {
-    this.need(count * 2, field);
-    const out = new Uint16Array(count);
-    new Uint8Array(out.buffer).set(this.frame.subarray(this.offset, this.offset + count * 2));
-    this.offset += count * 2;
-    return out;
+  /** Skips `bytes` bytes (a column read later in place); returns where they start. */
+  skip(bytes: number, field: string): number {
+    this.need(bytes, field);
+    const at = this.offset;
+    this.offset += bytes;
+    return at;
   }
   bytes(count: number, field: string): Buffer {
     this.need(count, field);
@@ -120,9 +120,36 @@ class FrameReader {
     this.offset += count;
     return out;
   }
-  strings(lengths: Uint16Array, field: string): string[] {
-    const out = new Array<string>(lengths.length);
-    for (let i = 0; i < lengths.length; i++) out[i] = this.text(lengths[i], `${field}[${i}]`);
+  /**
+   * `count` consecutive strings whose u16 byte lengths are at `lengthsAt` (request ids). The usual
+   * all-ASCII block is decoded with one native call and sliced in JS: a native call per id costs
+   * more than the ids' bytes. With a cache, a block equal to the last one reuses its strings.
+   */
+  strings(lengthsAt: number, count: number, field: string, cache?: IdBlockCache): string[] {
+    const frame = this.frame;
+    let total = 0;
+    for (let i = 0; i < count; i++) total += frame.readUInt16LE(lengthsAt + 2 * i);
+    this.need(total, field);
+    const start = this.offset;
+    const cached = cache?.find(frame, lengthsAt, start, start + total);
+    if (cached !== undefined) {
+      this.offset += total;
+      return cached;
+    }
+    const out = new Array<string>(count);
+    if (isAscii(frame, start, start + total)) {
+      const block = frame.toString('latin1', start, start + total);
+      let at = 0;
+      for (let i = 0; i < count; i++) {
+        const length = frame.readUInt16LE(lengthsAt + 2 * i);
+        out[i] = block.substring(at, at + length);
+        at += length;
+      }
+      this.offset += total;
+    } else {
+      for (let i = 0; i < count; i++) out[i] = this.text(frame.readUInt16LE(lengthsAt + 2 * i), `${field}[${i}]`);
+    }
+    cache?.store(frame, lengthsAt, start, start + total, out);
     return out;
   }
   text(count: number, field: string): string {
@@ -130,14 +157,7 @@ class FrameReader {
     const start = this.offset;
     this.offset += count;
     // Request ids are ASCII in practice: latin1 is the fast path, and equals UTF-8 for ASCII.
-    let ascii = true;
-    for (let i = start; i < start + count; i++) {
-      if (this.frame[i] > 0x7f) {
-        ascii = false;
-        break;
-      }
-    }
-    if (ascii) return this.frame.toString('latin1', start, start + count);
+    if (isAscii(this.frame, start, start + count)) return this.frame.toString('latin1', start, start + count);
     try {
       return utf8.decode(this.frame.subarray(start, start + count));
     } catch {
@@ -154,7 +174,33 @@ class FrameReader {
 
 // ------------------------------------------------------------------ STEP
 
-export function decodeStep(frame: Buffer): StepBatch {
+/**
+ * The request ids of a connection's last step. Decode steps usually repeat the batch row for row;
+ * then the ids' bytes are identical and their strings are reused, hashes already computed for the
+ * lookups every step makes. The returned array is shared: callers must not modify it.
+ */
+export class IdBlockCache {
+  private lengths: Buffer | null = null;
+  private text: Buffer | null = null;
+  private ids: string[] = [];
+
+  find(frame: Buffer, lengthsAt: number, from: number, to: number): string[] | undefined {
+    const { lengths, text } = this;
+    if (lengths === null || text === null) return undefined;
+    if (to - from !== text.length || 2 * this.ids.length !== lengths.length) return undefined;
+    if (frame.compare(lengths, 0, lengths.length, lengthsAt, lengthsAt + lengths.length) !== 0) return undefined;
+    if (frame.compare(text, 0, text.length, from, to) !== 0) return undefined;
+    return this.ids;
+  }
+
+  store(frame: Buffer, lengthsAt: number, from: number, to: number, ids: string[]): void {
+    this.lengths = Buffer.from(frame.subarray(lengthsAt, lengthsAt + 2 * ids.length));
+    this.text = Buffer.from(frame.subarray(from, to));
+    this.ids = ids;
+  }
+}
+
+export function decodeStep(frame: Buffer, idCache?: IdBlockCache): StepBatch {
   const r = new FrameReader(frame);
   const stepId = r.u64('step_id');
   const numReqs = r.u32('num_reqs');
@@ -171,11 +217,11 @@ export function decodeStep(frame: Buffer): StepBatch {
   const starts = r.u32s(n, 'starts');
   const counts = r.u32s(n, 'counts');
   const promptLengths = r.u32s(n, 'prompt_lens');
-  const idLengths = r.u16s(n, 'req_id_bytes');
-  const finishedLengths = r.u16s(nFinished, 'finished_id_bytes');
+  const idLengthsAt = r.skip(2 * n, 'req_id_bytes');
+  const finishedLengthsAt = r.skip(2 * nFinished, 'finished_id_bytes');
   const engineId = r.text(engineBytes, 'engine_id');
-  const reqIds = r.strings(idLengths, 'req_ids');
-  const finished = r.strings(finishedLengths, 'finished_ids');
+  const reqIds = r.strings(idLengthsAt, n, 'req_ids', idCache);
+  const finished = r.strings(finishedLengthsAt, nFinished, 'finished_ids');
   r.align4();
   const tokens = r.u32s(totalTokens, 'tokens');
   r.end();
@@ -265,9 +311,9 @@ export function decodeRelease(frame: Buffer): { engineId: string; reqIds: string
   const n = r.u32('n_items');
   const engineBytes = r.u16('engine_id_bytes');
   r.need(n * 2 + engineBytes, 'req_ids');
-  const lengths = r.u16s(n, 'req_id_bytes');
+  const lengthsAt = r.skip(2 * n, 'req_id_bytes');
   const engineId = r.text(engineBytes, 'engine_id');
-  const reqIds = r.strings(lengths, 'req_ids');
+  const reqIds = r.strings(lengthsAt, n, 'req_ids');
   r.end();
   return { engineId, reqIds };
 }
@@ -384,6 +430,11 @@ export class FrameSplitter {
     if (available > 0) this.take(available);
     this.skipping = bytes - available;
   }
+}
+
+function isAscii(bytes: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (bytes[i] > 0x7f) return false;
+  return true;
 }
 
 function sum(buffers: Buffer[]): number {

@@ -15,6 +15,7 @@ import {
   encodeStepReply,
   FrameKind,
   FrameSplitter,
+  IdBlockCache,
   readHeader,
 } from '../protocol/fast-lane.js';
 import type { SidecarContext } from './context.js';
@@ -56,9 +57,10 @@ export class FastLaneServer {
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', (error) => this.context.logger.debug({ err: error }, 'fast-lane connection error'));
+    const ids = new IdBlockCache();
     const splitter = new FrameSplitter(
       this.context.config.limits.maxMessageBytes,
-      (frame) => socket.write(this.handle(frame)),
+      (frame) => socket.write(this.handle(frame, ids)),
       (length, callId) => {
         const error = sidecarError('MESSAGE_TOO_LARGE', `frame of ${length} bytes, limit ${this.context.config.limits.maxMessageBytes}`, 'length');
         this.context.countCallError(error);
@@ -68,7 +70,7 @@ export class FastLaneServer {
     socket.on('data', (chunk: Buffer) => splitter.push(chunk));
   }
 
-  private handle(frame: Buffer): Buffer {
+  private handle(frame: Buffer, ids: IdBlockCache): Buffer {
     const started = process.hrtime.bigint();
     let callId = frame.length >= 12 ? frame.readUInt32LE(8) : 0;
     try {
@@ -76,7 +78,7 @@ export class FastLaneServer {
       callId = header.callId;
       switch (header.kind) {
         case FrameKind.STEP: {
-          const reply = encodeStepReply(this.context.step(decodeStep(frame)), callId);
+          const reply = encodeStepReply(this.context.step(decodeStep(frame, ids)), callId);
           this.context.metrics.observeStep('uds', started);
           return reply;
         }
