@@ -174,7 +174,7 @@ def test_upstream_vllm_runs_sam_through_the_ngram_slot_reading_the_input_batch(s
     runner.input_batch = SimpleNamespace(req_ids=["b"], num_tokens_no_spec=np.array([6]), token_ids_cpu=tokens[1:], num_prompt_tokens=np.array([4]))
     tokens[1, 5] = 9
     runner.propose_draft_token_ids([[9]])
-    assert "a" not in runner.drafter.core.session._confirmed and runner.updated
+    assert "a" not in runner.drafter.core.session.confirmed() and runner.updated
     # A runner for another method keeps its own drafter.
     other = fake_vllm.runner_class(SimpleNamespace(speculative_config=SimpleNamespace(method="eagle")))
     assert type(other.drafter) is fake_vllm.ngram

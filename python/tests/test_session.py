@@ -52,7 +52,7 @@ def test_first_step_sends_full_contexts_then_only_new_tokens(sidecar):
     batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
     second = batch.step(session)
     assert second.drafts[0] == [1, 2, 3]
-    assert session._confirmed == {"a": 10, "b": 5}
+    assert session.confirmed() == {"a": 10, "b": 5}
 
 
 def test_identity_is_the_request_id_not_the_row(sidecar):
@@ -63,6 +63,23 @@ def test_identity_is_the_request_id_not_the_row(sidecar):
     swapped = Batch({"b": PROMPT + [5, 6, 5, 6], "a": PROMPT + [1, 2, 3, 1, 2, 3]})
     result = swapped.step(session)
     assert result.drafts == [[5, 6, 5], [1, 2, 3]]
+
+
+def test_a_batch_repeated_row_for_row_sends_only_each_requests_new_tokens(sidecar):
+    session = session_for(sidecar)
+    sent = []
+    step = session.client.step
+    session.client.step = lambda request: sent.append(request) or step(request)
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
+    batch.step(session)
+    for extra in ([3, 1], [2]):
+        batch.set_row(0, list(batch.tokens[0, : batch.ends[0]]) + extra)
+        batch.set_row(1, list(batch.tokens[1, : batch.ends[1]]) + [8])
+        result = batch.step(session)
+    assert [r.starts.tolist() for r in sent[1:]] == [[9, 5], [11, 6]]
+    assert [r.counts.tolist() for r in sent[1:]] == [[2, 1], [1, 1]]
+    assert all((r.prompt_lens == wire.NO_PROMPT).all() for r in sent[1:])
+    assert result.drafts[0] == [3, 1, 2] and session.confirmed() == {"a": 12, "b": 7}
 
 
 def test_a_preempted_request_comes_back_with_its_id_and_continues(sidecar):
@@ -79,7 +96,7 @@ def test_finished_requests_are_released_and_their_output_drafts_for_siblings(sid
     Batch({"a": PROMPT + [1, 2, 3, 4, 5]}).step(session)
     result = Batch({"b": PROMPT + [1, 2]}).step(session, finished=["a"])
     assert result.drafts == [[3, 4, 5]]
-    assert "a" not in session._confirmed
+    assert "a" not in session.confirmed()
 
 
 def test_after_a_sidecar_restart_requests_resync_and_drafting_resumes(sidecar):

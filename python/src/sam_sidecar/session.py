@@ -44,6 +44,18 @@ def default_engine_id() -> str:
     return os.environ.get("SAM_SIDECAR_ENGINE_ID") or f"{os.uname().nodename}-{uuid.uuid4().hex[:12]}"
 
 
+@dataclass
+class _SteadyBatch:
+    """The last step's batch when every row was sent and confirmed: decode steps usually repeat it
+    row for row, and then the step is built from these arrays with no per-request Python work."""
+
+    ids: List[str]
+    encoded: List[bytes]
+    id_lengths: np.ndarray  # u16 per request
+    id_text: bytes  # the encoded ids, concatenated
+    ends: np.ndarray  # tokens the sidecar holds per row (these ids are not in _confirmed meanwhile)
+
+
 class DraftSession:
     def __init__(
         self,
@@ -62,6 +74,7 @@ class DraftSession:
         self.stats = SessionStats()
         self.keep_latencies = keep_latencies
         self._confirmed: Dict[str, int] = {}  # tokens the sidecar holds, per request id
+        self._steady: Optional[_SteadyBatch] = None  # holds the confirmed lengths of its ids
         self._refused: Set[str] = set()  # requests the sidecar rejected as invalid: not resent
         self._finished_pending: List[str] = []
         self._log = RateLimitedLog()
@@ -86,20 +99,23 @@ class DraftSession:
         active[i] false (no sampled token this step) are neither sent nor drafted."""
         started = time.perf_counter()
         self.step_id += 1
-        confirmed = self._confirmed
-        for req_id in finished:
-            if confirmed.pop(req_id, None) is not None:
-                self._finished_pending.append(req_id)
-            self._refused.discard(req_id)
-
         n_rows = len(req_ids)
-        # Tokens the sidecar holds per row (-1: unknown); vectorized from here on.
-        held = np.fromiter((confirmed.get(r, -1) for r in req_ids), dtype=np.int64, count=n_rows)
+        steady = self._steady
+        if steady is not None and active is None and not finished and req_ids == steady.ids:
+            # The batch of the last step, row for row: vectorized from the start.
+            held = steady.ends
+            ids, id_lengths, id_text = steady.encoded, steady.id_lengths, steady.id_text
+        else:
+            self._settle()
+            steady = None
+            held = self._held(req_ids, finished)
+            ids = id_lengths = id_text = None
         ends_all = np.asarray(ends[:n_rows], dtype=np.int64)
         include = np.ones(n_rows, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         if self._refused:
             include &= np.fromiter((r not in self._refused for r in req_ids), dtype=bool, count=n_rows)
-        rows = np.flatnonzero(include)
+        everyone = bool(include.all())
+        rows = np.arange(n_rows) if everyone else np.flatnonzero(include)
         start_arr = held[rows]
         end_arr = ends_all[rows]
         # Unknown, or the engine holds fewer tokens than we confirmed (recomputed): full context.
@@ -107,15 +123,19 @@ class DraftSession:
         start_arr[full] = 0
         prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
         tokens = gather_spans(token_rows, rows, start_arr, end_arr)
-        everyone = len(rows) == n_rows
         included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
-        ids = [r.encode() for r in included_ids]
+        if ids is None:
+            ids = [r.encode() for r in included_ids]
+            id_lengths, id_text = wire.encode_ids(ids)
         finished_now = [r.encode() for r in self._finished_pending]
 
-        request = wire.StepRequest(self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now)
+        request = wire.StepRequest(
+            self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
+        )
         try:
             reply = self.client.step(request)
         except (SidecarUnavailable, wire.WireError) as error:
+            # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
             self.stats.failed_steps += 1
             self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
             speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
@@ -124,10 +144,13 @@ class DraftSession:
 
         self._finished_pending.clear()
         statuses = reply.statuses
-        all_ok = not statuses.any()
-        if all_ok:
-            confirmed.update(zip(included_ids, end_arr.tolist()))
+        if everyone and not statuses.any():
+            if steady is None:
+                self._steady = _SteadyBatch(included_ids, ids, id_lengths, id_text, end_arr)
+            else:
+                steady.ends = end_arr
         else:
+            self._settle()
             self._apply_statuses(included_ids, statuses.tolist(), end_arr.tolist(), reply.errors)
         drafts: List[List[int]]
         if not reply.speculate:
@@ -145,6 +168,26 @@ class DraftSession:
             self.stats.draft_tokens += int(lengths.sum())
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
+
+    def confirmed(self) -> Dict[str, int]:
+        """Tokens the sidecar has confirmed holding, per request id (introspection and tests)."""
+        self._settle()
+        return dict(self._confirmed)
+
+    def _settle(self) -> None:
+        """Moves a steady batch's confirmed lengths into the per-id map (the batch changed)."""
+        steady, self._steady = self._steady, None
+        if steady is not None:
+            self._confirmed.update(zip(steady.ids, steady.ends.tolist()))
+
+    def _held(self, req_ids: Sequence[str], finished: Iterable[str]) -> np.ndarray:
+        """Tokens the sidecar holds per row (-1: unknown), after forgetting finished requests."""
+        confirmed = self._confirmed
+        for req_id in finished:
+            if confirmed.pop(req_id, None) is not None:
+                self._finished_pending.append(req_id)
+            self._refused.discard(req_id)
+        return np.fromiter((confirmed.get(r, -1) for r in req_ids), dtype=np.int64, count=len(req_ids))
 
     def _apply_statuses(self, ids: List[str], statuses: List[int], ends: List[int], errors: List[dict]) -> None:
         """The uncommon path: some requests need RESYNC or were refused."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,11 +89,32 @@ class StepRequest:
     prompt_lens: np.ndarray  # NO_PROMPT for a delta
     tokens: np.ndarray
     finished: Sequence[bytes] = ()
+    # encode_ids(req_ids), when the caller keeps it across steps
+    req_id_lengths: Optional[np.ndarray] = None
+    req_id_text: Optional[bytes] = None
 
     def encode(self, call_id: int) -> bytes:
         return encode_step(
-            call_id, self.engine_id, self.step_id, self.num_reqs, self.prefill, self.k, self.req_ids, self.starts, self.counts, self.prompt_lens, self.tokens, self.finished
+            call_id,
+            self.engine_id,
+            self.step_id,
+            self.num_reqs,
+            self.prefill,
+            self.k,
+            self.req_ids,
+            self.starts,
+            self.counts,
+            self.prompt_lens,
+            self.tokens,
+            self.finished,
+            self.req_id_lengths,
+            self.req_id_text,
         )
+
+
+def encode_ids(ids: Sequence[bytes]) -> Tuple[np.ndarray, bytes]:
+    """(u16 lengths, concatenation) of encoded ids, the two columns a frame carries them in."""
+    return np.fromiter(map(len, ids), dtype="<u2", count=len(ids)), b"".join(ids)
 
 
 def encode_step(
@@ -109,13 +130,17 @@ def encode_step(
     prompt_lens: np.ndarray,
     tokens: np.ndarray,
     finished: Sequence[bytes] = (),
+    req_id_lengths: Optional[np.ndarray] = None,
+    req_id_text: Optional[bytes] = None,
 ) -> bytes:
-    """One STEP frame. starts/counts/prompt_lens: one entry per item; tokens: all items' tokens."""
+    """One STEP frame. starts/counts/prompt_lens: one entry per item; tokens: all items' tokens.
+    req_id_lengths/req_id_text: encode_ids(req_ids), if the caller has it already."""
     n = len(req_ids)
-    id_lengths = np.fromiter((len(r) for r in req_ids), dtype="<u2", count=n)
-    finished_lengths = np.fromiter((len(r) for r in finished), dtype="<u2", count=len(finished))
-    text = b"".join((engine_id, *req_ids, *finished))
-    before_tokens = HEADER_BYTES + STEP_FIXED.size + 14 * n + 2 * len(finished) + len(text)
+    if req_id_lengths is None or req_id_text is None:
+        req_id_lengths, req_id_text = encode_ids(req_ids)
+    finished_lengths, finished_text = encode_ids(finished)
+    text_bytes = len(engine_id) + len(req_id_text) + len(finished_text)
+    before_tokens = HEADER_BYTES + STEP_FIXED.size + 14 * n + 2 * len(finished) + text_bytes
     padding = b"\0" * ((-before_tokens) % 4)
     token_bytes = np.ascontiguousarray(tokens, dtype="<u4").tobytes()
     body = b"".join(
@@ -124,9 +149,11 @@ def encode_step(
             np.ascontiguousarray(starts, dtype="<u4").tobytes(),
             np.ascontiguousarray(counts, dtype="<u4").tobytes(),
             np.ascontiguousarray(prompt_lens, dtype="<u4").tobytes(),
-            id_lengths.tobytes(),
+            req_id_lengths.tobytes(),
             finished_lengths.tobytes(),
-            text,
+            engine_id,
+            req_id_text,
+            finished_text,
             padding,
             token_bytes,
         )
@@ -135,8 +162,8 @@ def encode_step(
 
 
 def encode_release(call_id: int, engine_id: bytes, req_ids: Sequence[bytes]) -> bytes:
-    lengths = np.fromiter((len(r) for r in req_ids), dtype="<u2", count=len(req_ids))
-    body = struct.pack("<IH", len(req_ids), len(engine_id)) + lengths.tobytes() + engine_id + b"".join(req_ids)
+    lengths, text = encode_ids(req_ids)
+    body = struct.pack("<IH", len(req_ids), len(engine_id)) + lengths.tobytes() + engine_id + text
     return HEADER.pack(len(body) + 8, MAGIC, VERSION, KIND_RELEASE, call_id) + body
 
 
