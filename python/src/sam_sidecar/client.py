@@ -23,6 +23,9 @@ def socket_path_from_env() -> str:
     return os.environ.get("SAM_SIDECAR_SOCKET", DEFAULT_SOCKET)
 
 
+_yield_cpu = getattr(os, "sched_yield", lambda: None)
+
+
 class SidecarUnavailable(Exception):
     """No connection (refused, missing socket, backing off) or the call missed its deadline."""
 
@@ -39,8 +42,10 @@ class FastLaneClient:
     ):
         self.socket_path = socket_path or socket_path_from_env()
         # Poll for the reply this long before blocking: a blocked thread's (v)CPU may idle, and
-        # waking it costs tens of microseconds per call; the runner has nothing else to do meanwhile.
-        self.spin_s = float(os.environ.get("SAM_SIDECAR_SPIN_US", "300")) / 1e6 if spin_s is None else spin_s
+        # waking it costs tens of microseconds per call, at times a millisecond on a VM; the runner
+        # has nothing else to do meanwhile. Each empty poll yields the CPU, so threads that share
+        # it (the sidecar itself on a small machine) are not starved.
+        self.spin_s = float(os.environ.get("SAM_SIDECAR_SPIN_US", "2000")) / 1e6 if spin_s is None else spin_s
         self.deadline_s = deadline_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -147,6 +152,7 @@ class FastLaneClient:
                 try:
                     got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
                 except BlockingIOError:
+                    _yield_cpu()
                     continue
             else:
                 got = sock.recv_into(view[have:])  # the kernel timeout bounds each wait
