@@ -57,6 +57,24 @@ describe('suffix automaton', () => {
     );
   });
 
+  it("keeps every state's recent target equal to its transition on its recent token, across interleaved sequences", () => {
+    fc.assert(
+      fc.property(fc.array(tokenSequence, { minLength: 1, maxLength: 4 }), (sequences) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const cursors = sequences.map(() => sam.openCursor());
+        const longest = Math.max(...sequences.map((s) => s.length));
+        for (let i = 0; i < longest; i++) {
+          sequences.forEach((s, j) => i < s.length && sam.append(cursors[j], s[i]));
+          for (let state = 0; state < sam.size; state++) {
+            const token = sam.recentToken(state);
+            expect(sam.recentTarget(state)).toBe(token === NONE ? NONE : sam.transition(state, token));
+          }
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('stays linear in size: at most 2n states', () => {
     fc.assert(
       fc.property(tokenSequence, (tokens) => {

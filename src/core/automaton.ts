@@ -26,7 +26,7 @@ const HASH_DEGREE = 6;
 export const RECENCY_DEPTH = 4;
 
 // Interleaved record layouts.
-const STATE_STRIDE = 4;
+const STATE_STRIDE = 5;
 const LEN = 0; // length in the low LENGTH_BITS, saturating edge count (degree) above
 const LENGTH_BITS = 24;
 const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
@@ -34,6 +34,8 @@ const MAX_DEGREE = 255;
 const LINK = 1;
 const HEAD = 2; // first edge of the state's edge list
 const RECENT = 3; // token that followed this context's most recent occurrence
+const RECENT_TARGET = 4; // transition(state, RECENT), or UNRESOLVED
+const UNRESOLVED = -2;
 const EDGE_STRIDE = 3;
 const TOKEN = 0;
 const TARGET = 1;
@@ -180,6 +182,17 @@ export class SuffixAutomaton {
     return this.states[state * STATE_STRIDE + RECENT];
   }
 
+  /**
+   * transition(state, recentToken(state)) (NONE with the token), kept in the state's record so a
+   * draft walk reads no edge list; looked up and memoized where append left it unresolved.
+   */
+  recentTarget(state: number): number {
+    const index = state * STATE_STRIDE + RECENT_TARGET;
+    const target = this.states[index];
+    if (target !== UNRESOLVED) return target;
+    return (this.states[index] = this.transition(state, this.states[state * STATE_STRIDE + RECENT]));
+  }
+
   /** Log index at which the first occurrence of this state's contexts ends (positions only). */
   firstEndOf(state: number): number {
     return this.firstEnd[state];
@@ -250,12 +263,20 @@ export class SuffixAutomaton {
     this.cursorLength[cursor]++;
     this.tokensAppended++;
     if (this.positions) this.logAppend(cursor, token, last);
-    // Every context that ended the sequence before this token has now been followed by it.
+    // Every context that ended the sequence before this token has now been followed by it. Its
+    // transition on the token leads to the state of the new sequence's suffix one token longer
+    // than the context: `last` or its suffix link for the contexts nearest the end, known here
+    // without an edge lookup; further up it is left to be looked up when a draft needs it.
     const data = this.states;
+    const suffix = data[last * STATE_STRIDE + LINK];
+    const suffixLength = suffix === NONE ? -1 : data[suffix * STATE_STRIDE + LEN] & LENGTH_MASK;
     let state = previous;
     for (let depth = 0; depth < RECENCY_DEPTH && state !== NONE; depth++) {
-      data[state * STATE_STRIDE + RECENT] = token;
-      state = data[state * STATE_STRIDE + LINK];
+      const base = state * STATE_STRIDE;
+      const extended = (data[base + LEN] & LENGTH_MASK) + 1;
+      data[base + RECENT] = token;
+      data[base + RECENT_TARGET] = extended > suffixLength ? last : extended === suffixLength ? suffix : UNRESOLVED;
+      state = data[base + LINK];
     }
     return last;
   }
@@ -306,6 +327,7 @@ export class SuffixAutomaton {
   private split(p: number, token: number, q: number): number {
     const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
     this.states[clone * STATE_STRIDE + RECENT] = this.recentToken(q);
+    this.states[clone * STATE_STRIDE + RECENT_TARGET] = this.states[q * STATE_STRIDE + RECENT_TARGET]; // same edges as q
     for (let e = this.states[q * STATE_STRIDE + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
       this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
     }
@@ -314,6 +336,7 @@ export class SuffixAutomaton {
       const edge = this.findEdge(p, token);
       if (edge === NONE || this.edgeData[edge * EDGE_STRIDE + TARGET] !== q) break;
       this.edgeData[edge * EDGE_STRIDE + TARGET] = clone;
+      if (this.states[p * STATE_STRIDE + RECENT] === token) this.states[p * STATE_STRIDE + RECENT_TARGET] = clone;
       p = this.suffixLink(p);
     }
     return clone;
@@ -327,6 +350,7 @@ export class SuffixAutomaton {
     this.states[base + LINK] = suffixLink;
     this.states[base + HEAD] = NONE;
     this.states[base + RECENT] = NONE;
+    this.states[base + RECENT_TARGET] = NONE;
     if (this.positions) this.firstEnd[id] = firstEnd;
     this.stateCount = id + 1;
     return id;

@@ -57,7 +57,7 @@ export function recencyWalkDraft(
     if (state === ROOT || matched < options.minMatch) break;
     const token = sam.recentToken(state);
     out[offset + count++] = token;
-    state = sam.transition(state, token);
+    state = sam.recentTarget(state);
     matched++;
   }
   return count;
