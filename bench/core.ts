@@ -1,12 +1,15 @@
 /**
  * Core benchmark: ingest throughput, per-request draft latency, memory per token, and the per-step
- * cost of a 128-request batch at 1k vs 32k tokens of context, for the default policy and the
+ * cost of a 128-request batch at 1k vs 32k tokens of context (through the Step service the sidecar
+ * runs), for the default policy and the
  * n-gram baseline. Uses the shared GRPO trace when ../shared/data is present (real token
  * statistics), synthetic rollouts otherwise. Prints one JSON object on the last line.
  */
 import { existsSync } from 'node:fs';
 import { SuffixAutomaton } from '../src/core/automaton.js';
 import { DraftEngine, type DrafterKind } from '../src/core/engine.js';
+import { UNGATED } from '../src/core/gate.js';
+import { NO_PROMPT, type StepBatch, StepService } from '../src/core/step-service.js';
 import { round } from '../src/replay/report.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
@@ -96,25 +99,45 @@ function draftBench(rows: TraceRow[], drafter: DrafterKind) {
   return { draftUsP50: round(percentile(sorted, 0.5), 3), draftUsP99: round(percentile(sorted, 0.99), 3), bytesPerToken: round(peakBytesPerToken, 2), ingested };
 }
 
-/** A batch of 128 requests with `context` tokens each, ready to step. */
+/**
+ * A batch of 128 requests with `context` tokens each, held by the Step service the sidecar runs
+ * (ungated, no siblings), ready to step: each step brings one new token per request, and the
+ * service ingests them all, then drafts K for each.
+ */
 function stepFixture(rows: TraceRow[], drafter: DrafterKind, context: number) {
-  const engine = new DraftEngine({ drafter, siblings: false });
-  const streams: Int32Array[] = [];
-  for (let r = 0; r < BATCH; r++) {
-    const tokens = stream(rows, context + 256, r * 7);
-    streams.push(tokens);
-    engine.open(`r${r}`, tokens.subarray(0, context), 64);
-  }
-  const out = new Int32Array(K);
-  let step = 0;
-  /** One decode step: append one token and draft K for each of the 128 requests; returns us. */
+  const service = new StepService({ maxK: K, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 1 }, UNGATED, { drafter, siblings: false });
+  const streams = Array.from({ length: BATCH }, (_, r) => stream(rows, context + 256, r * 7));
+  const reqIds = streams.map((_, r) => `r${r}`);
+  let stepId = 0n;
+  const batch = (starts: Uint32Array, counts: Uint32Array, promptLengths: Uint32Array, tokens: Uint32Array): StepBatch => ({
+    engineId: 'bench',
+    stepId: ++stepId,
+    numReqs: BATCH,
+    prefill: false,
+    k: K,
+    reqIds,
+    starts,
+    counts,
+    promptLengths,
+    tokens,
+    finished: [],
+  });
+  const contexts = new Uint32Array(BATCH * context);
+  streams.forEach((tokens, r) => contexts.set(tokens.subarray(0, context), r * context));
+  service.step(batch(new Uint32Array(BATCH), new Uint32Array(BATCH).fill(context), new Uint32Array(BATCH).fill(64), contexts), 0);
+  const starts = new Uint32Array(BATCH);
+  const ones = new Uint32Array(BATCH).fill(1);
+  const deltas = new Uint32Array(BATCH).fill(NO_PROMPT);
+  const tokens = new Uint32Array(BATCH);
+  let at = context;
+  /** One decode step; returns us. */
   return () => {
+    starts.fill(at);
+    for (let r = 0; r < BATCH; r++) tokens[r] = streams[r][at];
+    const next = batch(starts, ones, deltas, tokens);
     const started = nowNs();
-    for (let r = 0; r < BATCH; r++) {
-      engine.append(`r${r}`, streams[r], context + step, context + step + 1);
-      engine.draft(`r${r}`, K, out, 0);
-    }
-    step++;
+    service.step(next, 0);
+    at++;
     return Number(nowNs() - started) / 1000;
   };
 }
