@@ -273,7 +273,10 @@ describe('sidecar server', () => {
     clients.push(client);
     const outcome = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
     expect(drafts(outcome)).toEqual([[3, 1, 2]]);
-    expect(await client.stats()).toMatchObject({ requests: 1, steps: expect.anything() });
+    const stats = await client.stats();
+    expect(stats).toMatchObject({ requests: 1, steps: 1, drafts: 1, draftTokens: 3 });
+    // One snapshot behind both transports: gRPC Stats equals HTTP /v1/stats, field for field.
+    expect(stats).toEqual(await (await fetch(`${sidecar.http.address}/v1/stats`)).json());
     expect(await client.release('engine-1', ['r', 'unknown'])).toBe(1);
   });
 

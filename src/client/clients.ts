@@ -18,7 +18,7 @@ import {
   readHeader,
 } from '../protocol/fast-lane.js';
 import { SidecarService } from '../protocol/grpc-definitions.js';
-import { messageFromBatch, outcomeFromMessage } from '../protocol/messages.js';
+import { messageFromBatch, outcomeFromMessage, type SidecarStats, statsFromMessage } from '../protocol/messages.js';
 import type { Transport } from '../protocol/transports.js';
 
 export type Via = Transport;
@@ -147,8 +147,8 @@ export class GrpcClient implements StepClient {
     return (await this.unary<{ released: number }>('Release', { engine_id: engineId, req_ids: reqIds })).released;
   }
 
-  stats(): Promise<Record<string, unknown>> {
-    return this.unary('Stats', {});
+  async stats(): Promise<SidecarStats> {
+    return statsFromMessage(await this.unary('Stats', {}));
   }
 
   async close(): Promise<void> {

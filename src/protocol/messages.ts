@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { sidecarError, type ErrorCode } from '../core/errors.js';
 import { GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
-import { ItemStatus, NO_PROMPT, type StepBatch, type StepOutcome } from '../core/step-service.js';
+import { ItemStatus, NO_PROMPT, type ServiceStats, type StepBatch, type StepCounters, type StepOutcome } from '../core/step-service.js';
 
 /** A uint64 as protobufjs hands it over (Long), as JSON carries it (number or string), or a bigint. */
 export type Uint64Like = bigint | number | string | { toString(): string };
@@ -177,4 +177,63 @@ export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: b
     drafts: Int32Array.from(flat),
     errors,
   };
+}
+
+/** What the sidecar holds and has done: the JSON of /v1/stats, and the gRPC Stats reply mapped below. */
+export interface SidecarStats extends ServiceStats {
+  steps: number;
+  duplicateSteps: number;
+  drafts: number;
+  draftTokens: number;
+  acceptedTokens: number;
+  acceptedPerPos: number[];
+  evictedIdle: number;
+  evictedForMemory: number;
+}
+
+export function sidecarStats(stats: ServiceStats, counters: StepCounters): SidecarStats {
+  return {
+    ...stats,
+    steps: counters.steps,
+    duplicateSteps: counters.duplicateSteps,
+    drafts: counters.drafts,
+    draftTokens: counters.draftTokens,
+    acceptedTokens: counters.acceptedTokens,
+    acceptedPerPos: Array.from(counters.acceptedPerPos),
+    evictedIdle: counters.evictedIdle,
+    evictedForMemory: counters.evictedForMemory,
+  };
+}
+
+/** SidecarStats field -> StatsResponse field (proto/sam_sidecar.proto). */
+const STATS_FIELDS = [
+  ['engines', 'engines'],
+  ['requests', 'requests'],
+  ['groups', 'groups'],
+  ['historyGroups', 'history_groups'],
+  ['historyTokens', 'history_tokens'],
+  ['historyEvictions', 'history_evictions'],
+  ['tokensIndexed', 'tokens'],
+  ['bytes', 'memory_bytes'],
+  ['maxTokens', 'max_tokens'],
+  ['steps', 'steps'],
+  ['duplicateSteps', 'duplicate_steps'],
+  ['drafts', 'drafts'],
+  ['draftTokens', 'draft_tokens'],
+  ['acceptedTokens', 'accepted_tokens'],
+  ['evictedIdle', 'evicted_idle'],
+  ['evictedForMemory', 'evicted_for_memory'],
+] as const satisfies ReadonlyArray<readonly [Exclude<keyof SidecarStats, 'acceptedPerPos'>, string]>;
+
+export function statsToMessage(stats: SidecarStats): Record<string, number | number[]> {
+  const message: Record<string, number | number[]> = { accepted_per_pos: stats.acceptedPerPos };
+  for (const [field, wire] of STATS_FIELDS) message[wire] = stats[field];
+  return message;
+}
+
+/** The reply of the gRPC Stats call as SidecarStats (uint64s arrive as Long objects). */
+export function statsFromMessage(message: Record<string, Uint64Like | Uint64Like[] | undefined>): SidecarStats {
+  const stats = { acceptedPerPos: ((message.accepted_per_pos as Uint64Like[] | undefined) ?? []).map((v) => Number(v.toString())) } as SidecarStats;
+  for (const [field, wire] of STATS_FIELDS) stats[field] = Number((message[wire] as Uint64Like | undefined)?.toString() ?? 0);
+  return stats;
 }

@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { SidecarError, sidecarError } from '../core/errors.js';
 import type { StepBatch, StepOutcome, StepService } from '../core/step-service.js';
+import { type SidecarStats, sidecarStats } from '../protocol/messages.js';
 import type { SidecarConfig } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 
@@ -22,6 +23,10 @@ export class SidecarContext {
   step(batch: StepBatch): StepOutcome {
     if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
     return this.service.step(batch, Date.now());
+  }
+
+  stats(): SidecarStats {
+    return sidecarStats(this.service.stats(), this.service.counters);
   }
 
   release(engineId: string, reqIds: readonly string[]): number {

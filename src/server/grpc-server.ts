@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
-import { batchFromMessage, messageFromOutcome, type StepRequestMessage } from '../protocol/messages.js';
+import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
 import { removeStaleSocket } from './fast-lane-server.js';
 
@@ -25,7 +25,7 @@ export class GrpcServer {
       Step: (call: grpc.ServerUnaryCall<StepRequestMessage, unknown>, callback: grpc.sendUnaryData<unknown>) => this.step(call, callback),
       Release: (call: grpc.ServerUnaryCall<{ engine_id: string; req_ids: string[] }, unknown>, callback: grpc.sendUnaryData<unknown>) =>
         this.unary(callback, () => ({ released: this.context.release(call.request.engine_id, call.request.req_ids) })),
-      Stats: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => this.unary(callback, () => this.stats()),
+      Stats: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => this.unary(callback, () => statsToMessage(this.context.stats())),
     });
     this.server.addService(HealthService, {
       Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
@@ -111,23 +111,5 @@ export class GrpcServer {
   private healthOf(service: string): number {
     if (!(HEALTH_SERVICE_NAMES as readonly string[]).includes(service)) return ServingStatus.SERVICE_UNKNOWN;
     return this.context.ready ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
-  }
-
-  private stats() {
-    const stats = this.context.service.stats();
-    const counters = this.context.service.counters;
-    return {
-      engines: stats.engines,
-      requests: stats.requests,
-      groups: stats.groups,
-      history_groups: stats.historyGroups,
-      history_tokens: stats.historyTokens,
-      tokens: stats.tokensIndexed,
-      memory_bytes: stats.bytes,
-      max_tokens: stats.maxTokens,
-      steps: counters.steps,
-      draft_tokens: counters.draftTokens,
-      accepted_tokens: counters.acceptedTokens,
-    };
   }
 }

@@ -58,20 +58,7 @@ export class HttpServer {
   private readOnlyRoutes(): void {
     const app = this.app;
 
-    app.get('/v1/stats', async () => {
-      const counters = this.context.service.counters;
-      return {
-        ...this.context.service.stats(),
-        steps: counters.steps,
-        duplicateSteps: counters.duplicateSteps,
-        drafts: counters.drafts,
-        draftTokens: counters.draftTokens,
-        acceptedTokens: counters.acceptedTokens,
-        acceptedPerPos: Array.from(counters.acceptedPerPos),
-        evictedIdle: counters.evictedIdle,
-        evictedForMemory: counters.evictedForMemory,
-      };
-    });
+    app.get('/v1/stats', async () => this.context.stats());
     app.get('/v1/memory', async () => {
       const { tokensIndexed, bytes, maxTokens, historyTokens } = this.context.service.stats();
       return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
