@@ -99,6 +99,19 @@ def test_finished_requests_are_released_and_their_output_drafts_for_siblings(sid
     assert "a" not in session.confirmed()
 
 
+def test_a_request_that_finished_before_any_step_was_confirmed_is_still_released(sidecar):
+    session = session_for(sidecar)
+    sent = []
+    step = session.client.step
+    session.client.step = lambda request: sent.append(request) or step(request)
+    sidecar.kill9()
+    Batch({"a": PROMPT + [1, 2]}).step(session)  # fails open; the sidecar may or may not have it
+    sidecar.start()
+    time.sleep(session.client.backoff_max_s)
+    Batch({"b": PROMPT + [5]}).step(session, finished=["a"])
+    assert sent[-1].finished == [b"a"]
+
+
 def test_after_a_sidecar_restart_requests_resync_and_drafting_resumes(sidecar):
     session = session_for(sidecar)
     context = PROMPT + [1, 2, 3, 1, 2]

@@ -19,6 +19,9 @@ from .client import FastLaneClient, RateLimitedLog, SidecarUnavailable
 from .gate import local_decision
 
 
+MAX_PENDING_RELEASES = 4096  # finished ids kept for the next successful step
+
+
 @dataclass
 class StepResult:
     drafts: List[List[int]]
@@ -183,10 +186,16 @@ class DraftSession:
     def _held(self, req_ids: Sequence[str], finished: Iterable[str]) -> np.ndarray:
         """Tokens the sidecar holds per row (-1: unknown), after forgetting finished requests."""
         confirmed = self._confirmed
+        pending = self._finished_pending
         for req_id in finished:
-            if confirmed.pop(req_id, None) is not None:
-                self._finished_pending.append(req_id)
+            # Also when no step confirmed it: a call that timed out may still have been applied.
+            # Releasing an id the sidecar does not hold is a no-op.
+            confirmed.pop(req_id, None)
+            pending.append(req_id)
             self._refused.discard(req_id)
+        if len(pending) > MAX_PENDING_RELEASES:
+            # The sidecar has been unreachable for a long time: it evicts idle requests by itself.
+            del pending[: len(pending) - MAX_PENDING_RELEASES]
         return np.fromiter((confirmed.get(r, -1) for r in req_ids), dtype=np.int64, count=len(req_ids))
 
     def _apply_statuses(self, ids: List[str], statuses: List[int], ends: List[int], errors: List[dict]) -> None:
