@@ -12,8 +12,8 @@ import { FastLaneClient, GrpcClient, HttpClient, type StepClient } from '../src/
 import { SidecarError } from '../src/core/errors.js';
 import { GateReason } from '../src/core/gate.js';
 import { ItemStatus } from '../src/core/step-service.js';
-import { decodeError, encodeStep, FrameKind, readHeader } from '../src/protocol/fast-lane.js';
-import { HealthService } from '../src/protocol/grpc-definitions.js';
+import { decodeError, decodeStepReply, encodeStep, FrameKind, readHeader } from '../src/protocol/fast-lane.js';
+import { HealthService, SidecarService } from '../src/protocol/grpc-definitions.js';
 import { InProcessBackend } from '../src/replay/in-process.js';
 import { replay } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
@@ -98,6 +98,22 @@ describe('sidecar server', () => {
     expect(drafts(viaGrpc)).toEqual([[3, 1, 2]]);
     expect(sidecar.context.service.describe('engine-1', 'r')?.length).toBe(9);
     expect(sidecar.context.service.counters.duplicateSteps).toBe(2);
+  });
+
+  it('carries fast-lane frames over gRPC: FastLane answers with the bytes the socket answers', async () => {
+    const sidecar = await start();
+    const Sidecar = grpc.makeGenericClientConstructor(SidecarService, 'Sidecar');
+    const raw = new Sidecar(`unix:${sidecar.context.config.grpc.socket}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+    const call = (data: Buffer) =>
+      new Promise<Buffer>((resolve, reject) => raw.FastLane({ data }, (error: Error | null, reply: { data: Uint8Array }) => (error ? reject(error) : resolve(Buffer.from(reply.data)))));
+    const step = batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]);
+    const viaGrpc = await call(encodeStep(step, 7));
+    expect(drafts(decodeStepReply(viaGrpc))).toEqual([[3, 1, 2]]);
+    // The socket gets the same step as a tensor-parallel duplicate: the same bytes.
+    expect(Buffer.compare(await (await fastLane(sidecar)).raw(encodeStep(step, 7), 7), viaGrpc)).toBe(0);
+    // A frame cut short is answered with a coded error frame, not a failed call.
+    expect(decodeError(await call(encodeStep(step, 8).subarray(0, 20)))).toMatchObject({ code: 'MALFORMED_FRAME', field: 'length' });
+    raw.close();
   });
 
   it('gives every bad input a coded error naming the field, and keeps serving other requests', async () => {

@@ -44,4 +44,28 @@ def test_the_session_can_talk_grpc_instead_of_the_fast_lane(sidecar, monkeypatch
     assert (result.source, result.drafts) == ("sidecar", [[3, 1, 2]])
     rows[0, 9] = 3
     assert session.step(["a"], rows, np.array([10]), np.array([4]), 1).drafts == [[1, 2, 3]]
+    assert client.fast_lane  # the session's steps went as fast-lane frames
+    client.close()
+
+
+def test_a_sidecar_without_the_fast_lane_call_gets_typed_steps(sidecar):
+    import numpy as np
+
+    from sam_sidecar.session import DraftSession
+
+    class Unimplemented(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNIMPLEMENTED
+
+    def refuse(*args, **kwargs):
+        raise Unimplemented()
+
+    client = GrpcStepClient(f"unix:{sidecar.socket}.grpc", deadline_s=2.0)
+    client._methods()
+    client._fast_lane = refuse  # what an older sidecar answers
+    session = DraftSession(3, client, engine_id=f"grpc-typed-{time.monotonic_ns()}")
+    rows = np.zeros((1, 32), dtype=np.int32)
+    rows[0, :9] = PROMPT + [1, 2, 3, 1, 2]
+    assert session.step(["a"], rows, np.array([9]), np.array([4]), 1).drafts == [[3, 1, 2]]
+    assert not client.fast_lane
     client.close()

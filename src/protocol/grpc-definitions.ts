@@ -32,6 +32,7 @@ export const SidecarService: ServiceDefinition<Any> = {
   Step: method<Any, Any>('/sam_sidecar.v1.Sidecar/Step', 'sam_sidecar.v1.StepRequest', 'sam_sidecar.v1.StepResponse'),
   Release: method<Any, Any>('/sam_sidecar.v1.Sidecar/Release', 'sam_sidecar.v1.ReleaseRequest', 'sam_sidecar.v1.ReleaseResponse'),
   Stats: method<Any, Any>('/sam_sidecar.v1.Sidecar/Stats', 'sam_sidecar.v1.StatsRequest', 'sam_sidecar.v1.StatsResponse'),
+  FastLane: method<Any, Any>('/sam_sidecar.v1.Sidecar/FastLane', 'sam_sidecar.v1.Frame', 'sam_sidecar.v1.Frame'),
 };
 
 export const HealthService: ServiceDefinition<Any> = {

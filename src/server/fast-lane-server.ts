@@ -13,11 +13,13 @@ import {
   encodeEmpty,
   encodeError,
   encodeStepReply,
+  FRAME_PREFIX,
   FrameKind,
   FrameSplitter,
   IdBlockCache,
   readHeader,
 } from '../protocol/fast-lane.js';
+import type { Transport } from '../protocol/transports.js';
 import type { SidecarContext } from './context.js';
 
 export class FastLaneServer {
@@ -60,7 +62,7 @@ export class FastLaneServer {
     const ids = new IdBlockCache();
     const splitter = new FrameSplitter(
       this.context.config.limits.maxMessageBytes,
-      (frame) => socket.write(this.handle(frame, ids)),
+      (frame) => socket.write(answerFrame(this.context, frame, 'uds', ids)),
       (length, callId) => {
         const error = sidecarError('MESSAGE_TOO_LARGE', `frame of ${length} bytes, limit ${this.context.config.limits.maxMessageBytes}`, 'length');
         this.context.countCallError(error);
@@ -69,31 +71,37 @@ export class FastLaneServer {
     );
     socket.on('data', (chunk: Buffer) => splitter.push(chunk));
   }
+}
 
-  private handle(frame: Buffer, ids: IdBlockCache): Buffer {
-    const started = process.hrtime.bigint();
-    let callId = frame.length >= 12 ? frame.readUInt32LE(8) : 0;
-    try {
-      const header = readHeader(frame);
-      callId = header.callId;
-      switch (header.kind) {
-        case FrameKind.STEP: {
-          const reply = encodeStepReply(this.context.step(decodeStep(frame, ids)), callId);
-          this.context.metrics.observeStep('uds', started);
-          return reply;
-        }
-        case FrameKind.RELEASE: {
-          const { engineId, reqIds } = decodeRelease(frame);
-          return encodeCount(FrameKind.RELEASE_REPLY, this.context.release(engineId, reqIds), callId);
-        }
-        case FrameKind.PING:
-          return encodeEmpty(FrameKind.PONG, callId);
-        default:
-          throw sidecarError('MALFORMED_FRAME', `unknown frame kind ${header.kind}`, 'kind');
+/**
+ * Answers one fast-lane request frame with its reply frame; every failure becomes an ERROR_REPLY.
+ * Shared by the socket transport and gRPC's FastLane call (`transport` labels the step metric).
+ */
+export function answerFrame(context: SidecarContext, frame: Buffer, transport: Transport, ids?: IdBlockCache): Buffer {
+  const started = process.hrtime.bigint();
+  let callId = frame.length >= 12 ? frame.readUInt32LE(8) : 0;
+  try {
+    const header = readHeader(frame);
+    callId = header.callId;
+    // A frame that did not come through the socket's splitter (gRPC's FastLane) brings its own length.
+    if (frame.readUInt32LE(0) !== frame.length - FRAME_PREFIX) throw sidecarError('MALFORMED_FRAME', `length prefix ${frame.readUInt32LE(0)}, ${frame.length - FRAME_PREFIX} bytes follow it`, 'length');
+    switch (header.kind) {
+      case FrameKind.STEP: {
+        const reply = encodeStepReply(context.step(decodeStep(frame, ids)), callId);
+        context.metrics.observeStep(transport, started);
+        return reply;
       }
-    } catch (error) {
-      return encodeError(this.context.asCallError(error), callId);
+      case FrameKind.RELEASE: {
+        const { engineId, reqIds } = decodeRelease(frame);
+        return encodeCount(FrameKind.RELEASE_REPLY, context.release(engineId, reqIds), callId);
+      }
+      case FrameKind.PING:
+        return encodeEmpty(FrameKind.PONG, callId);
+      default:
+        throw sidecarError('MALFORMED_FRAME', `unknown frame kind ${header.kind}`, 'kind');
     }
+  } catch (error) {
+    return encodeError(context.asCallError(error), callId);
   }
 }
 

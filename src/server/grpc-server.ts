@@ -1,6 +1,6 @@
 /**
- * gRPC transport (@grpc/grpc-js): Step, Release, Stats and the standard health service, over the
- * Unix socket and optionally TCP. Decodes, calls the core, encodes.
+ * gRPC transport (@grpc/grpc-js): Step, Release, Stats, fast-lane frames (FastLane) and the standard
+ * health service, over the Unix socket and optionally TCP. Decodes, calls the core, encodes.
  */
 import * as grpc from '@grpc/grpc-js';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { dirname } from 'node:path';
 import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
 import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
-import { removeStaleSocket } from './fast-lane-server.js';
+import { answerFrame, removeStaleSocket } from './fast-lane-server.js';
 
 export class GrpcServer {
   private readonly server: grpc.Server;
@@ -26,6 +26,8 @@ export class GrpcServer {
       Release: (call: grpc.ServerUnaryCall<{ engine_id: string; req_ids: string[] }, unknown>, callback: grpc.sendUnaryData<unknown>) =>
         this.unary(callback, () => ({ released: this.context.release(call.request.engine_id, call.request.req_ids) })),
       Stats: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => this.unary(callback, () => statsToMessage(this.context.stats())),
+      FastLane: (call: grpc.ServerUnaryCall<{ data: Buffer }, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+        callback(null, { data: answerFrame(this.context, Buffer.from(call.request.data ?? []), 'grpc') }),
     });
     this.server.addService(HealthService, {
       Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, callback: grpc.sendUnaryData<unknown>) => {

@@ -1,6 +1,7 @@
-"""Optional gRPC client (grpcio) for the same Step, when the fast lane is not an option (e.g. the
-sidecar in another pod over TCP). The two messages are encoded by hand (proto/sam_sidecar.proto),
-so no generated stubs or protobuf runtime are needed. Slower than the fast lane: see the README.
+"""Optional gRPC client (grpcio) for the same Step, when the Unix socket is not an option (e.g. the
+sidecar in another pod over TCP). It sends fast-lane frames through the FastLane call; the typed
+messages (for sidecars without FastLane) are encoded by hand (proto/sam_sidecar.proto), so no
+generated stubs or protobuf runtime are needed. Slower than the socket: see the README.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import wire
 from .client import SidecarUnavailable
 
 STEP_METHOD = "/sam_sidecar.v1.Sidecar/Step"
+FAST_LANE_METHOD = "/sam_sidecar.v1.Sidecar/FastLane"
 
 
 def _varint(value: int) -> bytes:
@@ -156,7 +158,9 @@ def decode_step_response(data: bytes) -> wire.StepReply:
 
 class GrpcStepClient:
     """Step over gRPC; `target` like "unix:/run/sam-sidecar/sidecar.sock.grpc" or "host:port".
-    The channel is made lazily in the process that uses it: grpcio channels must not cross a fork."""
+    The session's requests travel as fast-lane frames in the FastLane call (no message per request
+    to build or parse), or as typed Step messages to a sidecar that predates FastLane. The channel
+    is made lazily in the process that uses it: grpcio channels must not cross a fork."""
 
     def __init__(self, target: str, deadline_s: float = 0.01):
         import grpc  # optional dependency
@@ -166,26 +170,51 @@ class GrpcStepClient:
         self.deadline_s = deadline_s
         self._channel = None
         self._pid = -1
+        self._call_id = 0
+        self.fast_lane = True  # until the sidecar answers UNIMPLEMENTED
 
-    def _method(self):
+    def _methods(self):
         if self._channel is None or self._pid != os.getpid():
             self._channel = self._grpc.insecure_channel(self.target)
             self._pid = os.getpid()
-            self._step = self._channel.unary_unary(STEP_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        return self._step
+            identity = dict(request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            self._step = self._channel.unary_unary(STEP_METHOD, **identity)
+            self._fast_lane = self._channel.unary_unary(FAST_LANE_METHOD, **identity)
+        return self._step, self._fast_lane
 
     def step(self, request, deadline_s: Optional[float] = None) -> wire.StepReply:
-        """One Step; `request` is a wire.StepRequest (as the session builds it) or encoded bytes."""
-        if isinstance(request, wire.StepRequest):
-            request = encode_request(request)
+        """One Step; `request` is a wire.StepRequest (as the session builds it) or an encoded typed
+        StepRequest message."""
+        timeout = self.deadline_s if deadline_s is None else deadline_s
+        step, fast_lane = self._methods()
         try:
-            return decode_step_response(self._method()(request, timeout=self.deadline_s if deadline_s is None else deadline_s))
+            if isinstance(request, wire.StepRequest):
+                if self.fast_lane:
+                    try:
+                        return self._step_frame(fast_lane, request, timeout)
+                    except self._grpc.RpcError as error:
+                        if error.code() != self._grpc.StatusCode.UNIMPLEMENTED:
+                            raise
+                        self.fast_lane = False
+                request = encode_request(request)
+            return decode_step_response(step(request, timeout=timeout))
         except self._grpc.RpcError as error:
             metadata = dict(error.trailing_metadata() or ())
             code = metadata.get("sam-error-code")
             if code:
                 raise wire.WireError(code, error.details() or "", metadata.get("sam-error-field")) from error
             raise SidecarUnavailable(f"gRPC step failed: {error.code()}") from error
+
+    def _step_frame(self, fast_lane, request: "wire.StepRequest", timeout: float) -> wire.StepReply:
+        self._call_id = (self._call_id + 1) & 0xFFFFFFFF
+        reply = b""
+        for number, wire_type, value in _fields(fast_lane(_bytes_field(1, request.encode(self._call_id)), timeout=timeout)):
+            if number == 1 and wire_type == 2:
+                reply = bytes(value)
+        _kind, call_id = wire.parse_header(reply)
+        if call_id != self._call_id:
+            raise SidecarUnavailable(f"reply for call {call_id}, expected {self._call_id}")
+        return wire.decode_reply(reply)
 
     def close(self) -> None:
         if self._channel is not None and self._pid == os.getpid():
