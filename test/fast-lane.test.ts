@@ -39,6 +39,7 @@ describe('fast-lane frames', () => {
       stepId: 9n,
       speculate: true,
       reason: GateReason.PREFILL,
+      offAbove: 32,
       statuses: Uint8Array.from([0, 1, 0]),
       draftLengths: Uint8Array.from([2, 0, 1]),
       drafts: Int32Array.from([5, 6, 7]),

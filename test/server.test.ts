@@ -188,7 +188,8 @@ describe('sidecar server', () => {
     const client = await fastLane(sidecar);
     const ids = ['a', 'b', 'c'];
     const big = await client.step(batch(ids.map((id) => ({ id, tokens: [...prompt, 5, 6, 7, 5], prompt: 4 }))));
-    expect(big).toMatchObject({ speculate: false, reason: GateReason.ABOVE_THRESHOLD });
+    // The reply also announces the bound, so a client knows which steps will get no drafts.
+    expect(big).toMatchObject({ speculate: false, reason: GateReason.ABOVE_THRESHOLD, offAbove: 2 });
     expect(big.drafts.length).toBe(0);
     await client.step(batch([{ id: 'a', start: 8, tokens: [6] }, { id: 'b', start: 8, tokens: [6] }, { id: 'c', start: 8, tokens: [6] }]));
     const tail = await client.step(batch([{ id: 'a', start: 9, tokens: [7] }], { finished: ['b', 'c'] }));

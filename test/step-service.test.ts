@@ -194,6 +194,12 @@ describe('adaptive gate', () => {
     expect(g.decide(64, false, 3).reason).toBe(GateReason.ABOVE_THRESHOLD);
   });
 
+  it('announces a batch size above which it never speculates only when it is a plain threshold', () => {
+    expect(new BatchGate({ ...adaptive, mode: 'threshold', threshold: 32 }).offAbove).toBe(32);
+    expect(new BatchGate({ ...adaptive, mode: 'threshold', threshold: 0 }).offAbove).toBe(0); // gate disabled
+    expect(new BatchGate(adaptive).offAbove).toBe(0); // acceptance may switch it on at any size
+  });
+
   it('speculates where 1 + E[accepted] beats the verification cost, with hysteresis', () => {
     const g = new BatchGate(adaptive);
     for (let i = 0; i < 20; i++) g.observe(1); // gain 2 per step

@@ -146,6 +146,38 @@ def test_gate_decision_comes_from_the_sidecar(sidecar):
     assert result.drafts == [[]]
 
 
+def test_steps_above_the_announced_bound_are_not_awaited_and_their_reply_is_applied_next_step(sidecar):
+    session = session_for(sidecar)
+    receiving = []
+    receive = session.client.receive
+    session.client.receive = lambda call_id, deadline_s=None: receiving.append(session.step_id) or receive(call_id, deadline_s)
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
+    assert batch.step(session, num_reqs=64).reason == "above_threshold"  # the reply announces 32
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
+    second = batch.step(session, num_reqs=64)
+    assert (second.drafts, second.speculate, second.source) == ([[], []], False, "sidecar")
+    assert receiving == [1]  # step 2 did not wait for its reply
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3, 1])
+    third = batch.step(session)  # below the bound: step 2's reply first, then this one's
+    assert receiving == [1, 3, 3]
+    assert third.drafts[0] == [2, 3, 1] and session.confirmed() == {"a": 11, "b": 5}
+
+
+def test_a_resync_in_a_reply_that_was_not_awaited_is_honoured(sidecar):
+    session = session_for(sidecar)
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
+    batch.step(session, num_reqs=64)
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
+    batch.step(session, num_reqs=64)  # not awaited
+    # Another call on the connection reads that reply ahead and keeps it; the sidecar forgets a.
+    assert session.client.release(session.engine_id.encode(), [b"a"]) == 1
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3, 1])
+    assert batch.step(session).drafts[0] == []  # a: RESYNC
+    assert session.stats.resyncs == 1
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3, 1, 2])
+    assert batch.step(session).drafts[0] == [3, 1, 2]  # its full context went with this step
+
+
 def test_no_sidecar_means_no_drafts_at_once_and_the_local_switch(socket_dir, monkeypatch):
     monkeypatch.setenv("VLLM_SPECULATIVE_BATCH_SIZE_THRE", "4")
     session = DraftSession(3, FastLaneClient(os.path.join(socket_dir, "absent.sock"), deadline_s=0.005))

@@ -71,6 +71,15 @@ export class BatchGate {
 
   constructor(readonly config: Readonly<GateConfig>) {}
 
+  /**
+   * Decode steps with more requests than this never speculate, whatever the gate observes; 0 when
+   * there is no such bound (gate disabled, or adaptive). Replies carry it, so a client knows ahead
+   * which steps will get no drafts and need not wait for their replies.
+   */
+  get offAbove(): number {
+    return this.config.mode === 'threshold' && this.config.threshold > 0 ? this.config.threshold : 0;
+  }
+
   decide(numReqs: number, prefill: boolean, k: number): GateDecision {
     if (k === 0) return DECISIONS[GateReason.K_ZERO];
     if (prefill) return DECISIONS[GateReason.PREFILL];

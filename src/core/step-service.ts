@@ -51,6 +51,8 @@ export interface StepOutcome {
   readonly stepId: bigint;
   readonly speculate: boolean;
   readonly reason: GateReason;
+  /** The gate's bound (BatchGate.offAbove): steps above it never speculate; 0 for none. */
+  readonly offAbove: number;
   readonly statuses: Uint8Array;
   /** Draft length per item (0..k). */
   readonly draftLengths: Uint8Array;
@@ -317,6 +319,7 @@ export class StepService {
       stepId: batch.stepId,
       speculate: decision.speculate,
       reason: decision.reason,
+      offAbove: engine.gate.offAbove,
       statuses,
       draftLengths,
       drafts: scratch.slice(0, written),

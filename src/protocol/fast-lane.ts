@@ -275,7 +275,7 @@ export function encodeStepReply(outcome: StepOutcome, callId: number): Buffer {
   o = frame.writeUInt32LE(n, o);
   o = frame.writeUInt32LE(outcome.drafts.length, o);
   o = frame.writeUInt32LE(errors.length, o);
-  o = frame.writeUInt32LE(0, o);
+  o = frame.writeUInt32LE(outcome.offAbove, o);
   frame.set(outcome.statuses, o);
   frame.set(outcome.draftLengths, o + n);
   frame.fill(0, o + 2 * n, draftsAt);
@@ -293,7 +293,7 @@ export function decodeStepReply(frame: Buffer): StepOutcome {
   const n = r.u32('n_items');
   const totalDrafts = r.u32('n_draft_tokens');
   const errorBytes = r.u32('error_bytes');
-  r.u32('reserved');
+  const offAbove = r.u32('off_above');
   const statuses = Uint8Array.from(r.bytes(n, 'statuses'));
   const draftLengths = Uint8Array.from(r.bytes(n, 'draft_lengths'));
   r.align4();
@@ -301,7 +301,7 @@ export function decodeStepReply(frame: Buffer): StepOutcome {
   const drafts = new Int32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)); // owned, not a view of the frame
   const errors = errorBytes > 0 ? JSON.parse(r.text(errorBytes, 'errors')) : [];
   r.end();
-  return { stepId, speculate, reason, statuses, draftLengths, drafts, errors };
+  return { stepId, speculate, reason, offAbove, statuses, draftLengths, drafts, errors };
 }
 
 // ------------------------------------------------------------------ RELEASE, PING, ERROR_REPLY

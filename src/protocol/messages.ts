@@ -40,6 +40,7 @@ export interface StepResponseMessage {
   speculate: boolean;
   reason: number;
   reason_name: string;
+  off_above: number;
   drafts: DraftMessage[];
 }
 
@@ -129,7 +130,7 @@ export function messageFromOutcome(outcome: StepOutcome): StepResponseMessage {
     drafts[error.index].error_code = error.code;
     drafts[error.index].error_message = error.message;
   }
-  return { step_id: outcome.stepId.toString(), speculate: outcome.speculate, reason: outcome.reason, reason_name: GATE_REASON_NAMES[outcome.reason], drafts };
+  return { step_id: outcome.stepId.toString(), speculate: outcome.speculate, reason: outcome.reason, reason_name: GATE_REASON_NAMES[outcome.reason], off_above: outcome.offAbove, drafts };
 }
 
 /** The client side of the mapping (Node clients over gRPC and HTTP). */
@@ -155,7 +156,7 @@ export function messageFromBatch(batch: StepBatch): StepRequestMessage {
   };
 }
 
-export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: boolean; reason?: number; drafts?: Array<Partial<DraftMessage>> }): StepOutcome {
+export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: boolean; reason?: number; off_above?: number; drafts?: Array<Partial<DraftMessage>> }): StepOutcome {
   const drafts = message.drafts ?? [];
   const statuses = new Uint8Array(drafts.length);
   const draftLengths = new Uint8Array(drafts.length);
@@ -172,6 +173,7 @@ export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: b
     stepId: toUint64(message.step_id, 'step_id'),
     speculate: message.speculate ?? false,
     reason: (message.reason ?? 0) as GateReason,
+    offAbove: message.off_above ?? 0,
     statuses,
     draftLengths,
     drafts: Int32Array.from(flat),

@@ -10,7 +10,7 @@ import os
 import socket
 import struct
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 from . import wire
 
@@ -57,6 +57,8 @@ class FastLaneClient:
         self._backoff = backoff_initial_s
         self.connects = 0
         self._buffer = bytearray(1 << 16)
+        self._unread: Optional[int] = None  # call id of a sent frame whose reply is still unread
+        self._read_ahead: Optional[Tuple[int, bytes]] = None  # a reply read before its receive()
 
     # ------------------------------------------------------------------ connection
 
@@ -67,6 +69,7 @@ class FastLaneClient:
             # Inherited across a fork: never use the parent's socket, never close it for the parent.
             self._sock = None
             self._retry_at = 0.0
+            self._unread = self._read_ahead = None
         now = time.monotonic()
         if now < self._retry_at:
             raise SidecarUnavailable(f"backing off for {self._retry_at - now:.3f}s after a failure")
@@ -103,6 +106,7 @@ class FastLaneClient:
             except OSError:
                 pass
         self._sock = None
+        self._unread = self._read_ahead = None  # their replies are gone with the connection
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.backoff_max_s)
 
@@ -119,22 +123,49 @@ class FastLaneClient:
 
     def call(self, frame: bytes, call_id: int, deadline_s: Optional[float] = None) -> bytes:
         """Sends one frame and returns the reply frame, within the deadline."""
+        self.send(frame, call_id)
+        return self.receive(call_id, deadline_s)
+
+    def send(self, frame: bytes, call_id: int) -> None:
+        """Sends a frame without waiting for its reply; receive(call_id) returns it later. Replies
+        come in order, so a reply still unread is read first and kept for its receive()."""
         sock = self._connection()
+        try:
+            if self._unread is not None:
+                self._read_ahead = (self._unread, self._read_reply(sock, self._unread, time.monotonic() + self.deadline_s))
+                self._unread = None
+            sock.sendall(frame)
+        except (OSError, socket.timeout, SidecarUnavailable) as error:
+            self._fail()
+            raise SidecarUnavailable(f"step call failed: {error!r}") from error
+        self._unread = call_id
+
+    def receive(self, call_id: int, deadline_s: Optional[float] = None) -> bytes:
+        """The reply to a frame sent with send(), within the deadline."""
+        if self._read_ahead is not None and self._read_ahead[0] == call_id:
+            reply = self._read_ahead[1]
+            self._read_ahead = None
+            return reply
+        sock = self._sock
+        if self._unread != call_id or sock is None:
+            raise SidecarUnavailable(f"no reply on its way for call {call_id}: the connection was reset")
         budget = self.deadline_s if deadline_s is None else deadline_s
-        deadline = time.monotonic() + budget
         try:
             if deadline_s is not None:
                 self._set_kernel_timeout(sock, budget)
-            sock.sendall(frame)
-            reply = self._read_frame(sock, deadline)
+            reply = self._read_reply(sock, call_id, time.monotonic() + budget)
             if deadline_s is not None:
                 self._set_kernel_timeout(sock, self.deadline_s)
         except (OSError, socket.timeout, SidecarUnavailable) as error:
             self._fail()
             raise SidecarUnavailable(f"step call failed: {error!r}") from error
+        self._unread = None
+        return reply
+
+    def _read_reply(self, sock: socket.socket, call_id: int, deadline: float) -> bytes:
+        reply = self._read_frame(sock, deadline)
         _kind, reply_id = wire.parse_header(reply)
         if reply_id != call_id:
-            self._fail()
             raise SidecarUnavailable(f"reply for call {reply_id}, expected {call_id}")
         return reply
 

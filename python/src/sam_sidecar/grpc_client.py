@@ -118,7 +118,7 @@ def _unpack_varints(data: bytes) -> List[int]:
 
 
 def decode_step_response(data: bytes) -> wire.StepReply:
-    step_id, speculate, reason = 0, False, 0
+    step_id, speculate, reason, off_above = 0, False, 0, 0
     statuses: List[int] = []
     drafts: List[List[int]] = []
     errors = []
@@ -129,6 +129,8 @@ def decode_step_response(data: bytes) -> wire.StepReply:
             speculate = bool(value)
         elif number == 3:
             reason = value
+        elif number == 5:
+            off_above = value
         elif number == 4:
             status, tokens, code, message = 0, [], "", ""
             for n2, t2, v2 in _fields(value):
@@ -153,6 +155,7 @@ def decode_step_response(data: bytes) -> wire.StepReply:
         np.asarray([len(d) for d in drafts], dtype=np.uint8),
         np.asarray(flat, dtype=np.int64),
         errors,
+        off_above,
     )
 
 

@@ -59,6 +59,20 @@ class _SteadyBatch:
     ends: np.ndarray  # tokens the sidecar holds per row (these ids are not in _confirmed meanwhile)
 
 
+@dataclass
+class _SentStep:
+    """What a step sent, for applying its reply: now, or at the next step when it was not awaited."""
+
+    ids: List[str]
+    encoded: List[bytes]
+    id_lengths: np.ndarray
+    id_text: bytes
+    ends: np.ndarray
+    everyone: bool
+    steady: Optional[_SteadyBatch]  # the steady batch it was built from, if any
+    call_id: int = 0
+
+
 class DraftSession:
     def __init__(
         self,
@@ -78,6 +92,10 @@ class DraftSession:
         self.keep_latencies = keep_latencies
         self._confirmed: Dict[str, int] = {}  # tokens the sidecar holds, per request id
         self._steady: Optional[_SteadyBatch] = None  # holds the confirmed lengths of its ids
+        # The sidecar's announced bound (replies' off_above): bigger decode steps get no drafts, so
+        # they are sent without waiting; their reply is applied at the start of the next step.
+        self._off_above = 0
+        self._unawaited: Optional[_SentStep] = None
         self._refused: Set[str] = set()  # requests the sidecar rejected as invalid: not resent
         self._finished_pending: List[str] = []
         self._log = RateLimitedLog()
@@ -102,6 +120,7 @@ class DraftSession:
         active[i] false (no sampled token this step) are neither sent nor drafted."""
         started = time.perf_counter()
         self.step_id += 1
+        self._apply_unawaited()
         n_rows = len(req_ids)
         steady = self._steady
         if steady is not None and active is None and not finished and req_ids == steady.ids:
@@ -135,26 +154,19 @@ class DraftSession:
         request = wire.StepRequest(
             self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
         )
+        sent = _SentStep(included_ids, ids, id_lengths, id_text, end_arr, everyone, steady)
+        unawaited = self._off_above > 0 and not prefill and num_reqs > self._off_above and hasattr(self.client, "send")
         try:
+            if unawaited:
+                sent.call_id = self.client.next_call_id()
+                self.client.send(request.encode(sent.call_id), sent.call_id)
+                self._unawaited = sent
+                self._record(started)
+                return StepResult([[] for _ in range(n_rows)], False, "above_threshold", "sidecar")
             reply = self.client.step(request)
         except (SidecarUnavailable, wire.WireError) as error:
-            # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
-            self.stats.failed_steps += 1
-            self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
-            speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
-            self._record(started)
-            return StepResult([[] for _ in range(n_rows)], speculate, reason, "local")
-
-        self._finished_pending.clear()
-        statuses = reply.statuses
-        if everyone and not statuses.any():
-            if steady is None:
-                self._steady = _SteadyBatch(included_ids, ids, id_lengths, id_text, end_arr)
-            else:
-                steady.ends = end_arr
-        else:
-            self._settle()
-            self._apply_statuses(included_ids, statuses.tolist(), end_arr.tolist(), reply.errors)
+            return self._fail_open(error, n_rows, num_reqs, prefill, started)
+        self._apply_reply(sent, reply)
         drafts: List[List[int]]
         if not reply.speculate:
             drafts = [[] for _ in range(n_rows)]
@@ -171,6 +183,42 @@ class DraftSession:
             self.stats.draft_tokens += int(lengths.sum())
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
+
+    def _fail_open(self, error: Exception, n_rows: int, num_reqs: int, prefill: bool, started: float) -> StepResult:
+        # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
+        self.stats.failed_steps += 1
+        self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
+        speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
+        self._record(started)
+        return StepResult([[] for _ in range(n_rows)], speculate, reason, "local")
+
+    def _apply_reply(self, sent: _SentStep, reply: "wire.StepReply") -> None:
+        """What the sidecar now holds after a step: confirmed lengths, RESYNCs, refusals."""
+        self._finished_pending.clear()
+        self._off_above = reply.off_above
+        if sent.everyone and not reply.statuses.any():
+            if sent.steady is not None and sent.steady is self._steady:
+                sent.steady.ends = sent.ends
+            else:
+                self._settle()
+                self._steady = _SteadyBatch(sent.ids, sent.encoded, sent.id_lengths, sent.id_text, sent.ends)
+        else:
+            self._settle()
+            self._apply_statuses(sent.ids, reply.statuses.tolist(), sent.ends.tolist(), reply.errors)
+
+    def _apply_unawaited(self) -> None:
+        """Reads and applies the reply of the last step when it was sent without waiting."""
+        sent, self._unawaited = self._unawaited, None
+        if sent is None:
+            return
+        try:
+            reply = wire.decode_reply(self.client.receive(sent.call_id))
+        except (SidecarUnavailable, wire.WireError) as error:
+            # That step already got its answer (no drafts); what it sent is simply not confirmed.
+            self.stats.failed_steps += 1
+            self._log.warning("step", "sam-sidecar: a step sent without waiting failed: %s", error)
+            return
+        self._apply_reply(sent, reply)
 
     def confirmed(self) -> Dict[str, int]:
         """Tokens the sidecar has confirmed holding, per request id (introspection and tests)."""

@@ -41,7 +41,7 @@ GATE_REASONS = (
 
 HEADER = struct.Struct("<IHBBI")  # length, magic, version, kind, call id
 STEP_FIXED = struct.Struct("<QIHBBIIIHH")  # step id, num_reqs, k, flags, 0, n, n_finished, n_tokens, engine bytes, 0
-REPLY_FIXED = struct.Struct("<QBBHIIII")  # step id, speculate, reason, 0, n, n_draft_tokens, error bytes, 0
+REPLY_FIXED = struct.Struct("<QBBHIIII")  # step id, speculate, reason, 0, n, n_draft_tokens, error bytes, off_above
 HEADER_BYTES = HEADER.size  # 12, length prefix included
 
 
@@ -63,6 +63,7 @@ class StepReply:
     draft_lengths: np.ndarray  # uint8 per item
     drafts: np.ndarray  # int64 token ids, concatenated
     errors: List[dict] = field(default_factory=list)
+    off_above: int = 0  # decode steps with more requests never speculate on this sidecar (0: no bound)
 
     def draft_lists(self) -> List[List[int]]:
         flat = self.drafts.tolist()
@@ -187,7 +188,7 @@ def decode_reply(frame: bytes) -> StepReply:
         raise_error(frame)
     if kind != KIND_STEP_REPLY:
         raise WireError("MALFORMED_FRAME", f"expected a step reply, got kind {kind}")
-    step_id, speculate, reason, _, n, total, error_bytes, _ = REPLY_FIXED.unpack_from(frame, HEADER_BYTES)
+    step_id, speculate, reason, _, n, total, error_bytes, off_above = REPLY_FIXED.unpack_from(frame, HEADER_BYTES)
     at = HEADER_BYTES + REPLY_FIXED.size
     statuses = np.frombuffer(frame, dtype=np.uint8, count=n, offset=at)
     lengths = np.frombuffer(frame, dtype=np.uint8, count=n, offset=at + n)
@@ -196,7 +197,7 @@ def decode_reply(frame: bytes) -> StepReply:
     at += 4 * total
     errors = json.loads(frame[at : at + error_bytes]) if error_bytes else []
     reason_name = GATE_REASONS[reason] if reason < len(GATE_REASONS) else str(reason)
-    return StepReply(step_id, speculate == 1, reason_name, statuses, lengths, drafts, errors)
+    return StepReply(step_id, speculate == 1, reason_name, statuses, lengths, drafts, errors, off_above)
 
 
 def raise_error(frame: bytes) -> None:
