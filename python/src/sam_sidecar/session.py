@@ -48,28 +48,26 @@ def default_engine_id() -> str:
 
 
 @dataclass
-class _SteadyBatch:
-    """The last step's batch when every row was sent and confirmed: decode steps usually repeat it
-    row for row, and then the step is built from these arrays with no per-request Python work."""
+class _Batch:
+    """A batch as sent: request ids, their encodings and frame columns, and each row's end (what
+    the sidecar holds once the step is confirmed). The last confirmed batch that covered every row
+    is kept as the steady batch: decode steps usually repeat it row for row, and then the step is
+    built from these arrays with no per-request Python work (its ids are not in _confirmed)."""
 
     ids: List[str]
     encoded: List[bytes]
     id_lengths: np.ndarray  # u16 per request
     id_text: bytes  # the encoded ids, concatenated
-    ends: np.ndarray  # tokens the sidecar holds per row (these ids are not in _confirmed meanwhile)
+    ends: np.ndarray
 
 
 @dataclass
 class _SentStep:
     """What a step sent, for applying its reply: now, or at the next step when it was not awaited."""
 
-    ids: List[str]
-    encoded: List[bytes]
-    id_lengths: np.ndarray
-    id_text: bytes
-    ends: np.ndarray
+    batch: _Batch
     everyone: bool
-    steady: Optional[_SteadyBatch]  # the steady batch it was built from, if any
+    built_on: Optional[_Batch]  # the steady batch it was built from, if any
     call_id: int = 0
 
 
@@ -91,7 +89,7 @@ class DraftSession:
         self.stats = SessionStats()
         self.keep_latencies = keep_latencies
         self._confirmed: Dict[str, int] = {}  # tokens the sidecar holds, per request id
-        self._steady: Optional[_SteadyBatch] = None  # holds the confirmed lengths of its ids
+        self._steady: Optional[_Batch] = None
         # The sidecar's announced bound (replies' off_above): bigger decode steps get no drafts, so
         # they are sent without waiting; their reply is applied at the start of the next step.
         self._off_above = 0
@@ -154,7 +152,7 @@ class DraftSession:
         request = wire.StepRequest(
             self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
         )
-        sent = _SentStep(included_ids, ids, id_lengths, id_text, end_arr, everyone, steady)
+        sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady)
         unawaited = self._off_above > 0 and not prefill and num_reqs > self._off_above and hasattr(self.client, "send")
         try:
             if unawaited:
@@ -196,15 +194,16 @@ class DraftSession:
         """What the sidecar now holds after a step: confirmed lengths, RESYNCs, refusals."""
         self._finished_pending.clear()
         self._off_above = reply.off_above
+        batch = sent.batch
         if sent.everyone and not reply.statuses.any():
-            if sent.steady is not None and sent.steady is self._steady:
-                sent.steady.ends = sent.ends
+            if sent.built_on is not None and sent.built_on is self._steady:
+                sent.built_on.ends = batch.ends
             else:
                 self._settle()
-                self._steady = _SteadyBatch(sent.ids, sent.encoded, sent.id_lengths, sent.id_text, sent.ends)
+                self._steady = batch
         else:
             self._settle()
-            self._apply_statuses(sent.ids, reply.statuses.tolist(), sent.ends.tolist(), reply.errors)
+            self._apply_statuses(batch.ids, reply.statuses.tolist(), batch.ends.tolist(), reply.errors)
 
     def _apply_unawaited(self) -> None:
         """Reads and applies the reply of the last step when it was sent without waiting."""
