@@ -75,10 +75,12 @@ def test_a_batch_repeated_row_for_row_sends_only_each_requests_new_tokens(sideca
     for extra in ([3, 1], [2]):
         batch.set_row(0, list(batch.tokens[0, : batch.ends[0]]) + extra)
         batch.set_row(1, list(batch.tokens[1, : batch.ends[1]]) + [8])
-        result = batch.step(session)
+        # As the proposer calls it: which rows sampled a token this step.
+        result = session.step(batch.req_ids, batch.tokens, batch.ends, batch.prompts, 2, (), [True, True])
     assert [r.starts.tolist() for r in sent[1:]] == [[9, 5], [11, 6]]
     assert [r.counts.tolist() for r in sent[1:]] == [[2, 1], [1, 1]]
     assert all((r.prompt_lens == wire.NO_PROMPT).all() for r in sent[1:])
+    assert sent[2].req_ids is sent[1].req_ids  # the ids were encoded once, then reused
     assert result.drafts[0] == [3, 1, 2] and session.confirmed() == {"a": 12, "b": 7}
 
 

@@ -121,15 +121,12 @@ class DraftSession:
         self._apply_unawaited()
         n_rows = len(req_ids)
         steady = self._steady
-        if steady is not None and active is None and not finished and req_ids == steady.ids:
-            # The batch of the last step, row for row: vectorized from the start.
-            held = steady.ends
-            ids, id_lengths, id_text = steady.encoded, steady.id_lengths, steady.id_text
+        if steady is not None and not finished and req_ids == steady.ids:
+            held = steady.ends  # the batch of the last step, row for row: no per-request lookups
         else:
             self._settle()
             steady = None
             held = self._held(req_ids, finished)
-            ids = id_lengths = id_text = None
         ends_all = np.asarray(ends[:n_rows], dtype=np.int64)
         include = np.ones(n_rows, dtype=bool) if active is None else np.asarray(active, dtype=bool)
         if self._refused:
@@ -144,7 +141,9 @@ class DraftSession:
         prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
         tokens = gather_spans(token_rows, rows, start_arr, end_arr)
         included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
-        if ids is None:
+        if steady is not None and everyone:
+            ids, id_lengths, id_text = steady.encoded, steady.id_lengths, steady.id_text
+        else:
             ids = [r.encode() for r in included_ids]
             id_lengths, id_text = wire.encode_ids(ids)
         finished_now = [r.encode() for r in self._finished_pending]
