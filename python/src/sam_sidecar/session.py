@@ -128,10 +128,12 @@ class DraftSession:
             steady = None
             held = self._held(req_ids, finished)
         ends_all = np.asarray(ends[:n_rows], dtype=np.int64)
-        include = np.ones(n_rows, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+        # Rows to send: those that sampled a token (usually all: no array then), minus refused ones.
+        include = None if active is None or all(active) else np.asarray(active, dtype=bool)
         if self._refused:
-            include &= np.fromiter((r not in self._refused for r in req_ids), dtype=bool, count=n_rows)
-        everyone = bool(include.all())
+            accepted = np.fromiter((r not in self._refused for r in req_ids), dtype=bool, count=n_rows)
+            include = accepted if include is None else include & accepted
+        everyone = include is None or bool(include.all())
         rows = np.arange(n_rows) if everyone else np.flatnonzero(include)
         start_arr = held[rows]
         end_arr = ends_all[rows]
