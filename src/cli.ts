@@ -37,6 +37,8 @@ const USAGE = `usage:
       --siblings MODE       none | finished | live (default live)
       --history FILE        finished outputs of an earlier step, loaded first (same format as the input)
       --min-match N         shortest context the sam policy drafts from, default 1
+      --k-by-batch B:K,...  longest draft by batch size (the sidecar's gate.kByBatch): at most K
+                            tokens in steps of at most B requests, the last K beyond; capped by --k
       --limit N             replay only the first N rows
       --via uds|grpc|http   drive a running sidecar instead of the in-process core (its socket and
                             HTTP port from the same config and env as serve; its drafting config applies)
@@ -45,13 +47,27 @@ const USAGE = `usage:
       --quiet               no progress bar
   sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
   sam-sidecar rollout [--traces FILE] [--k N] [--max-num-seqs N] [--threshold N]
-                      [--base-ms X] [--per-seq-ms X] [--verify-cost B:C,B:C,...] [--json]
+                      [--base-ms X] [--per-seq-ms X] [--verify-cost B:C,B:C,...] [--k-by-batch B:K,...]
+                      [--json]
       every row queued at once, at most max-num-seqs running; time from a step-cost model
       (plain step: base-ms + per-seq-ms * B; verifying K drafts multiplies it by verify-cost(B));
       compares no speculation, always, the threshold switch and the adaptive gate
 ${DEMO_USAGE.replace('usage: ', '  ')}`;
 
 const positiveInt = z.coerce.number().int().positive();
+
+/** "B:X,B:X,..." pairs with increasing batch sizes B. */
+function batchPairs(what: string, example: string, value: RegExp) {
+  const pair = `\\d+:${value.source}`;
+  return z
+    .string()
+    .regex(new RegExp(`^${pair}(,${pair})*$`), `batch:${what} pairs, e.g. ${example}`)
+    .transform((text) => text.split(',').map((p) => p.split(':').map(Number) as [number, number]))
+    .refine((pairs) => pairs.every((p, i) => i === 0 || p[0] > pairs[i - 1][0]), 'batch sizes must increase');
+}
+
+const VerifyCostArg = batchPairs('cost', '1:1.05,32:1.35,128:2.3', /\d+(\.\d+)?/);
+const KByBatchArg = batchPairs('K', '4:8,32:3', /\d+/);
 
 const ReplayArgs = z
   .object({
@@ -63,6 +79,7 @@ const ReplayArgs = z
     siblings: z.enum(SIBLING_MODES).default('live'),
     history: z.string().optional(),
     'min-match': positiveInt.default(1),
+    'k-by-batch': KByBatchArg.optional(),
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
     plot: z.string().optional(),
@@ -123,6 +140,7 @@ async function runReplay(argv: string[]): Promise<void> {
       siblings: { type: 'string' },
       history: { type: 'string' },
       'min-match': { type: 'string' },
+      'k-by-batch': { type: 'string' },
       limit: { type: 'string' },
       via: { type: 'string' },
       plot: { type: 'string' },
@@ -137,7 +155,7 @@ async function runReplay(argv: string[]): Promise<void> {
   if (args.limit !== undefined) rows = rows.slice(0, args.limit);
   const backend: StepBackend =
     args.via === undefined
-      ? new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] })
+      ? new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] }, args['k-by-batch'])
       : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
   if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
   const result = await replay(rows, backend, {
@@ -186,11 +204,6 @@ async function runServe(argv: string[]): Promise<void> {
   }
 }
 
-const VerifyCostArg = z
-  .string()
-  .regex(/^\d+:\d+(\.\d+)?(,\d+:\d+(\.\d+)?)*$/, 'batch:cost pairs, e.g. 1:1.05,32:1.35,128:2.3')
-  .transform((text) => text.split(',').map((pair) => pair.split(':').map(Number) as [number, number]));
-
 async function runRollout(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
@@ -202,6 +215,7 @@ async function runRollout(argv: string[]): Promise<void> {
       'base-ms': { type: 'string' },
       'per-seq-ms': { type: 'string' },
       'verify-cost': { type: 'string' },
+      'k-by-batch': { type: 'string' },
       json: { type: 'boolean' },
     },
     strict: true,
@@ -215,6 +229,7 @@ async function runRollout(argv: string[]): Promise<void> {
       'base-ms': z.coerce.number().positive().default(25),
       'per-seq-ms': z.coerce.number().nonnegative().default(0.1),
       'verify-cost': VerifyCostArg.optional(),
+      'k-by-batch': KByBatchArg.default([]),
       json: z.boolean().default(false),
     }),
     values,
@@ -222,10 +237,11 @@ async function runRollout(argv: string[]): Promise<void> {
   const rows = args.traces === undefined ? syntheticTraces({ groups: 16, samplesPerGroup: 16 }) : loadTraceFile(args.traces);
   const verifyCost = args['verify-cost'] ?? DEFAULT_VERIFY_COST;
   const cost = { baseMs: args['base-ms'], perSeqMs: args['per-seq-ms'], verifyCost };
-  const gate = (mode: 'threshold' | 'adaptive'): GateConfig => ({ mode, threshold: args.threshold, verifyCost, hysteresis: 0.05, smoothing: 0.01, minObservations: 200 });
+  const kByBatch = args['k-by-batch'];
+  const gate = (mode: 'threshold' | 'adaptive'): GateConfig => ({ mode, threshold: args.threshold, verifyCost, hysteresis: 0.05, smoothing: 0.01, minObservations: 200, kByBatch });
   const policies: GatePolicy[] = [
     { name: 'no speculation', speculate: false },
-    { name: 'always (threshold <= 0)', speculate: true, gate: UNGATED },
+    { name: 'always (threshold <= 0)', speculate: true, gate: { ...UNGATED, kByBatch } },
     { name: `threshold ${args.threshold}`, speculate: true, gate: gate('threshold') },
     { name: 'adaptive', speculate: true, gate: gate('adaptive') },
   ];

@@ -35,7 +35,7 @@ describe('configuration', () => {
       loadConfig({
         env: { SAM_SIDECAR_HTTP_PORT: 'eighty', SAM_SIDECAR_GATE_MODE: 'sometimes' },
         file: null,
-        overrides: { limits: { maxK: 0 }, memory: { maxTokens: 10, historyTokens: 20 }, typo: true },
+        overrides: { limits: { maxK: 0 }, memory: { maxTokens: 10, historyTokens: 20 }, gate: { kByBatch: [[32, 3], [8, 8]] }, typo: true },
       });
     } catch (e) {
       error = e;
@@ -43,6 +43,6 @@ describe('configuration', () => {
     expect(error).toBeInstanceOf(SidecarError);
     const message = (error as SidecarError).message;
     expect((error as SidecarError).code).toBe('CONFIG_INVALID');
-    for (const fragment of ['SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
+    for (const fragment of ['SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'gate.kByBatch', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
   });
 });

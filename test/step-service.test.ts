@@ -186,6 +186,24 @@ describe('step service', () => {
   });
 });
 
+describe('draft length by batch size', () => {
+  it('caps each step at the K of the first listed batch size it fits, the last one beyond, never above the runner\'s k', () => {
+    const g = new BatchGate({ ...gate, kByBatch: [[4, 8], [32, 3]] });
+    expect([1, 4, 5, 32, 33, 128].map((n) => g.draftLength(n, 8))).toEqual([8, 8, 3, 3, 3, 3]);
+    expect(g.draftLength(2, 5)).toBe(5);
+    expect(new BatchGate(gate).draftLength(100, 6)).toBe(6); // no table: the runner's k
+  });
+
+  it('drafts long in the tail and short in a bigger batch', () => {
+    const service = newService({ kByBatch: [[1, 5], [32, 2]] });
+    const context = [...prompt, 1, 2, 3, 4, 5, 6, 1];
+    const big = service.step(batch([{ id: 'a', tokens: context, prompt: 4 }, { id: 'b', tokens: [...prompt, 9], prompt: 4 }], { k: 5 }), 0);
+    expect(draftsOf(big)[0]).toEqual([2, 3]);
+    const tail = service.step(batch([{ id: 'a', start: 11, tokens: [2] }], { k: 5, finished: ['b'] }), 0);
+    expect(draftsOf(tail)).toEqual([[3, 4, 5, 6, 1]]);
+  });
+});
+
 describe('adaptive gate', () => {
   const adaptive: GateConfig = { ...gate, mode: 'adaptive', minObservations: 10, smoothing: 0.1, verifyCost: [[1, 1.1], [64, 1.5], [128, 3]] };
 

@@ -43,6 +43,13 @@ export interface GateConfig {
   smoothing: number;
   /** Scored drafts needed before the adaptive rule replaces the threshold rule. */
   minObservations: number;
+  /**
+   * Longest draft by batch size: [B, K] pairs, B increasing; a step of n requests drafts at most
+   * the K of the first pair with n <= B (the last pair's beyond them), never more than the
+   * runner's k. In the long tail a step verifies 8 tokens for about the cost of 3, at larger
+   * batches it does not. Absent or empty: the runner's k at every size.
+   */
+  kByBatch?: ReadonlyArray<readonly [number, number]>;
 }
 
 export interface GateDecision {
@@ -92,6 +99,15 @@ export class BatchGate {
     }
     if (threshold <= 0) return DECISIONS[GateReason.GATE_DISABLED];
     return DECISIONS[numReqs > threshold ? GateReason.ABOVE_THRESHOLD : GateReason.BELOW_THRESHOLD];
+  }
+
+  /** The longest draft for a step of `numReqs` requests when the runner allows `k` (kByBatch). */
+  draftLength(numReqs: number, k: number): number {
+    const caps = this.config.kByBatch;
+    if (caps === undefined || caps.length === 0) return k;
+    let i = 0;
+    while (i < caps.length - 1 && numReqs > caps[i][0]) i++;
+    return Math.min(k, caps[i][1]);
   }
 
   /** Feeds the tokens accepted from one scored draft (served or shadow). */

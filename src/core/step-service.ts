@@ -249,7 +249,7 @@ export class StepService {
   private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
     const n = validateBatch(batch, this.limits.maxK);
     const counters = this.counters;
-    const { k } = batch;
+    const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
     const decision = engine.gate.decide(batch.numReqs, batch.prefill, k);
     counters.steps++;

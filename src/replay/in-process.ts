@@ -14,10 +14,11 @@ export class InProcessBackend implements StepBackend {
   readonly draftLatenciesUs: number[] = [];
   private stepId = 0n;
 
-  constructor(options: Partial<EngineOptions>) {
+  /** kByBatch: the longest draft by batch size (GateConfig.kByBatch); none by default. */
+  constructor(options: Partial<EngineOptions>, kByBatch: ReadonlyArray<readonly [number, number]> = []) {
     this.service = new StepService(
       { maxK: 64, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 1 },
-      UNGATED,
+      { ...UNGATED, kByBatch },
       options,
     );
   }

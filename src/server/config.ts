@@ -61,6 +61,11 @@ export const ConfigSchema = z
         hysteresis: z.number().min(0).max(0.5).default(0.05),
         smoothing: z.number().gt(0).max(1).default(0.01),
         minObservations: nonNegativeInt.default(200),
+        /** Longest draft by batch size, [B, K] pairs (see GateConfig.kByBatch); [] for none. */
+        kByBatch: z
+          .array(z.tuple([positiveInt, nonNegativeInt.max(255)]))
+          .refine((pairs) => pairs.every((p, i) => i === 0 || p[0] > pairs[i - 1][0]), 'batch sizes must increase')
+          .default([]),
       })
       .prefault({}),
     limits: z
@@ -73,7 +78,7 @@ export const ConfigSchema = z
       .prefault({}),
     memory: z
       .object({
-        /** All tokens held: live requests, siblings and history (about 37 bytes each). */
+        /** All tokens held: live requests, siblings and history (about 42 bytes each). */
         maxTokens: positiveInt.default(64_000_000),
         /** Finished groups kept for later rollout steps with the same prompt. */
         historyTokens: nonNegativeInt.default(16_000_000),
