@@ -32,12 +32,21 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
     expect(JSON.parse(stdout.trim().split('\n').pop()!).steps).toBeGreaterThan(0);
   });
 
+  it('caps the draft length by batch size when asked (--k-by-batch)', () => {
+    const replay = (...extra: string[]) => JSON.parse(execFileSync('node', [CLI, 'replay', '--k', '8', '--json', '--quiet', ...extra], { encoding: 'utf8' }).trim().split('\n').pop()!);
+    const full = replay();
+    const capped = replay('--k-by-batch', '1:8,64:2');
+    expect(capped.proposed).toBeLessThan(full.proposed);
+    expect(capped.acceptedPerPos.slice(2).reduce((a: number, b: number) => a + b, 0)).toBeGreaterThan(0); // 8 at one request left
+  });
+
   it('reports every invalid argument at once, naming each flag', () => {
-    const run = spawnSync('node', [CLI, 'replay', '--k', '0', '--drafter', 'eagle', '--siblings', 'sometimes'], { encoding: 'utf8' });
+    const run = spawnSync('node', [CLI, 'replay', '--k', '0', '--drafter', 'eagle', '--siblings', 'sometimes', '--k-by-batch', '32:3,8:8'], { encoding: 'utf8' });
     expect(run.status).toBe(2);
-    expect(run.stderr).toContain('--k');
+    expect(run.stderr).toContain('--k:');
     expect(run.stderr).toContain('--drafter');
     expect(run.stderr).toContain('--siblings');
+    expect(run.stderr).toContain('--k-by-batch: batch sizes must increase');
   });
 
   it('names the file, line and field of a bad trace row', () => {
