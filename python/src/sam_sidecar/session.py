@@ -115,7 +115,9 @@ class DraftSession:
     ) -> StepResult:
         """Drafts for rows 0..len(req_ids)-1 of `token_rows` (row i holds request req_ids[i], its
         first ends[i] tokens valid, the first prompt_lens[i] of them the prompt). Rows with
-        active[i] false (no sampled token this step) are neither sent nor drafted."""
+        active[i] false (no sampled token this step) are neither sent nor drafted. A decode step
+        bigger than the sidecar's announced bound returns at once with no drafts: its tokens are
+        sent, and its reply is applied at the start of the next step."""
         started = time.perf_counter()
         self.step_id += 1
         self._apply_unawaited()
