@@ -16,11 +16,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FastLaneClient, GrpcClient, type StepClient } from '../src/client/clients.js';
 import { PYTHON, startSidecarProcess } from '../src/client/sidecar-process.js';
-import type { StepBatch } from '../src/core/step-service.js';
-import { batchOf } from '../src/replay/batch.js';
+import { RollingBatch } from '../src/replay/rolling-batch.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
-import type { StepItem } from '../src/replay/simulate.js';
 import type { TraceRow } from '../src/replay/traces.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/bench -> repo root
@@ -28,53 +26,8 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 128);
 const STEPS = Number(process.env.BENCH_STEPS ?? 2000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 
-/** Same workload as bench/wire_client.py. */
-class Workload {
-  private nextRow = 0;
-  private serial = 0;
-  private finished: string[] = [];
-  private readonly slots: Array<{ id: string; row: TraceRow; held: number; at: number; fresh: boolean }>;
-  private seed = 12345;
-
-  constructor(
-    private readonly rows: TraceRow[],
-    batch: number,
-  ) {
-    this.slots = Array.from({ length: batch }, () => this.start());
-  }
-
-  private start() {
-    const row = this.rows[this.nextRow++ % this.rows.length];
-    return { id: `node-req-${++this.serial}`, row, held: 0, at: 0, fresh: true };
-  }
-
-  private random(): number {
-    this.seed = (this.seed * 48271) % 2147483647;
-    return this.seed;
-  }
-
-  next(engineId: string, stepId: number, k: number): StepBatch {
-    const finished = this.finished;
-    this.finished = [];
-    const items: StepItem[] = this.slots.map((slot, i) => {
-      const first = slot.fresh;
-      slot.fresh = false;
-      const fresh = first ? slot.row.prompt : slot.row.output.slice(slot.at, slot.at + 1 + (this.random() % 4));
-      if (!first) slot.at += fresh.length;
-      const item: StepItem = { id: slot.id, start: slot.held, tokens: fresh, promptLength: first ? fresh.length : undefined };
-      slot.held += fresh.length;
-      if (slot.at >= slot.row.output.length) {
-        this.finished.push(slot.id);
-        this.slots[i] = this.start();
-      }
-      return item;
-    });
-    return batchOf(engineId, BigInt(stepId), items, finished, k);
-  }
-}
-
 async function nodeLatency(client: StepClient, rows: TraceRow[], steps: number, engineId: string): Promise<number[]> {
-  const work = new Workload(rows, BATCH);
+  const work = new RollingBatch(rows, BATCH, 'node-req-'); // the workload of bench/wire_client.py
   const samples: number[] = [];
   for (let step = 1; step <= steps + 1; step++) {
     const batch = work.next(engineId, step, 3);

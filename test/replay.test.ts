@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { InProcessBackend } from '../src/replay/in-process.js';
+import { RollingBatch } from '../src/replay/rolling-batch.js';
 import { replay, type StepBackend, type StepItem } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import { parseTraceJsonl, type TraceRow } from '../src/replay/traces.js';
@@ -85,5 +86,30 @@ describe('replay semantics', () => {
     expect(good[0].env).toEqual([[1, 2]]);
     expect(() => parseTraceJsonl('{"prompt":[1],"output":[2],"env":[[1,5]]}', 'x.jsonl')).toThrowError(/x\.jsonl:1.*env/);
     expect(() => parseTraceJsonl('{"prompt":"no","output":[]}', 'y.jsonl')).toThrowError(expect.objectContaining({ code: 'TRACE_INVALID', field: 'prompt' }));
+  });
+});
+
+describe('rolling batch (warm-up and wire-bench workload)', () => {
+  it('sends each prompt, then 1-4 output tokens a step, and replaces a finished request with the next row', () => {
+    const rows: TraceRow[] = [
+      { id: 'x', group: 'g', prompt: [1, 2], output: [3, 4, 5], env: [] },
+      { id: 'y', group: 'g', prompt: [1, 2], output: [6], env: [] },
+    ];
+    const work = new RollingBatch(rows, 1, 'r');
+    const first = work.next('e', 1, 3);
+    expect({ ids: first.reqIds, tokens: Array.from(first.tokens), prompt: first.promptLengths[0] }).toEqual({ ids: ['r0'], tokens: [1, 2], prompt: 2 });
+    const sent: number[] = [];
+    let step = 2;
+    let batch = work.next('e', step, 3);
+    while (batch.reqIds[0] === 'r0') {
+      expect(batch.starts[0]).toBe(2 + sent.length);
+      expect(batch.tokens.length).toBeGreaterThanOrEqual(1);
+      expect(batch.tokens.length).toBeLessThanOrEqual(4);
+      sent.push(...Array.from(batch.tokens));
+      batch = work.next('e', ++step, 3);
+    }
+    expect(sent).toEqual([3, 4, 5]);
+    // The next row starts with its prompt, and the finished id rides with that step.
+    expect({ ids: batch.reqIds, finished: batch.finished, start: batch.starts[0], tokens: Array.from(batch.tokens) }).toEqual({ ids: ['r1'], finished: ['r0'], start: 0, tokens: [1, 2] });
   });
 });
