@@ -22,7 +22,7 @@ import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
 import { simulateRollout, type GatePolicy } from './replay/rollout.js';
 import { percentile, replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
-import { DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
+import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
@@ -63,7 +63,7 @@ function batchPairs(what: string, example: string, value: RegExp) {
     .string()
     .regex(new RegExp(`^${pair}(,${pair})*$`), `batch:${what} pairs, e.g. ${example}`)
     .transform((text) => text.split(',').map((p) => p.split(':').map(Number) as [number, number]))
-    .refine((pairs) => pairs.every((p, i) => i === 0 || p[0] > pairs[i - 1][0]), 'batch sizes must increase');
+    .refine(batchSizesIncrease, 'batch sizes must increase');
 }
 
 const VerifyCostArg = batchPairs('cost', '1:1.05,32:1.35,128:2.3', /\d+(\.\d+)?/);

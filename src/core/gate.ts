@@ -124,6 +124,11 @@ export class BatchGate {
   }
 }
 
+/** Whether [batch size, value] pairs list their batch sizes in increasing order (verifyCost, kByBatch). */
+export function batchSizesIncrease(pairs: ReadonlyArray<readonly [number, number]>): boolean {
+  return pairs.every((pair, i) => i === 0 || pair[0] > pairs[i - 1][0]);
+}
+
 export function verifyCostAt(points: ReadonlyArray<readonly [number, number]>, batch: number): number {
   if (points.length === 0) return 1;
   if (batch <= points[0][0]) return points[0][1];

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
-import { DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
+import { batchSizesIncrease, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -56,7 +56,7 @@ export const ConfigSchema = z
         verifyCost: z
           .array(z.tuple([positiveInt, z.number().positive()]))
           .min(1)
-          .refine((points) => points.every((p, i) => i === 0 || p[0] > points[i - 1][0]), 'batch sizes must increase')
+          .refine(batchSizesIncrease, 'batch sizes must increase')
           .default(DEFAULT_VERIFY_COST.map(([batch, cost]) => [batch, cost] as [number, number])),
         hysteresis: z.number().min(0).max(0.5).default(0.05),
         smoothing: z.number().gt(0).max(1).default(0.01),
@@ -64,7 +64,7 @@ export const ConfigSchema = z
         /** Longest draft by batch size, [B, K] pairs (see GateConfig.kByBatch); [] for none. */
         kByBatch: z
           .array(z.tuple([positiveInt, nonNegativeInt.max(255)]))
-          .refine((pairs) => pairs.every((p, i) => i === 0 || p[0] > pairs[i - 1][0]), 'batch sizes must increase')
+          .refine(batchSizesIncrease, 'batch sizes must increase')
           .default([]),
       })
       .prefault({}),
