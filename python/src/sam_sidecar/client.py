@@ -30,6 +30,14 @@ class SidecarUnavailable(Exception):
     """No connection (refused, missing socket, backing off) or the call missed its deadline."""
 
 
+def reply_to(call_id: int, reply: bytes) -> bytes:
+    """The reply frame, checked to answer call `call_id` (any transport carrying fast-lane frames)."""
+    _kind, reply_id = wire.parse_header(reply)
+    if reply_id != call_id:
+        raise SidecarUnavailable(f"reply for call {reply_id}, expected {call_id}")
+    return reply
+
+
 class FastLaneClient:
     def __init__(
         self,
@@ -163,11 +171,7 @@ class FastLaneClient:
         return reply
 
     def _read_reply(self, sock: socket.socket, call_id: int, deadline: float) -> bytes:
-        reply = self._read_frame(sock, deadline)
-        _kind, reply_id = wire.parse_header(reply)
-        if reply_id != call_id:
-            raise SidecarUnavailable(f"reply for call {reply_id}, expected {call_id}")
-        return reply
+        return reply_to(call_id, self._read_frame(sock, deadline))
 
     def _read_frame(self, sock: socket.socket, deadline: float) -> bytes:
         view = memoryview(self._buffer)

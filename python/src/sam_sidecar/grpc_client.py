@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import wire
-from .client import SidecarUnavailable
+from .client import SidecarUnavailable, reply_to
 
 STEP_METHOD = "/sam_sidecar.v1.Sidecar/Step"
 FAST_LANE_METHOD = "/sam_sidecar.v1.Sidecar/FastLane"
@@ -214,10 +214,7 @@ class GrpcStepClient:
         for number, wire_type, value in _fields(fast_lane(_bytes_field(1, request.encode(self._call_id)), timeout=timeout)):
             if number == 1 and wire_type == 2:
                 reply = bytes(value)
-        _kind, call_id = wire.parse_header(reply)
-        if call_id != self._call_id:
-            raise SidecarUnavailable(f"reply for call {call_id}, expected {self._call_id}")
-        return wire.decode_reply(reply)
+        return wire.decode_reply(reply_to(self._call_id, reply))
 
     def close(self) -> None:
         if self._channel is not None and self._pid == os.getpid():
