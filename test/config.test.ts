@@ -23,6 +23,11 @@ describe('configuration', () => {
     expect(config.socket).toBe('/run/y.sock');
   });
 
+  it('does not poll between steps unless asked to (SAM_SIDECAR_BUSY_POLL_US)', () => {
+    expect(loadConfig({ env: {}, file: null }).busyPollUs).toBe(0);
+    expect(loadConfig({ env: { SAM_SIDECAR_BUSY_POLL_US: '2000' }, file: null }).busyPollUs).toBe(2000);
+  });
+
   it('honours the config file named by SAM_SIDECAR_CONFIG', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
     writeFileSync(file, JSON.stringify({ drafting: { drafter: 'ngram' } }));
@@ -35,7 +40,7 @@ describe('configuration', () => {
       loadConfig({
         env: { SAM_SIDECAR_HTTP_PORT: 'eighty', SAM_SIDECAR_GATE_MODE: 'sometimes' },
         file: null,
-        overrides: { limits: { maxK: 0 }, memory: { maxTokens: 10, historyTokens: 20 }, gate: { kByBatch: [[32, 3], [8, 8]] }, typo: true },
+        overrides: { busyPollUs: -1, limits: { maxK: 0 }, memory: { maxTokens: 10, historyTokens: 20 }, gate: { kByBatch: [[32, 3], [8, 8]] }, typo: true },
       });
     } catch (e) {
       error = e;
@@ -43,6 +48,6 @@ describe('configuration', () => {
     expect(error).toBeInstanceOf(SidecarError);
     const message = (error as SidecarError).message;
     expect((error as SidecarError).code).toBe('CONFIG_INVALID');
-    for (const fragment of ['SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'gate.kByBatch', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
+    for (const fragment of ['busyPollUs', 'SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'gate.kByBatch', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
   });
 });

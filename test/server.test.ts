@@ -282,6 +282,18 @@ describe('sidecar server', () => {
     expect(existsSync(sidecar.context.config.grpc.socket!)).toBe(false);
   });
 
+  it('with busyPollUs keeps polling after a step, serves the same drafts, and stops polling at shutdown', async () => {
+    const sidecar = await start({ busyPollUs: 1_000_000 });
+    const client = await fastLane(sidecar);
+    expect(sidecar.context.busyPoll.active).toBe(false); // the warm-up's steps do not start it
+    const reply = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    expect(drafts(reply)).toEqual([[3, 1, 2]]);
+    expect(sidecar.context.busyPoll.active).toBe(true);
+    await sidecar.close();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sidecar.context.busyPoll.active).toBe(false);
+  });
+
   it('serves gRPC over TCP as well when configured, with the same Step and Stats', async () => {
     const sidecar = await start({ grpc: { tcp: '127.0.0.1:0' } });
     const tcp = sidecar.grpc.addresses.find((address) => !address.startsWith('unix:'))!;

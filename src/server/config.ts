@@ -87,6 +87,11 @@ export const ConfigSchema = z
       .prefault({}),
     /** Synthetic steps run at start so the hot path is compiled before the first real step. */
     warmUpSteps: nonNegativeInt.default(300),
+    /**
+     * Microseconds the event loop keeps polling after each step instead of sleeping (src/server/
+     * busy-poll.ts): faster steps for one busy core. 0 (default) never polls.
+     */
+    busyPollUs: nonNegativeInt.max(1_000_000).default(0),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
     shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
   })
@@ -123,6 +128,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_MAX_TOKENS', ['memory', 'maxTokens'], 'int'],
   ['SAM_SIDECAR_HISTORY_TOKENS', ['memory', 'historyTokens'], 'int'],
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
+  ['SAM_SIDECAR_BUSY_POLL_US', ['busyPollUs'], 'int'],
 ];
 
 /** config/sam-sidecar.json of the installed package. */

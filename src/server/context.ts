@@ -6,23 +6,29 @@ import type { Logger } from 'pino';
 import { SidecarError, sidecarError } from '../core/errors.js';
 import type { StepBatch, StepOutcome, StepService } from '../core/step-service.js';
 import { type SidecarStats, sidecarStats } from '../protocol/messages.js';
+import { BusyPoll } from './busy-poll.js';
 import type { SidecarConfig } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export class SidecarContext {
   /** False while starting and once draining: steps get NOT_READY, /readyz fails. */
   ready = false;
+  readonly busyPoll: BusyPoll;
 
   constructor(
     readonly config: Readonly<SidecarConfig>,
     readonly service: StepService,
     readonly metrics: SidecarMetrics,
     readonly logger: Logger,
-  ) {}
+  ) {
+    this.busyPoll = new BusyPoll(config.busyPollUs);
+  }
 
   step(batch: StepBatch): StepOutcome {
     if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
-    return this.service.step(batch, Date.now());
+    const outcome = this.service.step(batch, Date.now());
+    this.busyPoll.extend();
+    return outcome;
   }
 
   stats(): SidecarStats {

@@ -69,6 +69,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   const close = (): Promise<void> => {
     closing ??= (async () => {
       context.ready = false;
+      context.busyPoll.stop();
       grpcServer.notifyNotServing();
       clearInterval(maintenance);
       logger.info({ drainMs: config.shutdown.drainMs }, 'sam-sidecar draining');
