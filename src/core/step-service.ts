@@ -158,7 +158,10 @@ export class StepService {
   private order = new Float64Array(256);
   private offsets = new Float64Array(257);
   private scratch: Int32Array;
-  private ingested: Array<RequestState | undefined> = [];
+  // Filled with undefined (never holes), here and when it grows, so the array keeps one elements
+  // kind: the sidecar's warm-up compiles this code against another instance, and an array of
+  // another kind would throw that code away at the first real step.
+  private ingested: Array<RequestState | undefined> = new Array(256).fill(undefined);
   private tokensSinceMaintenance = 0;
 
   constructor(
@@ -268,7 +271,7 @@ export class StepService {
     // this step. Items are ingested in a canonical order (first appearance, then request id), not in
     // batch order: which sibling's continuation is the most recent must not depend on the rows the
     // engine happened to put requests in, which move between steps.
-    if (this.ingested.length < n) this.ingested = new Array(n);
+    if (this.ingested.length < n) this.ingested = new Array(grownCapacity(this.ingested.length, n)).fill(undefined);
     const ingested = this.ingested;
     const order = this.canonicalOrder(engine, batch, n);
     for (let j = 0; j < n; j++) {

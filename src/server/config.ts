@@ -86,7 +86,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     /** Synthetic steps run at start so the hot path is compiled before the first real step. */
-    warmUpSteps: nonNegativeInt.default(300),
+    warmUpSteps: nonNegativeInt.default(1000),
     /**
      * Microseconds the event loop keeps polling after each step instead of sleeping (src/server/
      * busy-poll.ts): faster steps for one busy core. 0 (default) never polls.

@@ -1,8 +1,12 @@
 /**
- * JIT warm-up at start: a few hundred batch-128 steps of synthetic rollouts through the real decode,
- * Step and encode paths, on a throwaway service, before the sidecar reports ready. Without it the
- * first few hundred steps after every (re)start run on unoptimized code at two to three times the
- * cost (measured by replaying recorded frames into a fresh process).
+ * JIT warm-up at start: batch-128 steps of synthetic rollouts through the real decode, Step and
+ * encode paths, on a throwaway service, before the sidecar reports ready. Without it the first
+ * few hundred steps after every (re)start run on unoptimized code at two to three times the cost
+ * (measured by replaying recorded frames into a fresh process). Functions called once per step
+ * reach V8's optimizing tier only after several hundred calls, hence the default of 1000 steps
+ * (about half a second). The clock is real (Date.now()), as in the server: a field that held
+ * small integers in the warm-up and then a timestamp would change its objects' hidden class and
+ * throw the compiled code away at the first real step.
  */
 import type { StepService } from '../core/step-service.js';
 import { decodeStep, encodeStep, encodeStepReply, IdBlockCache } from '../protocol/fast-lane.js';
@@ -18,6 +22,6 @@ export function warmUp(service: StepService, steps: number, batch = 128): void {
   const ids = new IdBlockCache();
   for (let step = 1; step <= steps; step++) {
     const frame = encodeStep(work.next('warm-up', step, 3), step);
-    encodeStepReply(service.step(decodeStep(frame, ids), 0), step);
+    encodeStepReply(service.step(decodeStep(frame, ids), Date.now()), step);
   }
 }
