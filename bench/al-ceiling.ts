@@ -8,6 +8,8 @@
  * - `chainCeilingAl`: also any continuation of a shorter context on the suffix chain (not the
  *   empty context).
  * The policy's distance to the first is what a better chooser among the same candidates can win.
+ * The ceilings use the group's candidates only; the policy is reported with the corpus (finished
+ * requests of other prompts, the default) and without it (the same candidates as the ceilings).
  * Uses the shared GRPO (siblings live) and MATH 7B (siblings none) traces when ../shared/data is
  * present, synthetic rollouts otherwise. BENCH_K sets K (default 3). Prints one JSON object on the
  * last line.
@@ -91,7 +93,10 @@ class OracleBackend implements StepBackend {
 
 async function measure(trace: string, rows: TraceRow[], siblings: SiblingMode) {
   const options = { k: K, siblings };
-  const policy = await replay(rows, new InProcessBackend({}), options);
+  // As `replay --siblings none` does: no sharing between requests (no corpus either).
+  const sharing = siblings !== 'none';
+  const policy = await replay(rows, new InProcessBackend({ siblings: sharing }), options);
+  const groupOnly = await replay(rows, new InProcessBackend({ siblings: sharing, corpusTokens: 0 }), options);
   const choice = await replay(rows, new OracleBackend(rows, 'context'), options);
   const chain = await replay(rows, new OracleBackend(rows, 'chain'), options);
   const firstTokenRate = (r: typeof policy) => round(r.acceptedPerPos[0] / r.steps, 4);
@@ -99,10 +104,11 @@ async function measure(trace: string, rows: TraceRow[], siblings: SiblingMode) {
     trace,
     siblings,
     policyAl: round(policy.al, 4),
+    policyWithoutCorpusAl: round(groupOnly.al, 4),
     choiceCeilingAl: round(choice.al, 4),
     chainCeilingAl: round(chain.al, 4),
     // Steps whose first draft token was accepted: where the choice matters most.
-    policyFirstTokenRate: firstTokenRate(policy),
+    policyFirstTokenRate: firstTokenRate(groupOnly),
     choiceCeilingFirstTokenRate: firstTokenRate(choice),
   };
 }
@@ -118,7 +124,7 @@ async function main(): Promise<void> {
   }
   if (traces.length === 0) traces.push(await measure('synthetic', syntheticTraces({ groups: 16, samplesPerGroup: 8 }), 'live'));
   for (const t of traces) {
-    process.stderr.write(`${t.trace} (siblings ${t.siblings}, K ${K}): policy ${t.policyAl}, choice ceiling ${t.choiceCeilingAl}, chain ceiling ${t.chainCeilingAl}\n`);
+    process.stderr.write(`${t.trace} (siblings ${t.siblings}, K ${K}): policy ${t.policyAl} (${t.policyWithoutCorpusAl} without the corpus), choice ceiling ${t.choiceCeilingAl}, chain ceiling ${t.chainCeilingAl}\n`);
   }
   process.stdout.write(`${JSON.stringify({ k: K, traces })}\n`);
 }

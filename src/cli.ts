@@ -11,7 +11,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { DRAFTERS } from './core/engine.js';
+import { DEFAULT_ENGINE_OPTIONS, DRAFTERS } from './core/engine.js';
 import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
@@ -37,6 +37,8 @@ const USAGE = `usage:
       --siblings MODE       none | finished | live (default live)
       --history FILE        finished outputs of an earlier step, loaded first (same format as the input)
       --min-match N         shortest context the sam policy drafts from, default 1
+      --corpus-tokens N     budget of the corpus of finished requests of every prompt (sam, siblings
+                            finished|live), default 4000000; 0: no corpus
       --k-by-batch B:K,...  longest draft by batch size (the sidecar's gate.kByBatch): at most K
                             tokens in steps of at most B requests, the last K beyond; capped by --k
       --limit N             replay only the first N rows
@@ -79,6 +81,7 @@ const ReplayArgs = z
     siblings: z.enum(SIBLING_MODES).default('live'),
     history: z.string().optional(),
     'min-match': positiveInt.default(1),
+    'corpus-tokens': z.coerce.number().int().nonnegative().default(DEFAULT_ENGINE_OPTIONS.corpusTokens),
     'k-by-batch': KByBatchArg.optional(),
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
@@ -140,6 +143,7 @@ async function runReplay(argv: string[]): Promise<void> {
       siblings: { type: 'string' },
       history: { type: 'string' },
       'min-match': { type: 'string' },
+      'corpus-tokens': { type: 'string' },
       'k-by-batch': { type: 'string' },
       limit: { type: 'string' },
       via: { type: 'string' },
@@ -155,7 +159,10 @@ async function runReplay(argv: string[]): Promise<void> {
   if (args.limit !== undefined) rows = rows.slice(0, args.limit);
   const backend: StepBackend =
     args.via === undefined
-      ? new InProcessBackend({ drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'] }, args['k-by-batch'])
+      ? new InProcessBackend(
+          { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] },
+          args['k-by-batch'],
+        )
       : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
   if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
   const result = await replay(rows, backend, {

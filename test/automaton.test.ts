@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { NONE, ROOT, SuffixAutomaton } from '../src/core/automaton.js';
+import { Match, NONE, ROOT, SuffixAutomaton } from '../src/core/automaton.js';
 import { recencyWalkDraft, seedDraft } from '../src/core/policies.js';
 import { bruteSeedDraft, longestEarlierSuffix, occursIn } from './oracle.js';
 
@@ -108,6 +108,59 @@ describe('suffix automaton', () => {
     expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(draftBefore);
     sam.append(cursor, 5);
     expect(sam.tokenCount).toBe(3001);
+  });
+});
+
+describe('running match of another text', () => {
+  /** Length of the longest suffix of text that occurs in one of the sequences. */
+  const bruteMatch = (sequences: number[][], text: number[]) => {
+    for (let length = text.length; length > 0; length--) if (occursIn(sequences, text.slice(text.length - length))) return length;
+    return 0;
+  };
+
+  it('is the longest suffix of the text read so far that occurs in the indexed sequences', () => {
+    fc.assert(
+      fc.property(fc.array(tokenSequence, { minLength: 1, maxLength: 3 }), tokenSequence, (sequences, text) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        for (const sequence of sequences) {
+          const cursor = sam.openCursor();
+          for (const t of sequence) sam.append(cursor, t);
+        }
+        const match = new Match();
+        for (let i = 0; i < text.length; i++) {
+          sam.extendMatch(match, text[i]);
+          expect(match.length).toBe(bruteMatch(sequences, text.slice(0, i + 1)));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('stays a real occurrence, held by its own state, while sequences are added between its tokens', () => {
+    const small = fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 12 });
+    fc.assert(
+      fc.property(fc.array(small, { minLength: 1, maxLength: 40 }), fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 40 }), (sequences, text) => {
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const indexed: number[][] = [];
+        const match = new Match();
+        for (let i = 0; i < text.length; i++) {
+          // A finished sequence arrives before each token: it may split the state the match is at.
+          if (i < sequences.length) {
+            const cursor = sam.openCursor();
+            for (const t of sequences[i]) sam.append(cursor, t);
+            indexed.push(sequences[i]);
+          }
+          sam.extendMatch(match, text[i]);
+          expect(occursIn(indexed, text.slice(i + 1 - match.length, i + 1))).toBe(true);
+          sam.settle(match);
+          if (match.state !== ROOT) {
+            expect(match.length).toBeGreaterThan(sam.length(sam.suffixLink(match.state)));
+            expect(match.length).toBeLessThanOrEqual(sam.length(match.state));
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
   });
 });
 

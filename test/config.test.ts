@@ -28,6 +28,11 @@ describe('configuration', () => {
     expect(loadConfig({ env: { SAM_SIDECAR_BUSY_POLL_US: '2000' }, file: null }).busyPollUs).toBe(2000);
   });
 
+  it('keeps a corpus of finished requests within its own budget (SAM_SIDECAR_CORPUS_TOKENS; 0 turns it off)', () => {
+    expect(loadConfig({ env: {}, file: null }).memory.corpusTokens).toBe(4_000_000);
+    expect(loadConfig({ env: { SAM_SIDECAR_CORPUS_TOKENS: '0' }, file: null }).memory.corpusTokens).toBe(0);
+  });
+
   it('honours the config file named by SAM_SIDECAR_CONFIG', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
     writeFileSync(file, JSON.stringify({ drafting: { drafter: 'ngram' } }));

@@ -212,8 +212,8 @@ describe('sidecar server', () => {
     expect(drafts(resent)).toEqual([[1, 2, 3]]);
   });
 
-  it('keeps within a small token budget by evicting history, then idle requests (which RESYNC)', async () => {
-    const sidecar = await start({ memory: { maxTokens: 250, historyTokens: 200, maintenanceIntervalMs: 10 } });
+  it('keeps within a small token budget by evicting history, then idle requests (which RESYNC); the corpus within its own', async () => {
+    const sidecar = await start({ memory: { maxTokens: 250, historyTokens: 200, corpusTokens: 200, maintenanceIntervalMs: 10 } });
     const client = await fastLane(sidecar);
     const context = (p: number) => [p, p + 1, ...Array.from({ length: 98 }, (_, i) => (i * 13) % 97)];
     for (let g = 0; g < 3; g++) {
@@ -224,8 +224,10 @@ describe('sidecar server', () => {
     await client.step(batch([{ id: 'live-new', tokens: context(8000), prompt: 2 }]));
     await client.step(batch([{ id: 'live-newest', tokens: context(9000), prompt: 2 }]));
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const memory = (await (await fetch(`${sidecar.http.address}/v1/memory`)).json()) as { tokens: number; bytes: number };
-    expect(memory.tokens).toBeLessThanOrEqual(250);
+    const memory = (await (await fetch(`${sidecar.http.address}/v1/memory`)).json()) as { tokens: number; corpusTokens: number; bytes: number };
+    expect(memory.tokens - memory.corpusTokens).toBeLessThanOrEqual(250);
+    expect(memory.corpusTokens).toBeGreaterThan(0);
+    expect(memory.corpusTokens).toBeLessThanOrEqual(200);
     expect(memory.bytes).toBeGreaterThan(0);
     const stats = (await (await fetch(`${sidecar.http.address}/v1/stats`)).json()) as { historyGroups: number; evictedForMemory: number };
     expect(stats.historyGroups).toBe(0);

@@ -41,6 +41,25 @@ const TOKEN = 0;
 const TARGET = 1;
 const NEXT = 2;
 
+/**
+ * A running match of some other text against an automaton (matching statistics): the longest
+ * suffix of the text read so far that occurs in the automaton, as its state and length.
+ */
+export class Match {
+  state = ROOT;
+  length = 0;
+
+  reset(): void {
+    this.state = ROOT;
+    this.length = 0;
+  }
+
+  copy(from: Match): void {
+    this.state = from.state;
+    this.length = from.length;
+  }
+}
+
 export interface AutomatonOptions {
   /** Keep a token log and each state's first end position (needed for position-based drafting). */
   positions?: boolean;
@@ -212,6 +231,35 @@ export class SuffixAutomaton {
   transition(state: number, token: number): number {
     const edge = this.findEdge(state, token);
     return edge === NONE ? NONE : this.edgeData[edge * EDGE_STRIDE + TARGET];
+  }
+
+  /**
+   * Extends a running match by the text's next token: the longest suffix of the matched text plus
+   * `token` that occurs here (the empty context if none). Amortized O(1) per token.
+   */
+  extendMatch(match: Match, token: number): void {
+    this.settle(match);
+    let state = match.state;
+    let length = match.length;
+    let next = this.transition(state, token);
+    while (next === NONE && state !== ROOT) {
+      state = this.suffixLink(state);
+      length = this.length(state);
+      next = this.transition(state, token);
+    }
+    match.state = next === NONE ? ROOT : next;
+    match.length = next === NONE ? 0 : length + 1;
+  }
+
+  /**
+   * Moves a match to the state that now holds its context: sequences appended since it reached
+   * its state may have split that state, leaving the shorter contexts to a new state up the
+   * suffix chain.
+   */
+  settle(match: Match): void {
+    let state = match.state;
+    while (state !== ROOT && match.length <= this.length(this.suffixLink(state))) state = this.suffixLink(state);
+    match.state = state;
   }
 
   /** Calls `visit(token, target)` for each outgoing transition (cold paths: tests, introspection). */

@@ -5,15 +5,19 @@
  * Sources by drafter:
  * - `sam`: one generalized suffix automaton per prompt group holds the prompt, every sibling's
  *   output (live, as it is generated, and after it finishes) and earlier rollouts of the same
- *   prompt (history). A request drafts from the freshest occurrence of its longest context.
+ *   prompt (history). A request drafts from the freshest occurrence of its longest context. With
+ *   siblings on, finished requests of every prompt also go into the corpus (corpus.ts), which
+ *   drafts where the group's context is short.
  * - `seed`: the seed design, own context only (reference policy).
  * - `ngram`: vLLM's n-gram proposer, own context only (baseline).
  */
-import { SuffixAutomaton } from './automaton.js';
+import { Match, SuffixAutomaton } from './automaton.js';
+import { Corpus, type CorpusMatch } from './corpus.js';
 import { sidecarError } from './errors.js';
 import { NgramIndex } from './ngram.js';
 import { recencyWalkDraft, seedDraft } from './policies.js';
 import { promptKey, samePrefix } from './prompt-hash.js';
+import { grownCapacity, resizedInt32 } from './typed.js';
 
 export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
 export type DrafterKind = (typeof DRAFTERS)[number];
@@ -24,6 +28,8 @@ export interface EngineOptions {
   siblings: boolean;
   /** Token budget for finished groups kept for later rollout steps (sam with siblings). */
   historyTokens: number;
+  /** Token budget of the corpus of finished requests of every prompt (sam with siblings); 0: none. */
+  corpusTokens: number;
   /** Token ids must be below this (vocabulary size). */
   vocabSize: number;
   ngramMin: number;
@@ -36,15 +42,23 @@ export const DEFAULT_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze({
   drafter: 'sam',
   siblings: true,
   historyTokens: 8_000_000,
+  corpusTokens: 4_000_000,
   vocabSize: 1 << 20,
   ngramMin: 2,
   ngramMax: 5,
   minMatch: 1,
 });
 
+const NO_TOKENS = new Int32Array(0);
+
+/** Longest corpus context a draft looks for after a pause; longer ones add nothing to the choice. */
+const CORPUS_MATCH_WINDOW = 64;
+
 class Group {
   readonly automaton = new SuffixAutomaton();
   activeMembers = 0;
+  /** Corpus epoch at which the prompt was last indexed there (siblings share it: indexed once). */
+  promptInCorpusEpoch = Number.NEGATIVE_INFINITY;
   constructor(
     readonly key: string,
     readonly prompt: Int32Array,
@@ -55,6 +69,14 @@ class Group {
 export class RequestEntry {
   length = 0;
   released = false;
+  /**
+   * The request's tokens after its prompt (the group holds the prompt), for the corpus when it
+   * finishes; and its running match in the corpus.
+   */
+  output: Int32Array | null = null;
+  corpusMatch: CorpusMatch | null = null;
+  /** Tokens the corpus match has read. */
+  corpusMatched = 0;
   constructor(
     readonly id: string,
     readonly promptLength: number,
@@ -73,6 +95,8 @@ export interface EngineStats {
   tokensIndexed: number;
   bytes: number;
   historyEvictions: number;
+  /** Tokens in the corpus (also counted in tokensIndexed). */
+  corpusTokens: number;
 }
 
 export class DraftEngine {
@@ -83,9 +107,17 @@ export class DraftEngine {
   private readonly history = new Map<string, Group>();
   private historyTokenCount = 0;
   private historyEvictionCount = 0;
+  private readonly corpus: Corpus | null;
+  /** Finished requests' tokens waiting to enter the corpus (see flushCorpus). */
+  private readonly corpusQueue: Array<{ group: Group; output: Int32Array; length: number }> = [];
+  // Scratch for the draft walk over group and corpus (no allocation per draft).
+  private readonly corpusScratch = new Match();
+  private readonly groupScratch = new Match();
 
   constructor(options: Partial<EngineOptions> = {}) {
     this.options = Object.freeze({ ...DEFAULT_ENGINE_OPTIONS, ...options });
+    const { drafter, siblings, corpusTokens } = this.options;
+    this.corpus = drafter === 'sam' && siblings && corpusTokens > 0 ? new Corpus(corpusTokens) : null;
   }
 
   has(id: string): boolean {
@@ -133,6 +165,10 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
+    if (this.corpus !== null) {
+      entry.corpusMatch = this.corpus.newMatch();
+      entry.output = new Int32Array(Math.max(64, context.length - promptLength));
+    }
     this.requests.set(id, entry);
     this.ingest(entry, context, 0, context.length);
     return entry;
@@ -173,6 +209,11 @@ export class DraftEngine {
     if (entry === undefined) return false;
     this.requests.delete(id);
     entry.released = true;
+    if (this.corpus !== null && entry.output !== null) {
+      this.corpusQueue.push({ group: entry.group!, output: entry.output, length: entry.length - entry.promptLength });
+    }
+    entry.output = null;
+    entry.corpusMatch = null;
     const group = entry.group;
     if (group !== null) {
       group.automaton.closeCursor(entry.cursor);
@@ -180,6 +221,29 @@ export class DraftEngine {
       if (group.activeMembers === 0) this.retire(group);
     }
     return true;
+  }
+
+  /** Whether finished requests wait to enter the corpus. */
+  get corpusPending(): boolean {
+    return this.corpusQueue.length > 0;
+  }
+
+  /**
+   * Adds the requests finished so far to the corpus. Indexing a finished output costs about as
+   * much as a whole decode step's other work, so the server calls this after it has sent a step's
+   * reply; the Step service also calls it before each step, so drafts never depend on when the
+   * server found the time (the in-process replay and every transport draft the same).
+   */
+  flushCorpus(): void {
+    const corpus = this.corpus;
+    if (corpus === null) return;
+    for (const { group, output, length } of this.corpusQueue) {
+      // A prompt the corpus still holds is not indexed again for every sibling (half the work).
+      const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
+      corpus.add(promptHeld ? NO_TOKENS : group.prompt, output, length);
+      if (!promptHeld) group.promptInCorpusEpoch = corpus.currentEpoch;
+    }
+    this.corpusQueue.length = 0;
   }
 
   stats(): EngineStats {
@@ -198,6 +262,12 @@ export class DraftEngine {
         bytes += entry.ngram.byteSize();
         tokens += entry.ngram.size;
       }
+      if (entry.output !== null) bytes += entry.output.byteLength;
+    }
+    const corpusTokens = this.corpus?.tokenCount ?? 0;
+    if (this.corpus !== null) {
+      bytes += this.corpus.byteSize();
+      tokens += corpusTokens;
     }
     return {
       requests: this.requests.size,
@@ -207,13 +277,17 @@ export class DraftEngine {
       tokensIndexed: tokens,
       bytes,
       historyEvictions: this.historyEvictionCount,
+      corpusTokens,
     };
   }
 
   // ------------------------------------------------------------------ internals
 
   private draftEntry(entry: RequestEntry, k: number, out: Int32Array, offset: number): number {
-    if (entry.group !== null) return recencyWalkDraft(entry.group.automaton, entry.cursor, k, out, offset, this.options);
+    if (entry.group !== null) {
+      const corpus = entry.corpusMatch === null ? null : this.corpusSource(entry);
+      return recencyWalkDraft(entry.group.automaton, entry.cursor, k, out, offset, this.options, corpus, this.corpusScratch, this.groupScratch);
+    }
     if (entry.own !== null) return seedDraft(entry.own, entry.cursor, k, out, offset);
     return entry.ngram!.draft(k, out, offset);
   }
@@ -225,12 +299,45 @@ export class DraftEngine {
     if (entry.group !== null) {
       const automaton = entry.group.automaton;
       for (let i = from; i < to; i++) automaton.append(entry.cursor, tokens[i]);
+      if (entry.output !== null) this.keepOutput(entry, tokens, from, to);
     } else if (entry.own !== null) {
       for (let i = from; i < to; i++) entry.own.append(entry.cursor, tokens[i]);
     } else {
       for (let i = from; i < to; i++) entry.ngram!.append(tokens[i]);
     }
     entry.length += to - from;
+  }
+
+  /** Keeps the request's tokens after its prompt, for the corpus when it finishes and for its match there. */
+  private keepOutput(entry: RequestEntry, tokens: ArrayLike<number>, from: number, to: number): void {
+    const skip = Math.max(0, entry.promptLength - entry.length); // tokens of the prompt in this delta
+    const at = Math.max(0, entry.length - entry.promptLength);
+    const count = to - from - skip;
+    if (count <= 0) return;
+    let output = entry.output!;
+    if (at + count > output.length) entry.output = output = resizedInt32(output, grownCapacity(output.length, at + count));
+    for (let i = 0; i < count; i++) output[at + i] = tokens[from + skip + i];
+  }
+
+  /**
+   * The corpus generation to draft from, with the request's match in it (in corpusScratch). The
+   * match reads the tokens that arrived since the last draft; after a long pause (the gate was off)
+   * it restarts on the last CORPUS_MATCH_WINDOW tokens, so it never costs more than that per draft.
+   */
+  private corpusSource(entry: RequestEntry): SuffixAutomaton | null {
+    const corpus = this.corpus!;
+    const match = entry.corpusMatch!;
+    const prompt = entry.group!.prompt;
+    const output = entry.output!;
+    const promptLength = entry.promptLength;
+    let from = entry.corpusMatched;
+    if (entry.length - from > CORPUS_MATCH_WINDOW) {
+      corpus.resetMatch(match);
+      from = entry.length - CORPUS_MATCH_WINDOW;
+    }
+    for (let i = from; i < entry.length; i++) corpus.advance(match, i < promptLength ? prompt[i] : output[i - promptLength]);
+    entry.corpusMatched = entry.length;
+    return corpus.draftSource(match, this.corpusScratch);
   }
 
   private validateTokens(tokens: ArrayLike<number>, from: number, to: number, field: string): void {

@@ -2,7 +2,7 @@
  * Draft policies over a suffix automaton. Each writes up to k tokens into out[offset...] and
  * returns how many; none allocates.
  */
-import { NONE, ROOT, type SuffixAutomaton } from './automaton.js';
+import { type Match, NONE, ROOT, type SuffixAutomaton } from './automaton.js';
 
 /** Reads up to k tokens that follow log index `end` in its sequence. */
 export function readContinuation(sam: SuffixAutomaton, end: number, k: number, out: Int32Array, offset: number): number {
@@ -33,10 +33,24 @@ export interface WalkOptions {
 }
 
 /**
+ * Where the corpus (finished outputs of other prompts) drafts instead of the request's group: its
+ * context must be longer than the group's, and the group's short (under GROUP_CONTEXT_TRUSTED
+ * tokens) or the corpus's clearly longer (CORPUS_LENGTH_RATIO x + CORPUS_LENGTH_MARGIN). The group
+ * is the better predictor at equal length: same problem, same samples (docs/results.md).
+ */
+const GROUP_CONTEXT_TRUSTED = 2;
+const CORPUS_LENGTH_RATIO = 1.5;
+const CORPUS_LENGTH_MARGIN = 4;
+
+/**
  * Recency walk: from the longest context of the sequence, propose the token that followed the
  * most recent occurrence of the longest context that has a continuation, then extend the
  * context by that token and repeat. Contexts come from every sequence in the automaton (own
  * context, live and finished siblings, history), so the freshest evidence wins.
+ *
+ * With a corpus (`corpus` and the request's match in it, which the walk moves along), the walk
+ * follows the request's context in both automata and draws each token from the group unless the
+ * corpus's context is the better one (see GROUP_CONTEXT_TRUSTED). `groupMatch` is scratch.
  */
 export function recencyWalkDraft(
   sam: SuffixAutomaton,
@@ -45,6 +59,9 @@ export function recencyWalkDraft(
   out: Int32Array,
   offset: number,
   options: WalkOptions,
+  corpus: SuffixAutomaton | null = null,
+  corpusMatch: Match | null = null,
+  groupMatch: Match | null = null,
 ): number {
   let state = sam.lastState(cursor);
   let matched = sam.length(state);
@@ -54,12 +71,43 @@ export function recencyWalkDraft(
       state = sam.suffixLink(state);
       matched = sam.length(state);
     }
+    if (corpus !== null && corpusMatch !== null && groupMatch !== null) {
+      let corpusState = corpusMatch.state;
+      while (corpusState !== ROOT && corpus.recentToken(corpusState) === NONE) corpusState = corpus.suffixLink(corpusState);
+      if (corpusState !== corpusMatch.state) {
+        corpusMatch.state = corpusState;
+        corpusMatch.length = corpus.length(corpusState);
+      }
+      const groupLength = state === ROOT ? 0 : matched;
+      const corpusLength = corpusMatch.length;
+      if (
+        corpusState !== ROOT &&
+        corpusLength >= options.minMatch &&
+        ((groupLength < GROUP_CONTEXT_TRUSTED && corpusLength > groupLength) || corpusLength >= CORPUS_LENGTH_RATIO * groupLength + CORPUS_LENGTH_MARGIN)
+      ) {
+        const token = corpus.recentToken(corpusState);
+        out[offset + count++] = token;
+        corpusMatch.state = corpus.recentTarget(corpusState);
+        corpusMatch.length++;
+        groupMatch.state = state;
+        groupMatch.length = groupLength;
+        sam.extendMatch(groupMatch, token);
+        state = groupMatch.state;
+        matched = groupMatch.length;
+        continue;
+      }
+      if (state === ROOT || matched < options.minMatch) break;
+      const token = sam.recentToken(state);
+      out[offset + count++] = token;
+      state = sam.recentTarget(state);
+      matched++;
+      corpus.extendMatch(corpusMatch, token);
+      continue;
+    }
     if (state === ROOT || matched < options.minMatch) break;
-    const token = sam.recentToken(state);
-    out[offset + count++] = token;
+    out[offset + count++] = sam.recentToken(state);
     state = sam.recentTarget(state);
     matched++;
   }
   return count;
 }
-

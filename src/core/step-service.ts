@@ -66,7 +66,7 @@ export interface ServiceLimits {
   maxK: number;
   /** Requests not seen for this long are evicted (their client gets RESYNC if it comes back). */
   requestTtlMs: number;
-  /** Total tokens held (live requests, siblings, history); history is evicted first, LRU. */
+  /** Tokens held by live requests and history (the corpus has its own budget); history is evicted first, LRU. */
   maxTokens: number;
   /** Responses kept per engine for tensor-parallel duplicates of a step. */
   stepCacheSize: number;
@@ -205,6 +205,15 @@ export class StepService {
   }
 
   /** Releases requests of an engine (finished or aborted outside a step). Returns how many were held. */
+  /** Finished requests wait to enter the corpus; flushCorpus() when idle (each step starts with it). */
+  get corpusPending(): boolean {
+    return this.draftEngine.corpusPending;
+  }
+
+  flushCorpus(): void {
+    this.draftEngine.flushCorpus();
+  }
+
   release(engineId: string, reqIds: readonly string[]): number {
     const engine = this.engines.get(engineId);
     if (engine === undefined) return 0;
@@ -251,6 +260,7 @@ export class StepService {
 
   private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
     const n = validateBatch(batch, this.limits.maxK);
+    this.draftEngine.flushCorpus();
     const counters = this.counters;
     const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
@@ -467,11 +477,13 @@ export class StepService {
   private enforceMemoryBudget(): void {
     const budget = this.limits.maxTokens;
     const draftEngine = this.draftEngine;
+    // The corpus keeps itself within its own budget; this one covers live requests and history.
+    const held = (stats: EngineStats) => stats.tokensIndexed - stats.corpusTokens;
     let stats = draftEngine.stats();
-    if (stats.tokensIndexed <= budget) return;
-    draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (stats.tokensIndexed - budget)));
+    if (held(stats) <= budget) return;
+    draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (held(stats) - budget)));
     stats = draftEngine.stats();
-    if (stats.tokensIndexed <= budget) return;
+    if (held(stats) <= budget) return;
     const live: Array<[EngineState, RequestState]> = [];
     for (const engine of this.engines.values()) for (const state of engine.requests.values()) live.push([engine, state]);
     live.sort((a, b) => a[1].lastSeenMs - b[1].lastSeenMs);
@@ -479,7 +491,7 @@ export class StepService {
       this.releaseRequest(engine, state.reqId);
       this.counters.evictedForMemory++;
       draftEngine.enforceHistoryBudget(0);
-      if (draftEngine.stats().tokensIndexed <= budget) break;
+      if (held(draftEngine.stats()) <= budget) break;
     }
   }
 }

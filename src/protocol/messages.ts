@@ -215,6 +215,7 @@ const STATS_FIELDS = [
   ['historyGroups', 'history_groups'],
   ['historyTokens', 'history_tokens'],
   ['historyEvictions', 'history_evictions'],
+  ['corpusTokens', 'corpus_tokens'],
   ['tokensIndexed', 'tokens'],
   ['bytes', 'memory_bytes'],
   ['maxTokens', 'max_tokens'],

@@ -17,6 +17,11 @@ export interface SyntheticOptions {
   seed: number;
   /** Probability that a sample inserts a tool response (environment span). */
   envProbability: number;
+  /**
+   * Share of phrases drawn from a pool common to every prompt (the model's own phrasing across
+   * problems), taken from the per-group pool's share. 0 by default: groups share nothing.
+   */
+  sharedPhrases: number;
 }
 
 export const DEFAULT_SYNTHETIC: Readonly<SyntheticOptions> = Object.freeze({
@@ -27,6 +32,7 @@ export const DEFAULT_SYNTHETIC: Readonly<SyntheticOptions> = Object.freeze({
   vocabSize: 32_000,
   seed: 1,
   envProbability: 0.5,
+  sharedPhrases: 0,
 });
 
 /** Small, fast, seedable PRNG (mulberry32). */
@@ -47,6 +53,8 @@ export function syntheticTraces(options: Partial<SyntheticOptions> = {}): TraceR
   const int = (n: number) => Math.floor(random() * n);
   const fresh = (length: number) => Array.from({ length }, () => int(o.vocabSize));
   const rows: TraceRow[] = [];
+  // Drawn only when used, so the default rollouts stay what they were.
+  const shared = o.sharedPhrases > 0 ? Array.from({ length: 16 }, () => fresh(4 + int(12))) : [];
   for (let g = 0; g < o.groups; g++) {
     const prompt = fresh(o.promptTokens);
     const pool = Array.from({ length: 12 }, () => fresh(4 + int(12)));
@@ -61,6 +69,8 @@ export function syntheticTraces(options: Partial<SyntheticOptions> = {}): TraceR
         if (choice < 0.25) {
           const start = int(Math.max(1, prompt.length - 8));
           output.push(...prompt.slice(start, start + 3 + int(8)));
+        } else if (choice < 0.25 + 0.45 * o.sharedPhrases) {
+          output.push(...shared[int(shared.length)]);
         } else if (choice < 0.7) {
           output.push(...pool[int(pool.length)]);
         } else if (choice < 0.8 && output.length > 16) {

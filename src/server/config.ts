@@ -78,10 +78,15 @@ export const ConfigSchema = z
       .prefault({}),
     memory: z
       .object({
-        /** All tokens held: live requests, siblings and history (about 42 bytes each). */
+        /** Tokens held by live requests and history (about 42 to 46 bytes each); the corpus has its own. */
         maxTokens: positiveInt.default(64_000_000),
         /** Finished groups kept for later rollout steps with the same prompt. */
         historyTokens: nonNegativeInt.default(16_000_000),
+        /**
+         * Finished requests of every prompt, drafted from where a request's own group has little
+         * context (its own budget, outside maxTokens; 0 turns it off).
+         */
+        corpusTokens: nonNegativeInt.default(4_000_000),
         maintenanceIntervalMs: positiveInt.default(1000),
       })
       .prefault({}),
@@ -127,6 +132,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_VOCAB_SIZE', ['drafting', 'vocabSize'], 'int'],
   ['SAM_SIDECAR_MAX_TOKENS', ['memory', 'maxTokens'], 'int'],
   ['SAM_SIDECAR_HISTORY_TOKENS', ['memory', 'historyTokens'], 'int'],
+  ['SAM_SIDECAR_CORPUS_TOKENS', ['memory', 'corpusTokens'], 'int'],
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
   ['SAM_SIDECAR_BUSY_POLL_US', ['busyPollUs'], 'int'],
 ];

@@ -28,8 +28,20 @@ export class SidecarContext {
     if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
     const outcome = this.service.step(batch, Date.now());
     this.busyPoll.extend();
+    if (this.service.corpusPending && !this.corpusFlushScheduled) {
+      // After the transport has written this reply, not before: indexing finished outputs is off
+      // the step's critical path unless the next step arrives first (it then flushes them itself).
+      this.corpusFlushScheduled = true;
+      setImmediate(this.flushCorpus);
+    }
     return outcome;
   }
+
+  private corpusFlushScheduled = false;
+  private readonly flushCorpus = (): void => {
+    this.corpusFlushScheduled = false;
+    this.service.flushCorpus();
+  };
 
   stats(): SidecarStats {
     return sidecarStats(this.service.stats(), this.service.counters);

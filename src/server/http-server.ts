@@ -60,8 +60,8 @@ export class HttpServer {
 
     app.get('/v1/stats', async () => this.context.stats());
     app.get('/v1/memory', async () => {
-      const { tokensIndexed, bytes, maxTokens, historyTokens } = this.context.service.stats();
-      return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
+      const { tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens } = this.context.service.stats();
+      return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
     });
     app.get('/v1/config', async () => this.context.config);
     app.get<{ Params: { engine: string; req: string } }>('/v1/engines/:engine/requests/:req', async (request, reply) => {

@@ -34,7 +34,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       stepCacheSize: config.limits.stepCacheSize,
     },
     config.gate,
-    { ...config.drafting, historyTokens: config.memory.historyTokens },
+    { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens },
   );
 }
 
