@@ -87,6 +87,7 @@ export function recencyWalkDraft(
       ) {
         const token = corpus.recentToken(corpusState);
         out[offset + count++] = token;
+        if (count === k) break; // the last token needs no context after it
         corpusMatch.state = corpus.recentTarget(corpusState);
         corpusMatch.length++;
         groupMatch.state = state;
@@ -99,6 +100,7 @@ export function recencyWalkDraft(
       if (state === ROOT || matched < options.minMatch) break;
       const token = sam.recentToken(state);
       out[offset + count++] = token;
+      if (count === k) break;
       state = sam.recentTarget(state);
       matched++;
       corpus.extendMatch(corpusMatch, token);
