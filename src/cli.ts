@@ -50,7 +50,7 @@ const USAGE = `usage:
   sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
   sam-sidecar rollout [--traces FILE] [--k N] [--max-num-seqs N] [--threshold N]
                       [--base-ms X] [--per-seq-ms X] [--verify-cost B:C,B:C,...] [--k-by-batch B:K,...]
-                      [--json]
+                      [--corpus-tokens N] [--json]
       every row queued at once, at most max-num-seqs running; time from a step-cost model
       (plain step: base-ms + per-seq-ms * B; verifying K drafts multiplies it by verify-cost(B));
       compares no speculation, always, the threshold switch and the adaptive gate
@@ -223,6 +223,7 @@ async function runRollout(argv: string[]): Promise<void> {
       'per-seq-ms': { type: 'string' },
       'verify-cost': { type: 'string' },
       'k-by-batch': { type: 'string' },
+      'corpus-tokens': { type: 'string' },
       json: { type: 'boolean' },
     },
     strict: true,
@@ -237,6 +238,7 @@ async function runRollout(argv: string[]): Promise<void> {
       'per-seq-ms': z.coerce.number().nonnegative().default(0.1),
       'verify-cost': VerifyCostArg.optional(),
       'k-by-batch': KByBatchArg.default([]),
+      'corpus-tokens': z.coerce.number().int().nonnegative().default(DEFAULT_ENGINE_OPTIONS.corpusTokens),
       json: z.boolean().default(false),
     }),
     values,
@@ -252,7 +254,7 @@ async function runRollout(argv: string[]): Promise<void> {
     { name: `threshold ${args.threshold}`, speculate: true, gate: gate('threshold') },
     { name: 'adaptive', speculate: true, gate: gate('adaptive') },
   ];
-  const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], cost };
+  const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], cost, engine: { corpusTokens: args['corpus-tokens'] } };
   const results = policies.map((policy) => simulateRollout(rows, policy, options));
   const baseline = results[0].timeMs;
   const lines = [

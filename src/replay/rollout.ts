@@ -7,6 +7,7 @@
  * The model's numbers are assumptions to be replaced by measurements on the target hardware; the
  * comparison shows where each gate policy wins under them.
  */
+import type { EngineOptions } from '../core/engine.js';
 import { type GateConfig, UNGATED, verifyCostAt } from '../core/gate.js';
 import { StepService } from '../core/step-service.js';
 import { batchOf, draftsOf } from './batch.js';
@@ -41,6 +42,8 @@ export interface RolloutOptions {
   maxNumSeqs: number;
   cost: CostModel;
   tailBatch?: number;
+  /** Drafting options of the Step service (default: the sidecar's). */
+  engine?: Partial<EngineOptions>;
 }
 
 export function simulateRollout(rows: TraceRow[], policy: GatePolicy, options: RolloutOptions): RolloutResult {
@@ -49,6 +52,7 @@ export function simulateRollout(rows: TraceRow[], policy: GatePolicy, options: R
   const service = new StepService(
     { maxK: Math.max(k, 1), requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 1 },
     policy.speculate ? policy.gate : UNGATED,
+    options.engine,
   );
   const queue = rows.map((row) => new RowCursor(row));
   let next = 0;
