@@ -237,13 +237,16 @@ export class DraftEngine {
   flushCorpus(): void {
     const corpus = this.corpus;
     if (corpus === null) return;
-    for (const { group, output, length } of this.corpusQueue) {
-      // A prompt the corpus still holds is not indexed again for every sibling (half the work).
-      const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
-      corpus.add(promptHeld ? NO_TOKENS : group.prompt, output, length);
-      if (!promptHeld) group.promptInCorpusEpoch = corpus.currentEpoch;
+    try {
+      for (const { group, output, length } of this.corpusQueue) {
+        // A prompt the corpus still holds is not indexed again for every sibling (half the work).
+        const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
+        corpus.add(promptHeld ? NO_TOKENS : group.prompt, output, length);
+        if (!promptHeld) group.promptInCorpusEpoch = corpus.currentEpoch;
+      }
+    } finally {
+      this.corpusQueue.length = 0; // whatever happens, a bad entry is not retried at every step
     }
-    this.corpusQueue.length = 0;
   }
 
   stats(): EngineStats {

@@ -40,7 +40,12 @@ export class SidecarContext {
   private corpusFlushScheduled = false;
   private readonly flushCorpus = (): void => {
     this.corpusFlushScheduled = false;
-    this.service.flushCorpus();
+    try {
+      this.service.flushCorpus();
+    } catch (error) {
+      // Outside any call: nobody to answer, so logged; drafting goes on without those outputs.
+      this.logger.error({ err: error }, 'indexing finished requests into the corpus failed');
+    }
   };
 
   stats(): SidecarStats {
