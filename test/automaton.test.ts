@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Match, NONE, ROOT, SuffixAutomaton } from '../src/core/automaton.js';
-import { recencyWalkDraft, seedDraft } from '../src/core/policies.js';
+import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from '../src/core/policies.js';
 import { bruteSeedDraft, longestEarlierSuffix, occursIn } from './oracle.js';
 
 /** Random sequences over a small alphabet, and repetitive ones built from a repeated motif. */
@@ -235,3 +235,64 @@ describe('recency walk policy', () => {
     expect(recencyWalkDraft(sam, cursor, 3, out, 0, { minMatch: 2 })).toBe(0);
   });
 });
+
+describe('own repetition', () => {
+  const draft = (text: number[], promptLength: number, contextLength: number, window: number, k = 3) => {
+    const out = new Int32Array(k);
+    const n = ownRepeatDraft(text.slice(0, promptLength), promptLength, Int32Array.from(text.slice(promptLength)), text.length, contextLength, window, k, out, 0);
+    return Array.from(out.subarray(0, n));
+  };
+
+  it('copies what followed the latest own occurrence of the context within the window', () => {
+    // "7 8" occurred twice before: the latest is followed by 9 10 11.
+    const text = [1, 7, 8, 5, 5, 5, 7, 8, 9, 10, 11, 2, 7, 8];
+    expect(draft(text, 2, 2, 64)).toEqual([9, 10, 11]);
+    // Reads across the prompt / output boundary alike.
+    expect(draft(text, 9, 2, 64)).toEqual([9, 10, 11]);
+    // Where what followed reaches the current end, the repetition goes on with its period.
+    expect(draft([4, 6, 4, 6, 4], 0, 1, 64)).toEqual([6, 4, 6]);
+    expect(draft([9, 1, 2, 3, 1, 2, 3], 0, 3, 64)).toEqual([1, 2, 3]);
+  });
+
+  it('ignores occurrences older than the window, and contexts it cannot hold', () => {
+    const text = [7, 8, 9, ...Array.from({ length: 30 }, (_, i) => 100 + i), 7, 8];
+    expect(draft(text, 1, 2, 64)).toEqual([9, 100, 101]);
+    expect(draft(text, 1, 2, 16)).toEqual([]);
+    expect(draft(text, 1, 20, 16)).toEqual([]);
+    expect(draft(text, 1, 0, 64)).toEqual([]);
+  });
+
+  it('drafts exactly the continuation of the latest matching occurrence, periodic past the end (brute force)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 2, maxLength: 80 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 2, max: 40 }), (text, contextLength, window) => {
+        const n = text.length;
+        let expected: number[] = [];
+        if (contextLength < window && contextLength < n) {
+          for (let end = n - 2; end >= Math.max(contextLength - 1, n - 1 - window); end--) {
+            let same = true;
+            for (let m = 0; m < contextLength && same; m++) same = text[end - m] === text[n - 1 - m];
+            if (same) {
+              expected = [0, 1, 2].map((c) => text[end + 1 + (c % (n - 1 - end))]);
+              break;
+            }
+          }
+        }
+        expect(draft(text, Math.floor(n / 3), contextLength, window)).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('measures the context the recency walk drafts from', () => {
+    const sam = new SuffixAutomaton();
+    const a = sam.openCursor();
+    for (const t of [1, 2, 3, 4]) sam.append(a, t);
+    const b = sam.openCursor();
+    for (const t of [9, 2, 3]) sam.append(b, t);
+    expect(draftingContextLength(sam, b)).toBe(2); // "2 3", followed by 4 in a
+    const c = sam.openCursor();
+    sam.append(c, 77);
+    expect(draftingContextLength(sam, c)).toBe(0);
+  });
+});
+

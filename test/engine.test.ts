@@ -101,6 +101,25 @@ describe('draft engine', () => {
   });
 });
 
+describe('own repetition in a shared group', () => {
+  it('drafts as the request went on when it just repeated itself, though a sibling produced the context later', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('me', [...prompt, 5, 6, 1, 2, 3], prompt.length);
+    engine.open('sibling', [...prompt, 9, 9, 5, 6, 7, 7, 7], prompt.length);
+    engine.append('me', [4, 5, 6]);
+    // The sibling wrote "5 6" last (followed by 7 7 7); the request's own "5 6" was followed by 1 2 3.
+    expect(draftOf(engine, 'me')).toEqual([1, 2, 3]);
+  });
+
+  it('leaves a request alone in its group to the recency walk', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('alone', [...prompt, 5, 6, 1, 2, 3, 4, 5, 6], prompt.length);
+    const walked = new DraftEngine({ drafter: 'sam', siblings: false });
+    walked.open('alone', [...prompt, 5, 6, 1, 2, 3, 4, 5, 6], prompt.length);
+    expect(draftOf(engine, 'alone')).toEqual(draftOf(walked, 'alone'));
+  });
+});
+
 describe('draft engine limits', () => {
   it('refuses a context longer than one automaton can index, leaving other requests intact', () => {
     const engine = new DraftEngine({ drafter: 'sam' });

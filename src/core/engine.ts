@@ -7,7 +7,8 @@
  *   output (live, as it is generated, and after it finishes) and earlier rollouts of the same
  *   prompt (history). A request drafts from the freshest occurrence of its longest context. With
  *   siblings on, finished requests of every prompt also go into the corpus (corpus.ts), which
- *   drafts where the group's context is short.
+ *   drafts where the group's context is short, and a request that has just repeated itself
+ *   drafts its own continuation before a sibling's (ownRepeatDraft).
  * - `seed`: the seed design, own context only (reference policy).
  * - `ngram`: vLLM's n-gram proposer, own context only (baseline).
  */
@@ -15,7 +16,7 @@ import { Match, SuffixAutomaton } from './automaton.js';
 import { Corpus, type CorpusMatch } from './corpus.js';
 import { sidecarError } from './errors.js';
 import { NgramIndex } from './ngram.js';
-import { recencyWalkDraft, seedDraft } from './policies.js';
+import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
 import { promptKey, samePrefix } from './prompt-hash.js';
 import { grownCapacity, resizedInt32 } from './typed.js';
 
@@ -53,6 +54,13 @@ const NO_TOKENS = new Int32Array(0);
 
 /** Longest corpus context a draft looks for after a pause; longer ones add nothing to the choice. */
 const CORPUS_MATCH_WINDOW = 64;
+
+/**
+ * How far back a request's own repetition counts (ownRepeatDraft). Chosen on the GRPO trace:
+ * windows of 48 to 96 tokens all help; much longer ones hurt, as old own text is a worse guide
+ * than a sibling's fresh text (docs/results.md).
+ */
+const OWN_REPEAT_WINDOW = 64;
 
 class Group {
   readonly automaton = new SuffixAutomaton();
@@ -108,6 +116,8 @@ export class DraftEngine {
   private historyTokenCount = 0;
   private historyEvictionCount = 0;
   private readonly corpus: Corpus | null;
+  /** Requests keep their output tokens: for their own repetitions and for the corpus. */
+  private readonly keepsOutputs: boolean;
   /** Finished requests' tokens waiting to enter the corpus (see flushCorpus). */
   private readonly corpusQueue: Array<{ group: Group; output: Int32Array; length: number }> = [];
   // Scratch for the draft walk over group and corpus (no allocation per draft).
@@ -118,6 +128,7 @@ export class DraftEngine {
     this.options = Object.freeze({ ...DEFAULT_ENGINE_OPTIONS, ...options });
     const { drafter, siblings, corpusTokens } = this.options;
     this.corpus = drafter === 'sam' && siblings && corpusTokens > 0 ? new Corpus(corpusTokens) : null;
+    this.keepsOutputs = drafter === 'sam' && siblings;
   }
 
   has(id: string): boolean {
@@ -165,10 +176,8 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
-    if (this.corpus !== null) {
-      entry.corpusMatch = this.corpus.newMatch();
-      entry.output = new Int32Array(Math.max(64, context.length - promptLength));
-    }
+    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(64, context.length - promptLength));
+    if (this.corpus !== null) entry.corpusMatch = this.corpus.newMatch();
     this.requests.set(id, entry);
     this.ingest(entry, context, 0, context.length);
     return entry;
@@ -288,6 +297,13 @@ export class DraftEngine {
 
   private draftEntry(entry: RequestEntry, k: number, out: Int32Array, offset: number): number {
     if (entry.group !== null) {
+      const automaton = entry.group.automaton;
+      // Own repetition before a sibling's fresher occurrence; only where the group holds other text.
+      if (entry.output !== null && automaton.tokenCount > entry.length) {
+        const contextLength = draftingContextLength(automaton, entry.cursor);
+        const length = ownRepeatDraft(entry.group.prompt, entry.promptLength, entry.output, entry.length, contextLength, OWN_REPEAT_WINDOW, k, out, offset);
+        if (length > 0) return length;
+      }
       const corpus = entry.corpusMatch === null ? null : this.corpusSource(entry);
       return recencyWalkDraft(entry.group.automaton, entry.cursor, k, out, offset, this.options, corpus, this.corpusScratch, this.groupScratch);
     }

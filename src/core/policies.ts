@@ -113,3 +113,82 @@ export function recencyWalkDraft(
   }
   return count;
 }
+
+/**
+ * Length of the context the recency walk drafts from: the longest suffix of the cursor's sequence
+ * that has a continuation in the automaton (0 when only the empty context has one).
+ */
+export function draftingContextLength(sam: SuffixAutomaton, cursor: number): number {
+  let state = sam.lastState(cursor);
+  let length = sam.cursorTokens(cursor);
+  while (state !== ROOT && sam.recentToken(state) === NONE) {
+    state = sam.suffixLink(state);
+    length = sam.length(state);
+  }
+  return state === ROOT ? 0 : length;
+}
+
+/**
+ * Own repetition: where the request itself produced its current context of `contextLength` tokens
+ * within its last `window` tokens, the tokens that followed it then. A request that has just
+ * repeated itself (a list, a loop, a formula written twice) is likelier to go on as it did than
+ * as a sibling did, though the sibling's occurrence is more recent. Where what followed reaches
+ * the current end, the repetition goes on with its period. Reads the request's text as
+ * prompt[0..promptLength) then output[0..length - promptLength); returns how many tokens it wrote
+ * into out[offset...]: k, or 0 when there is no such repetition.
+ */
+export function ownRepeatDraft(
+  prompt: ArrayLike<number>,
+  promptLength: number,
+  output: Int32Array,
+  length: number,
+  contextLength: number,
+  window: number,
+  k: number,
+  out: Int32Array,
+  offset: number,
+): number {
+  if (contextLength < 1 || contextLength >= window || contextLength >= length) return 0;
+  const earliestEnd = Math.max(contextLength - 1, length - 1 - window);
+  if (earliestEnd - contextLength + 1 < promptLength) return ownRepeatAcrossPrompt(prompt, promptLength, output, length, contextLength, earliestEnd, k, out, offset);
+  // Everything the scan reads is output (the usual case): plain indexed reads, no prompt branch.
+  const end0 = length - 1 - promptLength;
+  const last = output[end0];
+  for (let end = end0 - 1; end >= earliestEnd - promptLength; end--) {
+    if (output[end] !== last) continue;
+    let matched = 1;
+    while (matched < contextLength && output[end - matched] === output[end0 - matched]) matched++;
+    if (matched < contextLength) continue;
+    // What followed, continued with the repetition's period where it reaches the current end.
+    const period = end0 - end;
+    for (let c = 0; c < k; c++) out[offset + c] = output[end + 1 + (c % period)];
+    return k;
+  }
+  return 0;
+}
+
+/** ownRepeatDraft where the window reaches into the prompt. */
+function ownRepeatAcrossPrompt(
+  prompt: ArrayLike<number>,
+  promptLength: number,
+  output: Int32Array,
+  length: number,
+  contextLength: number,
+  earliestEnd: number,
+  k: number,
+  out: Int32Array,
+  offset: number,
+): number {
+  const at = (i: number) => (i < promptLength ? prompt[i] : output[i - promptLength]);
+  const last = at(length - 1);
+  for (let end = length - 2; end >= earliestEnd; end--) {
+    if (at(end) !== last) continue;
+    let matched = 1;
+    while (matched < contextLength && at(end - matched) === at(length - 1 - matched)) matched++;
+    if (matched < contextLength) continue;
+    const period = length - 1 - end;
+    for (let c = 0; c < k; c++) out[offset + c] = at(end + 1 + (c % period));
+    return k;
+  }
+  return 0;
+}
