@@ -26,6 +26,10 @@ describe.skipIf(!available)('acceptance on shared traces (K=3)', () => {
     expect(await al('math-l5-Qwen2.5-7B-Instruct.jsonl', 'sam', 'none')).toBeGreaterThanOrEqual(1.74);
   });
 
+  it('default policy reaches the group bar on the GRPO step with live siblings (>= 2.05)', async () => {
+    expect(await al('grpo-gsm8k-step2.jsonl', 'sam', 'live')).toBeGreaterThanOrEqual(2.05);
+  });
+
   it('default policy is never below the seed policy on any shared file', async () => {
     for (const file of ['grpo-gsm8k-step2.jsonl', 'math-l5-Qwen2.5-7B-Instruct.jsonl', 'math-l5-Qwen2.5-32B-Instruct.jsonl', 'qwq-32b-agentic.jsonl']) {
       const seed = await al(file, 'seed', 'none');
