@@ -150,44 +150,31 @@ export function ownRepeatDraft(
 ): number {
   if (contextLength < 1 || contextLength >= window || contextLength >= length) return 0;
   const earliestEnd = Math.max(contextLength - 1, length - 1 - window);
-  if (earliestEnd - contextLength + 1 < promptLength) return ownRepeatAcrossPrompt(prompt, promptLength, output, length, contextLength, earliestEnd, k, out, offset);
-  // Everything the scan reads is output (the usual case): plain indexed reads, no prompt branch.
-  const end0 = length - 1 - promptLength;
-  const last = output[end0];
-  for (let end = end0 - 1; end >= earliestEnd - promptLength; end--) {
-    if (output[end] !== last) continue;
-    let matched = 1;
-    while (matched < contextLength && output[end - matched] === output[end0 - matched]) matched++;
-    if (matched < contextLength) continue;
-    // What followed, continued with the repetition's period where it reaches the current end.
-    const period = end0 - end;
-    for (let c = 0; c < k; c++) out[offset + c] = output[end + 1 + (c % period)];
-    return k;
-  }
-  return 0;
+  const first = earliestEnd - contextLength + 1; // the first position the scan reads
+  if (first >= promptLength) return repeatedContinuation(output, first - promptLength, length - 1 - promptLength, contextLength, k, out, offset);
+  // The window reaches into the prompt (early in the output): scan a copy of the text's tail.
+  const span = length - first;
+  if (textTail.length < span) textTail = new Int32Array(span * 2);
+  for (let i = 0; i < span; i++) textTail[i] = first + i < promptLength ? prompt[first + i] : output[first + i - promptLength];
+  return repeatedContinuation(textTail, 0, span - 1, contextLength, k, out, offset);
 }
 
-/** ownRepeatDraft where the window reaches into the prompt. */
-function ownRepeatAcrossPrompt(
-  prompt: ArrayLike<number>,
-  promptLength: number,
-  output: Int32Array,
-  length: number,
-  contextLength: number,
-  earliestEnd: number,
-  k: number,
-  out: Int32Array,
-  offset: number,
-): number {
-  const at = (i: number) => (i < promptLength ? prompt[i] : output[i - promptLength]);
-  const last = at(length - 1);
-  for (let end = length - 2; end >= earliestEnd; end--) {
-    if (at(end) !== last) continue;
+/** Scratch for ownRepeatDraft (at most twice its window). */
+let textTail = new Int32Array(128);
+
+/**
+ * In text[lowest..last]: the latest end before `last` whose `contextLength` tokens equal those
+ * ending at `last`; writes k tokens of what followed it, periodic past `last`. Returns k, or 0.
+ */
+function repeatedContinuation(text: Int32Array, lowest: number, last: number, contextLength: number, k: number, out: Int32Array, offset: number): number {
+  const token = text[last];
+  for (let end = last - 1; end >= lowest + contextLength - 1; end--) {
+    if (text[end] !== token) continue;
     let matched = 1;
-    while (matched < contextLength && at(end - matched) === at(length - 1 - matched)) matched++;
+    while (matched < contextLength && text[end - matched] === text[last - matched]) matched++;
     if (matched < contextLength) continue;
-    const period = length - 1 - end;
-    for (let c = 0; c < k; c++) out[offset + c] = at(end + 1 + (c % period));
+    const period = last - end;
+    for (let c = 0; c < k; c++) out[offset + c] = text[end + 1 + (c % period)];
     return k;
   }
   return 0;
