@@ -97,19 +97,13 @@ export function recencyWalkDraft(
         matched = groupMatch.length;
         continue;
       }
-      if (state === ROOT || matched < options.minMatch) break;
-      const token = sam.recentToken(state);
-      out[offset + count++] = token;
-      if (count === k) break;
-      state = sam.recentTarget(state);
-      matched++;
-      corpus.extendMatch(corpusMatch, token);
-      continue;
     }
     if (state === ROOT || matched < options.minMatch) break;
-    out[offset + count++] = sam.recentToken(state);
+    const token = sam.recentToken(state);
+    out[offset + count++] = token;
     state = sam.recentTarget(state);
     matched++;
+    if (corpus !== null && corpusMatch !== null && count < k) corpus.extendMatch(corpusMatch, token);
   }
   return count;
 }
