@@ -70,6 +70,7 @@ function batchPairs(what: string, example: string, value: RegExp) {
 
 const VerifyCostArg = batchPairs('cost', '1:1.05,32:1.35,128:2.3', /\d+(\.\d+)?/);
 const KByBatchArg = batchPairs('K', '4:8,32:3', /\d+/);
+const CorpusTokensArg = z.coerce.number().int().nonnegative().default(DEFAULT_ENGINE_OPTIONS.corpusTokens);
 
 const ReplayArgs = z
   .object({
@@ -81,7 +82,7 @@ const ReplayArgs = z
     siblings: z.enum(SIBLING_MODES).default('live'),
     history: z.string().optional(),
     'min-match': positiveInt.default(1),
-    'corpus-tokens': z.coerce.number().int().nonnegative().default(DEFAULT_ENGINE_OPTIONS.corpusTokens),
+    'corpus-tokens': CorpusTokensArg,
     'k-by-batch': KByBatchArg.optional(),
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
@@ -238,7 +239,7 @@ async function runRollout(argv: string[]): Promise<void> {
       'per-seq-ms': z.coerce.number().nonnegative().default(0.1),
       'verify-cost': VerifyCostArg.optional(),
       'k-by-batch': KByBatchArg.default([]),
-      'corpus-tokens': z.coerce.number().int().nonnegative().default(DEFAULT_ENGINE_OPTIONS.corpusTokens),
+      'corpus-tokens': CorpusTokensArg,
       json: z.boolean().default(false),
     }),
     values,
