@@ -6,7 +6,9 @@
  * 4 engines stepping at once (4 Python processes). Prints one JSON object on the last line.
  *
  * Python numbers are the shim's per-step cost (its session builds the deltas from token rows, round
- * trips and unpacks), Node numbers a prepared batch's round trip. Numbers are reported, never gated:
+ * trips and unpacks: fastLaneUs*, grpcUs*), the awaited call within it (encode, round trip, decode:
+ * fastLaneCallUs*) and an empty PING round trip on the same connection (pingUs*, the floor every
+ * call pays here); Node numbers a prepared batch's round trip. Numbers are reported, never gated:
  * machines are shared and noisy.
  */
 import { spawn, spawnSync } from 'node:child_process';

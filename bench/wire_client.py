@@ -3,7 +3,9 @@ shim pays them: its session builds each request's delta from the batch's token r
 trips and unpacks the drafts. Prints one JSON object.
 
   latency:    fast lane (stdlib socket) and gRPC (grpcio), batch B, 1-4 new tokens per request
-              from recorded (or synthetic) rollouts
+              from recorded (or synthetic) rollouts: the whole step, its awaited call alone
+              (encode, round trip, decode), and an empty PING round trip on the same socket (the
+              floor any call pays on this machine)
   throughput: one engine stepping as fast as it can for S seconds (run 4 at once for 4 engines)
 """
 import argparse
@@ -16,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "src"))
 
+from sam_sidecar import wire  # noqa: E402
 from sam_sidecar.client import FastLaneClient  # noqa: E402
 from sam_sidecar.grpc_client import GrpcStepClient  # noqa: E402
 from sam_sidecar.session import DraftSession  # noqa: E402
@@ -78,14 +81,29 @@ def percentile(values, q):
 
 
 def latency(client, rows, batch, steps, k, seed):
-    """Per-step cost of the shim's session: build the deltas, round trip, unpack the drafts."""
+    """Per-step cost of the shim's session (build the deltas, round trip, unpack the drafts), and
+    of the call within it (encode, round trip, decode)."""
     session = DraftSession(k, client=client, engine_id=f"bench-{seed}-{os.getpid()}", local_threshold=0, keep_latencies=True)
     work = Workload(batch, rows, seed)
     for _ in range(steps + 1):
         result = work.step(session)
         if result.source != "sidecar":
             raise SystemExit(f"step {session.step_id} failed: the sidecar did not answer")
-    return session.stats.step_us[1:]  # the first step carries every full context
+    stats = session.stats
+    return stats.step_us[1:], stats.call_us[1:]  # the first step carries every full context
+
+
+def ping_latency(client, count):
+    """Empty round trips (PING, PONG) on the step's connection and deadline."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call_id = client.next_call_id()
+        kind, _ = wire.parse_header(client.call(wire.encode_ping(call_id), call_id))
+        samples.append((time.perf_counter() - started) * 1e6)
+        if kind != wire.KIND_PONG:
+            raise SystemExit(f"a PING got frame kind {kind}")
+    return samples
 
 
 def throughput(socket_path, rows, batch, seconds, k, engine_index):
@@ -118,10 +136,19 @@ def main():
     if args.mode == "throughput":
         print(json.dumps({"stepsPerSec": throughput(args.socket, rows, args.batch, args.seconds, args.k, args.engine_index)}))
         return
-    fast = latency(FastLaneClient(args.socket, deadline_s=1.0), rows, args.batch, args.steps, args.k, seed=1)
-    out = {"fastLaneUsP50": percentile(fast, 0.5), "fastLaneUsP99": percentile(fast, 0.99)}
+    client = FastLaneClient(args.socket, deadline_s=1.0)
+    fast, fast_call = latency(client, rows, args.batch, args.steps, args.k, seed=1)
+    ping = ping_latency(client, args.steps)
+    out = {
+        "fastLaneUsP50": percentile(fast, 0.5),
+        "fastLaneUsP99": percentile(fast, 0.99),
+        "fastLaneCallUsP50": percentile(fast_call, 0.5),
+        "fastLaneCallUsP99": percentile(fast_call, 0.99),
+        "pingUsP50": percentile(ping, 0.5),
+        "pingUsP99": percentile(ping, 0.99),
+    }
     if args.grpc:
-        slow = latency(GrpcStepClient(args.grpc, deadline_s=5.0), rows, args.batch, max(200, args.steps // 4), args.k, seed=2)
+        slow, _ = latency(GrpcStepClient(args.grpc, deadline_s=5.0), rows, args.batch, max(200, args.steps // 4), args.k, seed=2)
         out.update({"grpcUsP50": percentile(slow, 0.5), "grpcUsP99": percentile(slow, 0.99)})
     print(json.dumps({key: round(value, 1) for key, value in out.items()}))
 

@@ -38,7 +38,8 @@ class SessionStats:
     item_errors: int = 0
     drafted_rows: int = 0
     draft_tokens: int = 0
-    step_us: List[float] = field(default_factory=list)
+    step_us: List[float] = field(default_factory=list)  # whole step: build, round trip, unpack
+    call_us: List[float] = field(default_factory=list)  # its awaited call: encode, round trip, decode
 
 
 def default_engine_id() -> str:
@@ -164,7 +165,10 @@ class DraftSession:
                 self._unawaited = sent
                 self._record(started)
                 return StepResult([[] for _ in range(n_rows)], False, "above_threshold", "sidecar")
+            call_started = time.perf_counter()
             reply = self.client.step(request)
+            if self.keep_latencies:
+                self.stats.call_us.append((time.perf_counter() - call_started) * 1e6)
         except (SidecarUnavailable, wire.WireError) as error:
             return self._fail_open(error, n_rows, num_reqs, prefill, started)
         self._apply_reply(sent, reply)
