@@ -1,5 +1,6 @@
 /**
- * The busy poll that keeps the sidecar's event loop awake between decode steps (opt-in).
+ * The busy poll that keeps the sidecar's event loop awake for a window: after a PING (the shim
+ * announcing a step) until that step is answered, and after every step where configured.
  */
 import { describe, expect, it } from 'vitest';
 import { BusyPoll } from '../src/server/busy-poll.js';
@@ -15,15 +16,16 @@ async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> 
 }
 
 describe('busy poll', () => {
-  it('never polls with a window of 0 (the default)', async () => {
-    const poll = new BusyPoll(0);
-    poll.extend();
+  it('never polls for a window of 0 (after a step, by default)', async () => {
+    const poll = new BusyPoll();
+    poll.restart(0);
+    poll.extend(0);
     expect(poll.active).toBe(false);
   });
 
-  it('keeps the loop polling for its window after a step, then lets it sleep', async () => {
-    const poll = new BusyPoll(50_000);
-    poll.extend();
+  it('keeps the loop polling for its window, then lets it sleep', async () => {
+    const poll = new BusyPoll();
+    poll.restart(50_000);
     expect(poll.active).toBe(true);
     await turn();
     expect(poll.active).toBe(true);
@@ -31,8 +33,8 @@ describe('busy poll', () => {
   });
 
   it('does not starve timers or I/O while polling', async () => {
-    const poll = new BusyPoll(1_000_000);
-    poll.extend();
+    const poll = new BusyPoll();
+    poll.extend(1_000_000);
     const fired = await new Promise<boolean>((resolve) => setTimeout(() => resolve(true), 10));
     expect(fired).toBe(true);
     expect(poll.active).toBe(true);
@@ -40,10 +42,21 @@ describe('busy poll', () => {
     await until(() => !poll.active);
   });
 
-  it('restarts its window on every step, and stops at shutdown', async () => {
-    const poll = new BusyPoll(1_000_000);
-    poll.extend();
-    poll.extend(); // a second step while polling: one poll loop, a later end
+  it('extend keeps a longer window; restart replaces it, and restart(0) ends it', async () => {
+    const poll = new BusyPoll();
+    poll.restart(1_000_000);
+    poll.extend(10); // a PING while a long window runs: the long window stays
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(poll.active).toBe(true);
+    poll.restart(0); // the announced step was answered and no poll after steps is configured
+    await turn();
+    await turn();
+    expect(poll.active).toBe(false);
+  });
+
+  it('stops at shutdown', async () => {
+    const poll = new BusyPoll();
+    poll.extend(1_000_000);
     poll.stop();
     await turn();
     await turn();

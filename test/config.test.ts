@@ -28,6 +28,11 @@ describe('configuration', () => {
     expect(loadConfig({ env: { SAM_SIDECAR_BUSY_POLL_US: '2000' }, file: null }).busyPollUs).toBe(2000);
   });
 
+  it('polls for 1 ms after a PING, the shim announcing a step (SAM_SIDECAR_WAKE_POLL_US; 0 turns it off)', () => {
+    expect(loadConfig({ env: {}, file: null }).wakePollUs).toBe(1000);
+    expect(loadConfig({ env: { SAM_SIDECAR_WAKE_POLL_US: '0' }, file: null }).wakePollUs).toBe(0);
+  });
+
   it('keeps a corpus of finished requests within its own budget (SAM_SIDECAR_CORPUS_TOKENS; 0 turns it off)', () => {
     expect(loadConfig({ env: {}, file: null }).memory.corpusTokens).toBe(4_000_000);
     expect(loadConfig({ env: { SAM_SIDECAR_CORPUS_TOKENS: '0' }, file: null }).memory.corpusTokens).toBe(0);

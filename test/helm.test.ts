@@ -97,7 +97,7 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
   });
 
   it('writes a config file the sidecar itself accepts, with the values given', () => {
-    const { manifests } = render(['config: {busyPollUs: 2000, gate: {threshold: 8, mode: adaptive, kByBatch: [[4, 8], [32, 3]]}}']);
+    const { manifests } = render(['config: {busyPollUs: 2000, wakePollUs: 300, gate: {threshold: 8, mode: adaptive, kByBatch: [[4, 8], [32, 3]]}}']);
     const configMap = manifests.find((m) => m.object.kind === 'ConfigMap')!.object;
     const file = join(mkdtempSync(join(tmpdir(), 'sam-helm-config-')), 'config.json');
     writeFileSync(file, configMap.data['config.json']);
@@ -105,6 +105,7 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(config.gate).toMatchObject({ threshold: 8, mode: 'adaptive', kByBatch: [[4, 8], [32, 3]] });
     expect(config.memory.maxTokens).toBe(64_000_000);
     expect(config.busyPollUs).toBe(2000);
+    expect(config.wakePollUs).toBe(300);
   });
 
   it('renders a ServiceMonitor and its Service only when asked', () => {

@@ -296,6 +296,18 @@ describe('sidecar server', () => {
     expect(sidecar.context.busyPoll.active).toBe(false);
   });
 
+  it('after a PING polls (wakePollUs) until the step it announced is answered, and only then', async () => {
+    const sidecar = await start({ wakePollUs: 1_000_000 });
+    const client = await fastLane(sidecar);
+    await client.ping();
+    expect(sidecar.context.busyPoll.active).toBe(true);
+    const reply = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]));
+    expect(drafts(reply)).toEqual([[3, 1, 2]]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(sidecar.context.busyPoll.active).toBe(false); // busyPollUs is 0: no poll after steps
+    await sidecar.close();
+  });
+
   it('serves gRPC over TCP as well when configured, with the same Step and Stats', async () => {
     const sidecar = await start({ grpc: { tcp: '127.0.0.1:0' } });
     const tcp = sidecar.grpc.addresses.find((address) => !address.startsWith('unix:'))!;

@@ -233,3 +233,53 @@ def test_wire_frames_round_trip_against_the_sidecar(sidecar):
         raise AssertionError("k = 99 must be refused")
     except wire.WireError as error:
         assert error.code == "K_OUT_OF_RANGE" and error.field == "k"
+
+
+def test_each_awaited_step_is_announced_by_a_ping_whose_pong_is_skipped(sidecar):
+    woken = session_for(sidecar)
+    plain = DraftSession(3, FastLaneClient(sidecar.socket, deadline_s=0.5, wake=False), engine_id=f"plain-{time.monotonic_ns()}")
+    pings = []
+    send = woken.client.wake
+    woken.client.wake = lambda: (pings.append(1), send())
+    contexts = {"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7, 8, 7]}
+    woken_batch, plain_batch = Batch(contexts), Batch(contexts)
+    for step in range(6):
+        if step:
+            for batch in (woken_batch, plain_batch):
+                batch.set_row(0, PROMPT + [1, 2, 3] * (2 + step))
+                batch.set_row(1, PROMPT + [7, 8] * (2 + step))
+        first, second = woken_batch.step(woken), plain_batch.step(plain)
+        assert first.source == second.source == "sidecar"
+        assert first.drafts == second.drafts  # the same drafts, with or without the announcement
+    assert len(pings) == 6 and woken.client.connects == 1 and not woken.client._wakes
+
+
+def test_frames_read_together_are_split_and_none_is_lost(socket_dir):
+    """A wake's PONG and the next reply may come in one read: the bytes past the first frame stay
+    for the next one."""
+    path = os.path.join(socket_dir, "two-frames.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer_pings_two_at_a_time():
+        conn, _ = server.accept()
+        frames = []
+        while True:
+            data = conn.recv(4096)
+            if not data:
+                return
+            for at in range(0, len(data), wire.HEADER_BYTES):
+                frames.append(wire.parse_header(data[at : at + wire.HEADER_BYTES])[1])
+            if len(frames) >= 2:
+                conn.sendall(b"".join(wire.HEADER.pack(8, wire.MAGIC, wire.VERSION, wire.KIND_PONG, call_id) for call_id in frames))
+                frames = []
+
+    threading.Thread(target=answer_pings_two_at_a_time, daemon=True).start()
+    client = FastLaneClient(path, deadline_s=1.0)
+    client._connection()
+    for _ in range(3):
+        client.wake()
+        assert client.ping(deadline_s=1.0)  # its PONG came in the same read as the wake's
+        assert not client._wakes and client._buffered == 0
+    server.close()

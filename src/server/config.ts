@@ -97,6 +97,12 @@ export const ConfigSchema = z
      * busy-poll.ts): faster steps for one busy core. 0 (default) never polls.
      */
     busyPollUs: nonNegativeInt.max(1_000_000).default(0),
+    /**
+     * Microseconds the event loop polls after a PING, or until the next step is answered: the
+     * shim pings as it starts building a step, so waking the sidecar overlaps that work. 0: a
+     * PING only answers.
+     */
+    wakePollUs: nonNegativeInt.max(1_000_000).default(1000),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
     shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
   })
@@ -135,6 +141,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_CORPUS_TOKENS', ['memory', 'corpusTokens'], 'int'],
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
   ['SAM_SIDECAR_BUSY_POLL_US', ['busyPollUs'], 'int'],
+  ['SAM_SIDECAR_WAKE_POLL_US', ['wakePollUs'], 'int'],
 ];
 
 /** config/sam-sidecar.json of the installed package. */

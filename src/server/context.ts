@@ -21,13 +21,19 @@ export class SidecarContext {
     readonly metrics: SidecarMetrics,
     readonly logger: Logger,
   ) {
-    this.busyPoll = new BusyPoll(config.busyPollUs);
+    this.busyPoll = new BusyPoll();
+  }
+
+  /** A PING: the shim sends one as it starts building a step, so the step finds the loop awake. */
+  expectStep(): void {
+    if (this.ready) this.busyPoll.extend(this.config.wakePollUs);
   }
 
   step(batch: StepBatch): StepOutcome {
     if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
     const outcome = this.service.step(batch, Date.now());
-    this.busyPoll.extend();
+    // Ends a PING's window (the step it announced is here) unless configured to poll on.
+    this.busyPoll.restart(this.config.busyPollUs);
     if (this.service.corpusPending && !this.corpusFlushScheduled) {
       // After the transport has written this reply, not before: indexing finished outputs is off
       // the step's critical path unless the next step arrives first (it then flushes them itself).

@@ -96,6 +96,7 @@ export function answerFrame(context: SidecarContext, frame: Buffer, transport: T
         return encodeCount(FrameKind.RELEASE_REPLY, context.release(engineId, reqIds), callId);
       }
       case FrameKind.PING:
+        context.expectStep();
         return encodeEmpty(FrameKind.PONG, callId);
       default:
         throw sidecarError('MALFORMED_FRAME', `unknown frame kind ${header.kind}`, 'kind');

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import time
+from collections import deque
 from typing import Optional, Tuple
 
 from . import wire
@@ -47,8 +48,11 @@ class FastLaneClient:
         backoff_max_s: float = 2.0,
         connect_timeout_s: float = 0.05,
         spin_s: Optional[float] = None,
+        wake: Optional[bool] = None,
     ):
         self.socket_path = socket_path or socket_path_from_env()
+        # wake(): a PING as a step starts, so the sidecar is awake when the step arrives.
+        self.wakes_enabled = os.environ.get("SAM_SIDECAR_WAKE", "1") != "0" if wake is None else wake
         # Poll for the reply this long before blocking: a blocked thread's (v)CPU may idle, and
         # waking it costs tens of microseconds per call, at times a millisecond on a VM; the runner
         # has nothing else to do meanwhile. Each empty poll yields the CPU, so threads that share
@@ -67,6 +71,8 @@ class FastLaneClient:
         self._buffer = bytearray(1 << 16)
         self._unread: Optional[int] = None  # call id of a sent frame whose reply is still unread
         self._read_ahead: Optional[Tuple[int, bytes]] = None  # a reply read before its receive()
+        self._wakes: deque = deque()  # call ids of wake PINGs whose PONG is still to be skipped
+        self._buffered = 0  # bytes of the next frame(s) already read into _buffer
 
     # ------------------------------------------------------------------ connection
 
@@ -78,6 +84,8 @@ class FastLaneClient:
             self._sock = None
             self._retry_at = 0.0
             self._unread = self._read_ahead = None
+            self._wakes.clear()
+            self._buffered = 0
         now = time.monotonic()
         if now < self._retry_at:
             raise SidecarUnavailable(f"backing off for {self._retry_at - now:.3f}s after a failure")
@@ -115,6 +123,8 @@ class FastLaneClient:
                 pass
         self._sock = None
         self._unread = self._read_ahead = None  # their replies are gone with the connection
+        self._wakes.clear()
+        self._buffered = 0
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.backoff_max_s)
 
@@ -122,6 +132,9 @@ class FastLaneClient:
         if self._sock is not None and self._pid == os.getpid():
             self._sock.close()
         self._sock = None
+        self._unread = self._read_ahead = None
+        self._wakes.clear()
+        self._buffered = 0
 
     # ------------------------------------------------------------------ calls
 
@@ -133,6 +146,22 @@ class FastLaneClient:
         """Sends one frame and returns the reply frame, within the deadline."""
         self.send(frame, call_id)
         return self.receive(call_id, deadline_s)
+
+    def wake(self) -> None:
+        """Tells the sidecar a step is coming: an empty PING, sent without waiting, whose PONG the
+        next read skips. A sidecar that slept between steps wakes while the step is being built
+        (waking costs tens of microseconds on a VM) and polls until the step arrives. Best effort:
+        no connection is made for it, and a failure is left for the step's own send to meet."""
+        sock = self._sock
+        if not self.wakes_enabled or sock is None or self._pid != os.getpid() or len(self._wakes) >= 4:
+            return
+        call_id = self.next_call_id()
+        try:
+            sock.sendall(wire.encode_ping(call_id))
+        except OSError:
+            self._fail()
+            return
+        self._wakes.append(call_id)
 
     def send(self, frame: bytes, call_id: int) -> None:
         """Sends a frame without waiting for its reply; receive(call_id) returns it later. Replies
@@ -171,15 +200,31 @@ class FastLaneClient:
         return reply
 
     def _read_reply(self, sock: socket.socket, call_id: int, deadline: float) -> bytes:
-        return reply_to(call_id, self._read_frame(sock, deadline))
+        frame = self._read_frame(sock, deadline)
+        while self._wakes and wire.parse_header(frame) == (wire.KIND_PONG, self._wakes[0]):
+            self._wakes.popleft()  # replies come in order: a wake's PONG precedes later replies
+            frame = self._read_frame(sock, deadline)
+        return reply_to(call_id, frame)
 
     def _read_frame(self, sock: socket.socket, deadline: float) -> bytes:
+        """The next frame. A read may bring more than one (a wake's PONG and the step's reply):
+        the bytes past this frame stay in the buffer for the next call."""
         view = memoryview(self._buffer)
-        have = 0
+        have = self._buffered
         need = 4
         length = -1
         spin_until = time.monotonic() + min(self.spin_s, max(0.0, deadline - time.monotonic()))
-        while have < need:
+        while True:
+            if length < 0 and have >= 4:
+                length = struct.unpack_from("<I", self._buffer, 0)[0]
+                need = 4 + length
+                if need > len(self._buffer):
+                    grown = bytearray(max(need, 2 * len(self._buffer)))
+                    grown[:have] = self._buffer[:have]
+                    self._buffer = grown
+                    view = memoryview(self._buffer)
+            if have >= need:
+                break
             now = time.monotonic()
             if have > 0 and now > deadline:
                 raise SidecarUnavailable("deadline passed while reading the reply")
@@ -194,15 +239,11 @@ class FastLaneClient:
             if got == 0:
                 raise SidecarUnavailable("connection closed by the sidecar")
             have += got
-            if length < 0 and have >= 4:
-                length = struct.unpack_from("<I", self._buffer, 0)[0]
-                need = 4 + length
-                if need > len(self._buffer):
-                    grown = bytearray(max(need, 2 * len(self._buffer)))
-                    grown[:have] = self._buffer[:have]
-                    self._buffer = grown
-                    view = memoryview(self._buffer)
-        return bytes(self._buffer[:need])
+        frame = bytes(view[:need])
+        self._buffered = have - need
+        if self._buffered:
+            self._buffer[: self._buffered] = self._buffer[need:have]  # a copy: the ranges may overlap
+        return frame
 
     def step(self, request: "wire.StepRequest") -> "wire.StepReply":
         """One Step over the fast lane. Raises SidecarUnavailable or wire.WireError."""

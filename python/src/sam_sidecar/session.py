@@ -121,6 +121,8 @@ class DraftSession:
         sent, and its reply is applied at the start of the next step."""
         started = time.perf_counter()
         self.step_id += 1
+        if not self._sent_unawaited(num_reqs, prefill) and hasattr(self.client, "wake"):
+            self.client.wake()  # the sidecar wakes while this step is built
         self._apply_unawaited()
         n_rows = len(req_ids)
         steady = self._steady
@@ -157,7 +159,7 @@ class DraftSession:
             self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
         )
         sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady)
-        unawaited = self._off_above > 0 and not prefill and num_reqs > self._off_above and hasattr(self.client, "send")
+        unawaited = self._sent_unawaited(num_reqs, prefill)  # the bound as the last reply announced it
         try:
             if unawaited:
                 sent.call_id = self.client.next_call_id()
@@ -188,6 +190,9 @@ class DraftSession:
             self.stats.draft_tokens += int(lengths.sum())
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
+
+    def _sent_unawaited(self, num_reqs: int, prefill: bool) -> bool:
+        return self._off_above > 0 and not prefill and num_reqs > self._off_above and hasattr(self.client, "send")
 
     def _fail_open(self, error: Exception, n_rows: int, num_reqs: int, prefill: bool, started: float) -> StepResult:
         # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
