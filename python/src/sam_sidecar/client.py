@@ -81,11 +81,8 @@ class FastLaneClient:
             return self._sock
         if self._pid != os.getpid():
             # Inherited across a fork: never use the parent's socket, never close it for the parent.
-            self._sock = None
+            self._drop_connection_state()
             self._retry_at = 0.0
-            self._unread = self._read_ahead = None
-            self._wakes.clear()
-            self._buffered = 0
         now = time.monotonic()
         if now < self._retry_at:
             raise SidecarUnavailable(f"backing off for {self._retry_at - now:.3f}s after a failure")
@@ -121,16 +118,18 @@ class FastLaneClient:
                 self._sock.close()
             except OSError:
                 pass
-        self._sock = None
-        self._unread = self._read_ahead = None  # their replies are gone with the connection
-        self._wakes.clear()
-        self._buffered = 0
+        self._drop_connection_state()
         self._retry_at = time.monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, self.backoff_max_s)
 
     def close(self) -> None:
         if self._sock is not None and self._pid == os.getpid():
             self._sock.close()
+        self._drop_connection_state()
+
+    def _drop_connection_state(self) -> None:
+        """Forgets the socket and what was on its way on it: unread replies, skipped PONGs, bytes
+        read past a frame are gone with the connection."""
         self._sock = None
         self._unread = self._read_ahead = None
         self._wakes.clear()
@@ -250,7 +249,8 @@ class FastLaneClient:
         call_id = self.next_call_id()
         return wire.decode_reply(self.call(request.encode(call_id), call_id))
 
-    def ping(self, deadline_s: float = 0.5) -> bool:
+    def ping(self, deadline_s: Optional[float] = 0.5) -> bool:
+        """An empty round trip; deadline_s None: the client's own deadline."""
         call_id = self.next_call_id()
         try:
             kind, _ = wire.parse_header(self.call(wire.encode_ping(call_id), call_id, deadline_s))
