@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian/Ubuntu machine for sam-sidecar: system packages for the Python shim and
 # the chart tests, the npm dependencies, and the build. Safe to run again.
-#   Debian packages: python3 + numpy + torch + pytest + grpcio (the shim and its tests), Go with
+#   Debian packages: python3 + numpy + torch + pytest + grpcio + packaging + prometheus-client
+#   (the shim and its tests), Go with
 #   sprig and yaml.v3 (renders the Helm chart in its tests: there is no helm binary), git.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then
   if command -v sudo >/dev/null; then SUDO="sudo"; else echo "setup: run as root or install sudo" >&2; exit 1; fi
 fi
-PACKAGES=(python3 python3-pytest python3-numpy python3-grpcio python3-torch
+PACKAGES=(python3 python3-pytest python3-numpy python3-grpcio python3-torch python3-packaging python3-prometheus-client
           golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev git)
 missing=()
 for package in "${PACKAGES[@]}"; do

@@ -5,7 +5,6 @@ It raises on failure; `session.DraftSession` turns failures into "no drafts this
 """
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import struct
@@ -15,7 +14,7 @@ from typing import Optional, Tuple
 
 from . import wire
 
-logger = logging.getLogger("sam_sidecar")
+from .support import logger
 
 DEFAULT_SOCKET = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sam-sidecar", "sidecar.sock")
 
@@ -29,6 +28,20 @@ _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
 class SidecarUnavailable(Exception):
     """No connection (refused, missing socket, backing off) or the call missed its deadline."""
+
+    def __init__(self, message: str, deadline_missed: bool = False):
+        super().__init__(message)
+        self.deadline_missed = deadline_missed
+
+
+def call_failed(error: BaseException, deadline_s: float) -> SidecarUnavailable:
+    """The error a failed call raises: a kernel timeout (EAGAIN on a socket with SO_RCVTIMEO /
+    SO_SNDTIMEO) is said as the deadline it is, not as the errno."""
+    if isinstance(error, SidecarUnavailable):
+        return error
+    if isinstance(error, (socket.timeout, BlockingIOError, TimeoutError)):
+        return SidecarUnavailable(f"deadline {deadline_s * 1000:g} ms exceeded", deadline_missed=True)
+    return SidecarUnavailable(f"step call failed: {error!r}")
 
 
 def reply_to(call_id: int, reply: bytes) -> bytes:
@@ -173,7 +186,7 @@ class FastLaneClient:
             sock.sendall(frame)
         except (OSError, socket.timeout, SidecarUnavailable) as error:
             self._fail()
-            raise SidecarUnavailable(f"step call failed: {error!r}") from error
+            raise call_failed(error, self.deadline_s) from error
         self._unread = call_id
 
     def receive(self, call_id: int, deadline_s: Optional[float] = None) -> bytes:
@@ -194,7 +207,7 @@ class FastLaneClient:
                 self._set_kernel_timeout(sock, self.deadline_s)
         except (OSError, socket.timeout, SidecarUnavailable) as error:
             self._fail()
-            raise SidecarUnavailable(f"step call failed: {error!r}") from error
+            raise call_failed(error, budget) from error
         self._unread = None
         return reply
 
@@ -226,7 +239,7 @@ class FastLaneClient:
                 break
             now = time.monotonic()
             if have > 0 and now > deadline:
-                raise SidecarUnavailable("deadline passed while reading the reply")
+                raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True)
             if now < spin_until:
                 try:
                     got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)

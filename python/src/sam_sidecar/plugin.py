@@ -1,13 +1,16 @@
 """vLLM general plugin (entry point `vllm.general_plugins` -> `sam = sam_sidecar.plugin:register`).
 
-vLLM calls `register()` in every process it starts (engine core, each worker), so it is
-re-entrant and cheap. It makes `speculative_config.method = "sam"` work:
-- the config: "sam" is run through vLLM's n-gram slot (no draft model, probability-free drafts),
-  marked so the runners know it is sam;
-- the runner: vLLM-Ascend's drafter factory (or upstream vLLM's GPUModelRunner) gets the sam
-  drafter, and vLLM-Ascend's rejection sampler the lossless rule for probability-free drafts.
-Versions outside the known lists are refused (SAM_SIDECAR_FORCE_PATCH=1 overrides); when a patch is
-refused or fails, vLLM keeps its n-gram drafter, which is lossless too, and the log says why.
+vLLM calls `register()` in every process it starts (API server, engine core, each worker), so it is
+re-entrant and cheap: it reads versions from package metadata and imports nothing of the engine's.
+It makes `speculative_config.method = "sam"` work, or refuses it:
+- the config: on a supported release (support.ROWS) "sam" runs through vLLM's n-gram slot (no draft
+  model, probability-free drafts), marked so the runners know it is sam. On any other release the
+  engine does not start: one error names the versions and the fix. With SAM_SIDECAR_DISABLE=1,
+  "sam" becomes no speculation at all, which is lossless on every release.
+- the runner: once the engine imports its model runner module, the runner class is patched to
+  build the sam drafter and to verify its drafts with the shim's lossless sampler, and checks both
+  at the end of its __init__ (vllm_ascend.py, vllm_upstream.py). A sam config on a release the shim
+  does not support stops the runner there too, so probability-free drafts never reach another rule.
 
 verl: +actor_rollout_ref.rollout.engine_kwargs.vllm.speculative_config.method=sam
       +actor_rollout_ref.rollout.engine_kwargs.vllm.speculative_config.num_speculative_tokens=3
@@ -15,21 +18,28 @@ verl: +actor_rollout_ref.rollout.engine_kwargs.vllm.speculative_config.method=sa
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from typing import Any
 
-logger = logging.getLogger("sam_sidecar")
+from . import after_import, metrics, support
+from .support import SamSidecarError, logger
 
 METHOD = "sam"
 ENV_METHOD = "SAM_SIDECAR_METHOD"  # set by the config patch, inherited by worker processes
 ENV_DISABLE = "SAM_SIDECAR_DISABLE"
-ENV_FORCE = "SAM_SIDECAR_FORCE_PATCH"
+# The n-gram slot validates lookup bounds that sam does not use: any consistent pair passes.
+NGRAM_SLOT_LOOKUP = {"prompt_lookup_min": 1, "prompt_lookup_max": 1}
 
-_state = {"config": False, "engine": False}
+_state = {"config": False, "runner": False}
+
+
+def disabled() -> bool:
+    return os.environ.get(ENV_DISABLE) == "1"
 
 
 def is_sam(vllm_config: Any) -> bool:
+    if disabled():
+        return False
     spec = getattr(vllm_config, "speculative_config", None)
     if spec is None:
         return False
@@ -41,11 +51,16 @@ def rewrite_speculative_config(spec: Any) -> Any:
     if not isinstance(spec, dict) or spec.get("method") != METHOD:
         return spec
     os.environ[ENV_METHOD] = METHOD
-    rewritten = dict(spec, method="ngram")
-    # The n-gram slot needs lookup bounds; the sidecar ignores them.
-    rewritten.setdefault("prompt_lookup_max", 5)
-    rewritten.setdefault("prompt_lookup_min", 2)
-    return rewritten
+    ignored = sorted(key for key in NGRAM_SLOT_LOOKUP if key in spec)
+    if ignored:
+        logger.info("sam-sidecar: %s have no meaning for method 'sam' and are ignored", ", ".join(ignored))
+    return dict(spec, method="ngram", **NGRAM_SLOT_LOOKUP)
+
+
+def refuse(error: SamSidecarError) -> SamSidecarError:
+    metrics.inc("refusals")
+    logger.error("sam-sidecar: %s", error)
+    return error
 
 
 def _patch_config() -> None:
@@ -63,15 +78,24 @@ def _patch_config() -> None:
 
     def create_speculative_config(self, *args, **kwargs):
         requested = self.speculative_config
-        sam = isinstance(requested, dict) and requested.get("method") == METHOD
-        if sam:
-            self.speculative_config = rewrite_speculative_config(requested)
+        if not (isinstance(requested, dict) and requested.get("method") == METHOD):
+            return original(self, *args, **kwargs)
+        if disabled():
+            logger.warning("sam-sidecar: %s=1: method 'sam' runs without speculative decoding", ENV_DISABLE)
+            replacement = None
+        else:
+            try:
+                row, version = support.detect()
+            except SamSidecarError as error:
+                raise refuse(error) from None
+            logger.info("sam-sidecar: method 'sam' on %s %s (%s): drafts from the sidecar, lossless verification", "vLLM-Ascend" if row.engine == "vllm-ascend" else "vLLM", version, row.label)
+            replacement = rewrite_speculative_config(requested)
+        self.speculative_config = replacement
         try:
             config = original(self, *args, **kwargs)
         finally:
-            if sam:
-                self.speculative_config = requested
-        if sam and config is not None:
+            self.speculative_config = requested
+        if replacement is not None and config is not None:
             try:
                 object.__setattr__(config, "sam_sidecar", True)
             except (AttributeError, TypeError):
@@ -83,41 +107,49 @@ def _patch_config() -> None:
     _state["config"] = True
 
 
-def _known(version: str, known) -> bool:
-    return any(version == v or (v.endswith(".") and version.startswith(v)) for v in known)
-
-
-def _try_patch(engine_name: str, module_name: str, integration_name: str, known_attribute: str) -> bool:
-    """Patches one engine if it is installed and its version is known (or forced). Returns
-    whether the engine is installed (then no other engine is tried)."""
-    try:
-        engine = importlib.import_module(module_name)
-    except ImportError:
-        return False
-    integration = importlib.import_module(f"{__package__}.{integration_name}")
-    known = getattr(integration, known_attribute)
-    version = getattr(engine, "__version__", "unknown")
-    if not (_known(version, known) or os.environ.get(ENV_FORCE) == "1"):
-        logger.error("sam-sidecar: %s %s is not a version this shim knows %s; not patching (set %s=1 to try)", engine_name, version, known, ENV_FORCE)
-        return True
-    integration.patch(engine, is_sam)
-    _state["engine"] = True
-    return True
-
-
-def _patch_engine() -> None:
-    if _state["engine"]:
+def _refusing_runner(runner_module, runner_class_name: str, error: SamSidecarError) -> None:
+    """An unsupported release: a runner built for a sam config stops with `error`."""
+    runner_class = getattr(runner_module, runner_class_name, None)
+    if runner_class is None or getattr(runner_class, "_sam_sidecar", False):
         return
-    # vLLM-Ascend is a platform plugin on top of vLLM: when it is there, it owns the runner.
-    if not _try_patch("vLLM-Ascend", "vllm_ascend", "vllm_ascend", "KNOWN_VERSIONS"):
-        _try_patch("vLLM", "vllm", "vllm_upstream", "KNOWN_VERSIONS_PREFIXES")
+    original_init = runner_class.__init__
+
+    def __init__(self, vllm_config, *args, **kwargs):
+        if is_sam(vllm_config):
+            raise refuse(error)
+        original_init(self, vllm_config, *args, **kwargs)
+
+    runner_class.__init__ = __init__
+    runner_class._sam_sidecar = True
+
+
+def _watch_runner() -> None:
+    if _state["runner"]:
+        return
+    _state["runner"] = True
+    ascend = support.installed_version("vllm-ascend") is not None
+    module_name, class_name = ("vllm_ascend.worker.model_runner_v1", "NPUModelRunner") if ascend else ("vllm.v1.worker.gpu_model_runner", "GPUModelRunner")
+    try:
+        row, version = support.detect()
+    except SamSidecarError as error:
+        refusal = error  # `error` is unbound after the except block; the callback runs later
+        after_import.when_imported(module_name, lambda module: _refusing_runner(module, class_name, refusal))
+        return
+    integration = importlib.import_module(f"{__package__}.{'vllm_ascend' if row.engine == 'vllm-ascend' else 'vllm_upstream'}")
+
+    def patch(module) -> None:
+        try:
+            integration.patch_runner_module(module, row, is_sam, version)
+        except SamSidecarError as error:
+            _refusing_runner(module, row.runner_class, error)
+
+    after_import.when_imported(row.runner_module, patch)
 
 
 def register() -> None:
-    if os.environ.get(ENV_DISABLE) == "1":
-        return
     try:
         _patch_config()
-        _patch_engine()
-    except Exception:  # never take vLLM down: without the patch it runs its own n-gram drafter
-        logger.exception("sam-sidecar: plugin registration failed; vLLM continues without the sam drafter")
+        if not disabled():
+            _watch_runner()
+    except Exception:  # a plugin bug must not take down engines that do not ask for sam
+        logger.exception("sam-sidecar: plugin registration failed; method 'sam' is unavailable in this process")

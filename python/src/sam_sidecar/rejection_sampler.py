@@ -15,9 +15,12 @@ cumulative counts, target probabilities [num_tokens, vocab], bonus tokens [batch
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+import inspect
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
+
+from .support import SamSidecarError
 
 PLACEHOLDER_TOKEN_ID = -1
 
@@ -181,18 +184,50 @@ def rejection_sample(
     )
 
 
-def patch_module(module, is_sam_active) -> bool:
-    """Routes probability-free drafts of a vLLM(-Ascend) rejection sampler module through the
-    lossless rule above; drafts with probabilities keep the module's own path. Idempotent."""
-    original = getattr(module, "rejection_sample", None)
-    if original is None or getattr(original, "_sam_sidecar", False):
-        return False
+SAMPLE_PARAMETERS = ("draft_token_ids", "num_draft_tokens", "max_spec_len", "cu_num_draft_tokens", "draft_probs")
+SAMPLE_TAIL = ("bonus_token_ids", "sampling_metadata")
 
-    def patched(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata, *args, **kwargs):
-        if draft_probs is None and is_sam_active():
+
+def _sampling_function(sampler_class):
+    forward = getattr(sampler_class, "forward", None)
+    namespace = getattr(forward, "__globals__", None)
+    if namespace is None or not callable(namespace.get("rejection_sample")):
+        raise SamSidecarError("SAMPLER_MISMATCH", f"{getattr(sampler_class, '__qualname__', sampler_class)}.forward does not call a module-level rejection_sample: not the sampler this shim knows")
+    return namespace
+
+
+def install(sampler_class, argument: str, on_verify: Optional[Callable[[], None]] = None):
+    """Makes the `rejection_sample` that `sampler_class.forward` really calls (its module's global,
+    resolved after every patch the engine applied to it) verify probability-free drafts with the
+    lossless rule above. Drafts with probabilities keep the engine's own path. `argument` is the name
+    the engine's function gives its sixth parameter; only "target_probs" is accepted: a function that
+    takes logits, or anything else, is refused rather than guessed at. Idempotent; returns the
+    installed function."""
+    namespace = _sampling_function(sampler_class)
+    original = namespace["rejection_sample"]
+    if getattr(original, "_sam_sidecar", False):
+        return original
+    expected = SAMPLE_PARAMETERS + (argument,) + SAMPLE_TAIL
+    found = tuple(inspect.signature(original).parameters)[: len(expected)]
+    if argument != "target_probs" or found != expected:
+        raise SamSidecarError("SAMPLER_MISMATCH", f"the engine's rejection_sample{found} is not {expected} with target probabilities: the shim cannot verify sam's drafts losslessly through it")
+
+    def lossless_rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata, *args, **kwargs):
+        if draft_probs is None:
+            if on_verify is not None:
+                on_verify()
             return rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, None, target_probs, bonus_token_ids, sampling_metadata)
         return original(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata, *args, **kwargs)
 
-    patched._sam_sidecar = True  # type: ignore[attr-defined]
-    module.rejection_sample = patched
-    return True
+    lossless_rejection_sample._sam_sidecar = True  # type: ignore[attr-defined]
+    lossless_rejection_sample.__wrapped__ = original  # type: ignore[attr-defined]
+    namespace["rejection_sample"] = lossless_rejection_sample
+    return lossless_rejection_sample
+
+
+def installed(sampler_class) -> bool:
+    """Whether the function `sampler_class.forward` calls is the lossless one."""
+    try:
+        return bool(getattr(_sampling_function(sampler_class)["rejection_sample"], "_sam_sidecar", False))
+    except SamSidecarError:
+        return False

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set
 
 import numpy as np
 
-from . import wire
+from . import metrics, wire
 from .client import FastLaneClient, RateLimitedLog, SidecarUnavailable
 from .gate import local_decision
 
@@ -186,8 +186,13 @@ class DraftSession:
                 for j, row in enumerate(rows.tolist()):
                     drafts[row] = per_item[j]
             lengths = reply.draft_lengths
-            self.stats.drafted_rows += int(np.count_nonzero(lengths))
-            self.stats.draft_tokens += int(lengths.sum())
+            drafted_rows = int(np.count_nonzero(lengths))
+            draft_tokens = int(lengths.sum())
+            self.stats.drafted_rows += drafted_rows
+            self.stats.draft_tokens += draft_tokens
+            if drafted_rows:
+                metrics.inc("drafted_steps")
+                metrics.inc("draft_tokens", draft_tokens)
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
 
@@ -197,6 +202,9 @@ class DraftSession:
     def _fail_open(self, error: Exception, n_rows: int, num_reqs: int, prefill: bool, started: float) -> StepResult:
         # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
         self.stats.failed_steps += 1
+        metrics.inc("fail_opens")
+        if getattr(error, "deadline_missed", False):
+            metrics.inc("deadline_misses")
         self._log.warning("step", "sam-sidecar: no drafts this step (fail open): %s", error)
         speculate, reason = local_decision(num_reqs, prefill, self.local_threshold)
         self._record(started)
@@ -266,6 +274,7 @@ class DraftSession:
             elif status == wire.STATUS_RESYNC:
                 confirmed.pop(req_id, None)
                 self.stats.resyncs += 1
+                metrics.inc("resyncs")
             else:
                 confirmed.pop(req_id, None)
                 self._refused.add(req_id)
@@ -276,6 +285,7 @@ class DraftSession:
 
     def _record(self, started: float) -> None:
         self.stats.steps += 1
+        metrics.inc("steps")
         if self.keep_latencies:
             self.stats.step_us.append((time.perf_counter() - started) * 1e6)
 

@@ -1,31 +1,35 @@
-"""vLLM-Ascend integration: the `sam` drafter behind NPUModelRunner.propose_draft_token_ids.
+"""vLLM-Ascend integration (rows "vLLM-Ascend 0.11.x-0.12.x" and "0.13.x-0.14.x" of support.ROWS).
 
-vLLM-Ascend builds its drafter with `vllm_ascend.spec_decode.get_spec_decode_method(method,
-vllm_config, device, runner)` and calls `drafter.generate_token_ids(valid_sampled_token_ids,
-sampling_metadata, scheduler_output, spec_decode_metadata, ...)` once per step. `patch()` makes that
-factory return `AscendSamProposer` for the sam method and routes probability-free drafts through
-the lossless rejection sampler (vLLM-Ascend 0.14.0rc1's block-verify rule for K >= 3 is not
-distribution-preserving without draft probabilities).
+In these releases `NPUModelRunner` builds its drafter by calling the name `get_spec_decode_method`
+from its own module's globals (imported from `vllm_ascend.spec_decode`), in `__init__` (0.11) or
+`_get_drafter` (0.12 on), with `(method, vllm_config, device, runner)`; for the n-gram slot it calls
+`drafter.generate_token_ids(valid_sampled_token_ids, sampling_metadata, scheduler_output, ...)` once
+per step. Its rejection sampler is `AscendRejectionSampler` (0.11-0.12) or vLLM's `RejectionSampler`
+(0.13 on), whose forward calls the module-level `rejection_sample` that vLLM-Ascend's worker patch
+(`vllm_ascend.patch.worker.patch_rejection_sampler`) replaced with its own; from 0.13.0rc2 that
+function verifies K >= 3 with block verification, which is biased without draft probabilities.
+
+`patch_runner_module` runs right after the engine imports the runner module (after vLLM-Ascend's
+worker patches). For a sam config the drafter becomes `AscendSamProposer` and the function the
+sampler's forward calls becomes the shim's lossless rule; at the end of the runner's `__init__` both
+are checked, and a runner without them does not start.
 """
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any, Callable
 
+from . import rejection_sampler
+from . import metrics
 from .proposer import SamProposerCore
+from .support import Row, SamSidecarError, logger
 from .tensor_parallel import TensorParallelShare
 
-logger = logging.getLogger("sam_sidecar")
-
-# Versions whose sources this integration was written against. Others are refused unless
-# SAM_SIDECAR_FORCE_PATCH=1 (the structural checks below still apply).
-KNOWN_VERSIONS = ("0.11.0rc0", "0.11.0rc1", "0.11.0", "0.12.0rc1", "0.13.0rc1", "0.14.0rc1")
 FACTORY_PARAMETERS = ("method", "vllm_config", "device", "runner")
 
 
 class AscendSamProposer:
-    """Drafter interface of vLLM-Ascend's NPUModelRunner (the shape of its NgramProposer)."""
+    """Drafter interface of vLLM-Ascend's NPUModelRunner for the n-gram slot (0.11-0.14)."""
 
     def __init__(self, vllm_config, device=None, runner=None, core: SamProposerCore | None = None):
         self.vllm_config = vllm_config
@@ -41,62 +45,79 @@ class AscendSamProposer:
     def dummy_run(self, *args, **kwargs) -> None:
         """Nothing to warm up."""
 
-    def generate_token_ids(
-        self,
-        valid_sampled_token_ids,
-        sampling_metadata=None,
-        scheduler_output=None,
-        spec_decode_metadata=None,
-        positions=None,
-        num_scheduled_tokens=None,
-        hidden_states=None,
-        attn_metadata=None,
-        aux_hidden_states=None,
-        *args,
-        **kwargs,
-    ) -> list:
+    def generate_token_ids(self, valid_sampled_token_ids, sampling_metadata=None, scheduler_output=None, *args, **kwargs) -> list:
         finished = getattr(scheduler_output, "finished_req_ids", ()) if scheduler_output is not None else ()
         prefill = bool(getattr(self.runner, "with_prefill", False))
-        drafts = self.core.propose(self.runner.input_batch, valid_sampled_token_ids, finished, prefill)
-        # The batch-size switch of the seed, decided by the sidecar (or locally when it is unreachable).
-        self.runner.speculative_decoding_active = self.core.last.speculate if self.core.last is not None else True
-        return drafts
+        return self.core.propose(self.runner.input_batch, valid_sampled_token_ids, finished, prefill)
 
 
 def check_factory(factory: Callable[..., Any]) -> None:
     parameters = tuple(inspect.signature(factory).parameters)[: len(FACTORY_PARAMETERS)]
     if parameters != FACTORY_PARAMETERS:
-        raise RuntimeError(f"get_spec_decode_method{parameters} is not the interface this shim knows {FACTORY_PARAMETERS}")
+        raise SamSidecarError("RUNNER_MISMATCH", f"get_spec_decode_method{parameters} is not the interface this shim knows {FACTORY_PARAMETERS}")
 
 
-def patch(vllm_ascend_module, is_sam: Callable[[Any], bool]) -> bool:
-    """Installs the sam drafter and the lossless sampler into an imported vllm_ascend. Idempotent."""
-    import importlib
+def build_drafter(row: Row, runner_module, vllm_config, device, runner) -> AscendSamProposer:
+    """The sam drafter, after making the runner's sampler lossless for probability-free drafts."""
+    sampler_class = getattr(runner_module, row.sampler_class, None)
+    if sampler_class is None:
+        raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} has no {row.sampler_class}: not {row.label}")
+    rejection_sampler.install(sampler_class, row.sampler_argument, on_verify=lambda: metrics.inc("lossless_verifications"))
+    return AscendSamProposer(vllm_config, device, runner)
 
-    spec_decode = importlib.import_module("vllm_ascend.spec_decode")
-    original = spec_decode.get_spec_decode_method
+
+def check_runner(row: Row, runner) -> None:
+    """After the runner's __init__: the drafter is sam's and its sampler's function is lossless."""
+    drafter = getattr(runner, "drafter", None)
+    if drafter is None:
+        return  # not the last pipeline stage: this rank neither drafts nor verifies
+    if not isinstance(drafter, AscendSamProposer):
+        raise SamSidecarError("RUNNER_MISMATCH", f"method 'sam' asked for, but the runner built {type(drafter).__name__}: {row.label} did not call the drafter factory the shim patched")
+    sampler = getattr(runner, "rejection_sampler", None)
+    if sampler is None or not rejection_sampler.installed(type(sampler)):
+        raise SamSidecarError("SAMPLER_MISMATCH", f"method 'sam' asked for, but the runner's {type(sampler).__name__} does not call the shim's lossless sampler; refusing to verify probability-free drafts with {row.label}'s own rule")
+
+
+def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], version: str) -> bool:
+    """Installs the sam drafter into an imported `vllm_ascend.worker.model_runner_v1`. Idempotent."""
+    original = getattr(runner_module, "get_spec_decode_method", None)
+    runner_class = getattr(runner_module, row.runner_class, None)
+    if original is None or runner_class is None:
+        raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} has no get_spec_decode_method / {row.runner_class}: not {row.label}")
     if getattr(original, "_sam_sidecar", False):
         return False
     check_factory(original)
 
     def get_spec_decode_method(method, vllm_config, device, runner, *args, **kwargs):
         if is_sam(vllm_config):
-            return AscendSamProposer(vllm_config, device, runner)
+            return build_drafter(row, runner_module, vllm_config, device, runner)
         return original(method, vllm_config, device, runner, *args, **kwargs)
 
     get_spec_decode_method._sam_sidecar = True  # type: ignore[attr-defined]
-    spec_decode.get_spec_decode_method = get_spec_decode_method
-    # The runner module imported the factory by name: replace that binding too.
-    for module_name in ("vllm_ascend.worker.model_runner_v1", "vllm_ascend.torchair.torchair_model_runner"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        if getattr(module, "get_spec_decode_method", None) is original:
-            module.get_spec_decode_method = get_spec_decode_method
+    runner_module.get_spec_decode_method = get_spec_decode_method
 
-    from . import rejection_sampler
+    original_init = runner_class.__init__
 
-    rejection_sampler.patch_module(importlib.import_module("vllm_ascend.sample.rejection_sampler"), is_sam_active=lambda: True)
-    logger.info("sam-sidecar: vLLM-Ascend %s patched (sam drafter, lossless probability-free rejection sampling)", getattr(vllm_ascend_module, "__version__", "?"))
+    def __init__(self, vllm_config, *args, **kwargs):
+        original_init(self, vllm_config, *args, **kwargs)
+        if is_sam(vllm_config):
+            check_runner(row, self)
+            logger.info("sam drafter active: vLLM-Ascend %s, lossless sampler installed", version)
+
+    runner_class.__init__ = __init__
     return True
+
+
+def drafter_for_patched_factory(vllm_config, device, runner) -> AscendSamProposer:
+    """The entry of the plain patch (patches/vllm-ascend-sam.patch), for deployments without
+    plugins: the same version check, sampler installation and drafter as the plugin's path."""
+    from . import plugin, support
+
+    row, version = support.detect()
+    if row.engine != "vllm-ascend":
+        raise plugin.refuse(SamSidecarError("UNSUPPORTED_VERSION", f"the vLLM-Ascend patch runs on vLLM-Ascend, found {row.label}"))
+    import importlib
+
+    drafter = build_drafter(row, importlib.import_module(row.runner_module), vllm_config, device, runner)
+    logger.info("sam drafter active: vLLM-Ascend %s, lossless sampler installed", version)
+    return drafter

@@ -1,25 +1,23 @@
-"""Upstream vLLM integration (GPUModelRunner).
+"""Upstream vLLM integration (row "vLLM 0.11.x-0.14.x" of support.ROWS).
 
-vLLM's custom proposer class mechanism hands a proposer row-aligned arrays without request ids, and
-its suffix-decoding slot, which does see the input batch, needs arctic-inference at config time. So
-the plugin runs `sam` through the n-gram slot (no model, probability-free drafts, same scheduling)
-and replaces the runner's drafter: `SamUpstreamProposer.propose` ignores the n-gram arguments and
-reads the runner's input batch, identifying requests by id. Finished ids are taken from the
-scheduler output when the runner updates its states. Upstream's rejection sampler already handles
-probability-free drafts with the lossless rule, so it is left alone.
+In these releases `GPUModelRunner.__init__` builds `NgramProposer(vllm_config)` for the n-gram slot
+and `RejectionSampler(self.sampler)`; `propose_draft_token_ids` asserts the drafter is an
+`NgramProposer` and calls `drafter.propose(sampled_token_ids, ...)` once per step for the whole
+batch (0.11: with req_ids, num_tokens_no_spec, token_ids_cpu, spec_decode_unsupported_reqs; 0.14:
+num_tokens_no_spec, token_ids_cpu). The sam drafter is made a subclass of the runner module's
+`NgramProposer` and reads the runner's input batch instead, identifying requests by id; finished
+ids come from the scheduler output in `_update_states`. The function `RejectionSampler.forward`
+calls becomes the shim's lossless rule (upstream's own rule is lossless too; one verified rule on
+every row), and both are checked at the end of `__init__`.
 """
 from __future__ import annotations
 
-import importlib
-import logging
 from typing import Any, Callable
 
+from . import metrics, rejection_sampler
 from .proposer import SamProposerCore
+from .support import Row, SamSidecarError, logger
 from .tensor_parallel import TensorParallelShare
-
-logger = logging.getLogger("sam_sidecar")
-
-KNOWN_VERSIONS_PREFIXES = ("0.10.", "0.11.", "0.12.", "0.13.", "0.14.")
 
 
 class SamUpstreamProposer:
@@ -41,26 +39,36 @@ class SamUpstreamProposer:
         return self.core.propose(self.runner.input_batch, sampled_token_ids, finished)
 
 
-def patch(vllm_module, is_sam: Callable[[Any], bool]) -> bool:
-    """Makes GPUModelRunner use SamUpstreamProposer when the config asks for sam. Idempotent."""
-    runner_module = importlib.import_module("vllm.v1.worker.gpu_model_runner")
-    Runner = runner_module.GPUModelRunner
+def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], version: str) -> bool:
+    """Makes an imported `vllm.v1.worker.gpu_model_runner` build the sam drafter for sam configs.
+    Idempotent."""
+    Runner = getattr(runner_module, row.runner_class, None)
+    ngram_class = getattr(runner_module, "NgramProposer", None)
+    sampler_class = getattr(runner_module, row.sampler_class, None)
+    if Runner is None or ngram_class is None or sampler_class is None:
+        raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} lacks {row.runner_class}, NgramProposer or {row.sampler_class}: not {row.label}")
     if getattr(Runner, "_sam_sidecar", False):
         return False
     for name in ("__init__", "_update_states", "propose_draft_token_ids"):
         if not hasattr(Runner, name):
-            raise RuntimeError(f"GPUModelRunner.{name} is missing: not a vLLM this shim knows")
+            raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_class}.{name} is missing: not {row.label}")
     original_init = Runner.__init__
     original_update = Runner._update_states
-
-    # The n-gram slot asserts isinstance(drafter, NgramProposer): the sam drafter is made a subclass.
-    ngram_class = getattr(runner_module, "NgramProposer", None)
-    drafter_class = type("SamNgramSlotProposer", (SamUpstreamProposer, ngram_class), {}) if ngram_class is not None else SamUpstreamProposer
+    # The n-gram slot asserts isinstance(drafter, NgramProposer): the sam drafter is a subclass.
+    drafter_class = type("SamNgramSlotProposer", (SamUpstreamProposer, ngram_class), {})
 
     def __init__(self, vllm_config, *args, **kwargs):
         original_init(self, vllm_config, *args, **kwargs)
-        if is_sam(vllm_config):
-            self.drafter = drafter_class(vllm_config, self)
+        if not is_sam(vllm_config) or getattr(self, "drafter", None) is None:
+            return
+        if not isinstance(self.drafter, ngram_class):
+            raise SamSidecarError("RUNNER_MISMATCH", f"method 'sam' runs in the n-gram slot, but the runner built {type(self.drafter).__name__}")
+        self.drafter = drafter_class(vllm_config, self)
+        rejection_sampler.install(sampler_class, row.sampler_argument, on_verify=lambda: metrics.inc("lossless_verifications"))
+        sampler = getattr(self, "rejection_sampler", None)
+        if sampler is None or not rejection_sampler.installed(type(sampler)):
+            raise SamSidecarError("SAMPLER_MISMATCH", f"method 'sam' asked for, but the runner's {type(sampler).__name__} does not call the shim's lossless sampler")
+        logger.info("sam drafter active: vLLM %s, lossless sampler installed", version)
 
     def _update_states(self, scheduler_output, *args, **kwargs):
         if isinstance(getattr(self, "drafter", None), SamUpstreamProposer):
@@ -70,6 +78,4 @@ def patch(vllm_module, is_sam: Callable[[Any], bool]) -> bool:
     Runner.__init__ = __init__
     Runner._update_states = _update_states
     Runner._sam_sidecar = True
-    # Upstream's rejection sampler already treats probability-free drafts losslessly: left as is.
-    logger.info("sam-sidecar: vLLM %s patched (sam drafter in the n-gram slot)", getattr(vllm_module, "__version__", "?"))
     return True

@@ -1,0 +1,241 @@
+"""Stand-in vLLM and vLLM-Ascend source trees, written from the recorded facts of each release
+(vllm_ascend.json, vllm.json beside this file; scripts/check-vllm-contracts.py re-checks those facts
+against the real sources). They are real packages on disk, imported through Python's import system,
+so what matters to the shim behaves as in the release it names:
+- the version lives in installed distribution metadata and a generated `_version.py`, never in a
+  `__version__` attribute of the package;
+- importing vLLM-Ascend's runner module runs its worker patches first (0.13 on: vLLM's sampler module
+  gets vLLM-Ascend's `rejection_sample`, with block verification for K >= 3 from 0.13.0rc2);
+- the runner builds its drafter through the factory name in its module (from `__init__` or
+  `_get_drafter`), its sampler as that release does, and calls the drafter and the sampler with that
+  release's argument shapes; the n-gram slot is dispatched by method name where the release does.
+The rules these stand-ins verify with are the shim's own implementations of vLLM's standard rule
+and of block verification without draft probabilities (sam_sidecar.rejection_sampler).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ASCEND = json.loads((HERE / "vllm_ascend.json").read_text())["tags"]
+VLLM = json.loads((HERE / "vllm.json").read_text())["lines"]
+UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.15.0rc1", "0.16.0rc1", "0.17.0rc1", "0.18.0", "0.23.0", "0.25.1rc1")
+UNSUPPORTED_VLLM = ("0.10.2", "0.15.0", "0.19.0", "0.33.0")
+
+SAMPLING_RULES = '''
+from sam_sidecar.rejection_sampler import block_verify_without_draft_probs, rejection_sample_point_mass
+
+
+def _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata):
+    assert draft_probs is None, "stand-ins verify probability-free drafts only"
+    greedy = None if sampling_metadata.all_random else sampling_metadata.temperature <= 0
+    return rejection_sample_point_mass(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, target_probs, bonus_token_ids, greedy)
+'''
+
+SAMPLER_CLASS = '''
+import torch
+
+
+class {name}:
+    def __init__(self, sampler=None):
+        self.sampler = sampler
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, metadata, draft_probs, target_logits, bonus_token_ids, sampling_metadata):
+        target_probs = torch.softmax(target_logits.to(torch.float64), dim=-1)
+        return rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+'''
+
+ENGINE_ARGS = '''
+from types import SimpleNamespace
+
+KNOWN_METHODS = ("ngram", "eagle", "eagle3", "medusa", "mtp", "suffix")
+
+
+class EngineArgs:
+    def __init__(self, speculative_config=None):
+        self.speculative_config = speculative_config
+
+    def create_speculative_config(self, *args, **kwargs):
+        spec = self.speculative_config
+        if spec is None:
+            return None
+        if spec.get("method") not in KNOWN_METHODS:
+            raise ValueError(f"unknown speculative method {spec.get('method')!r}")
+        low, high = spec.get("prompt_lookup_min"), spec.get("prompt_lookup_max")
+        if low is None and high is None:
+            low = high = 5
+        low, high = low or high, high or 5
+        if low > high:
+            raise ValueError("prompt_lookup_min must be <= prompt_lookup_max")
+        return SimpleNamespace(method=spec["method"], num_speculative_tokens=spec["num_speculative_tokens"], prompt_lookup_min=low, prompt_lookup_max=high)
+'''
+
+
+def _write(root: Path, relative: str, source: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(source))
+    for parent in path.relative_to(root).parents:
+        if str(parent) != ".":
+            (root / parent / "__init__.py").touch(exist_ok=True)
+
+
+def _dist_info(root: Path, name: str, version: str) -> None:
+    info = root / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def _vllm_base(root: Path) -> None:
+    _write(root, "vllm/__init__.py", "")
+    _write(root, "vllm/engine/arg_utils.py", ENGINE_ARGS)
+    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES + "\nrejection_sample = _standard\n" + SAMPLER_CLASS.format(name="RejectionSampler"))
+
+
+def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_version: str | None = None) -> Path:
+    """A vLLM-Ascend tree shaped like `tag`, installed as `version` (default: the tag's), on the
+    vLLM it was released with. Returns the folder to put on sys.path."""
+    entry = ASCEND.get(tag, ASCEND["v0.14.0rc1"])
+    version = version or tag.lstrip("v")
+    _dist_info(root, "vllm_ascend", version)
+    _dist_info(root, "vllm", vllm_version or entry["vllm"] or "0.14.1")
+    _vllm_base(root)
+    _write(root, "vllm_ascend/__init__.py", "def register():\n    return 'vllm_ascend.platform.NPUPlatform'\n")
+    _write(root, "vllm_ascend/_version.py", f"__version__ = {version!r}\n")
+    _write(root, "vllm_ascend/spec_decode/__init__.py", '''
+        class NgramProposer:
+            """vLLM-Ascend's own n-gram drafter: its drafts are recognisable in tests."""
+            name = "ngram"
+
+            def __init__(self, vllm_config, device, runner):
+                self.runner = runner
+
+            def generate_token_ids(self, valid_sampled_token_ids, *args):
+                return [[7, 7, 7] for _ in valid_sampled_token_ids]
+
+
+        def get_spec_decode_method(method, vllm_config, device, runner):
+            if method == "ngram":
+                return NgramProposer(vllm_config, device, runner)
+            raise ValueError(f"Unknown speculative decoding method: {method}")
+        ''')
+    ascend_rule = "block_verify_without_draft_probs(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, target_probs, bonus_token_ids)"
+    rule = f'''
+        def rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata):
+            using_block_verify = {"max_spec_len >= 3" if entry["block_verify"] else "False"}
+            if using_block_verify:
+                return {ascend_rule}
+            return _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+        '''
+    sampler_source = SAMPLING_RULES + textwrap.dedent(rule)
+    if entry["sampler"] == "AscendRejectionSampler":
+        sampler_source += SAMPLER_CLASS.format(name="AscendRejectionSampler")
+    _write(root, "vllm_ascend/sample/rejection_sampler.py", sampler_source)
+    worker_patches = ""
+    if entry["worker_patch_copies_sampler"]:
+        _write(root, "vllm_ascend/patch/worker/__init__.py", "import vllm_ascend.patch.worker.patch_rejection_sampler  # noqa\n")
+        _write(root, "vllm_ascend/patch/worker/patch_rejection_sampler.py", '''
+            import vllm.v1.sample.rejection_sampler as rs
+
+            from vllm_ascend.sample.rejection_sampler import rejection_sample
+
+            rs.rejection_sample = rejection_sample
+            ''')
+        _write(root, "vllm_ascend/patch/worker/patch_module.py", "")
+        worker_patches = "import vllm_ascend.patch.worker.patch_module  # noqa: runs vllm_ascend.patch.worker first\n"
+    sampler_import = "from vllm_ascend.sample.rejection_sampler import AscendRejectionSampler" if entry["sampler"] == "AscendRejectionSampler" else "from vllm.v1.sample.rejection_sampler import RejectionSampler"
+    build = "self.drafter = get_spec_decode_method(self.speculative_config.method, vllm_config, device, self)" if entry["factory_called_from"] == "__init__" else "self.drafter = self._get_drafter()"
+    if entry["dispatch_by_method"]:
+        propose = '''if self.speculative_config.method in ("suffix", "ngram"):
+                    return self.drafter.generate_token_ids(valid_sampled_token_ids, sampling_metadata, scheduler_output, spec_decode_metadata, positions, num_scheduled_tokens, hidden_states, aux_hidden_states)
+                raise NotImplementedError(self.speculative_config.method)'''
+    else:
+        propose = "return self.drafter.generate_token_ids(valid_sampled_token_ids, sampling_metadata, scheduler_output, spec_decode_metadata, positions, num_scheduled_tokens, hidden_states, attn_metadata, aux_hidden_states)"
+    _write(root, "vllm_ascend/worker/model_runner_v1.py", worker_patches + sampler_import + "\nfrom vllm_ascend.spec_decode import get_spec_decode_method\n" + textwrap.dedent(f'''
+
+        class NPUModelRunner:
+            def __init__(self, vllm_config, device="npu:0"):
+                self.vllm_config = vllm_config
+                self.device = device
+                self.speculative_config = vllm_config.speculative_config
+                self.sampler = object()
+                self.drafter = None
+                if self.speculative_config:
+                    {build}
+                    self.rejection_sampler = {entry["sampler"]}(self.sampler)
+
+            def _get_drafter(self):
+                return get_spec_decode_method(self.speculative_config.method, self.vllm_config, self.device, self)
+
+            def propose_draft_token_ids(self, valid_sampled_token_ids, sampling_metadata, scheduler_output, spec_decode_metadata, positions=None, num_scheduled_tokens=0, hidden_states=None, attn_metadata=None, aux_hidden_states=None):
+                if not self.drafter:
+                    return None
+                {propose}
+        '''))
+    return root
+
+
+def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
+    """An upstream vLLM tree shaped like release line `line` ("0.11", "0.14"), installed as
+    `version` (default: that line's .0 release)."""
+    entry = VLLM.get(line, VLLM["0.14"])
+    _dist_info(root, "vllm", version or f"{line}.0")
+    _vllm_base(root)
+    if entry["propose_arguments"] == 5:
+        call = "self.drafter.propose(sampled_token_ids, self.input_batch.req_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, self.input_batch.spec_decode_unsupported_reqs)"
+    else:
+        call = "self.drafter.propose(sampled_token_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu)"
+    _write(root, "vllm/v1/spec_decode/ngram_proposer.py", '''
+        class NgramProposer:
+            def __init__(self, vllm_config):
+                self.vllm_config = vllm_config
+
+            def propose(self, sampled_token_ids, *args):
+                return [[7, 7, 7] for _ in sampled_token_ids]
+        ''')
+    _write(root, "vllm/v1/worker/gpu_model_runner.py", textwrap.dedent(f'''
+        from vllm.v1.sample.rejection_sampler import RejectionSampler
+        from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
+
+        class GPUModelRunner:
+            def __init__(self, vllm_config, device="cuda:0"):
+                self.vllm_config = vllm_config
+                self.speculative_config = vllm_config.speculative_config
+                self.sampler = object()
+                self.drafter = None
+                self.finished_seen = []
+                if self.speculative_config and self.speculative_config.method == "ngram":
+                    self.drafter = NgramProposer(self.vllm_config)
+                    self.rejection_sampler = RejectionSampler(self.sampler)
+
+            def _update_states(self, scheduler_output):
+                for req_id in scheduler_output.finished_req_ids:
+                    self.finished_seen.append(req_id)
+
+            def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args):
+                assert isinstance(self.drafter, NgramProposer)
+                return {call}
+        '''))
+    return root
+
+
+ENGINE_MODULES = ("vllm", "vllm_ascend")
+
+
+def forget_engine_modules() -> None:
+    """Drops every imported vllm / vllm_ascend module, so the next import reads the next tree."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in ENGINE_MODULES:
+            del sys.modules[name]
+
+
+def path_entry(root: Path) -> str:
+    return os.fspath(root)

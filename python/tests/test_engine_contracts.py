@@ -1,0 +1,226 @@
+"""The shim on every row of its support matrix, through stand-ins written from each release's recorded
+contract (tests/contracts/), and its refusals everywhere else.
+
+For each supported release: `method: sam` reaches the runner as sam's drafts, the function the
+runner's rejection sampler really calls is the lossless one (a chi-square test at K = 3 that the
+release's own rule fails where it uses block verification), SAM_SIDECAR_DISABLE=1 gives an engine
+without speculation, and an unsupported or unreadable version stops the engine with one error.
+"""
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from contracts import standins
+from sam_sidecar import after_import, metrics, plugin
+from sam_sidecar.support import SamSidecarError
+
+SUPPORTED_ASCEND = sorted(standins.ASCEND)
+SUPPORTED_VLLM = sorted(standins.VLLM)
+PROMPT = [100, 101, 102, 103]
+
+
+@pytest.fixture
+def engine(tmp_path, monkeypatch):
+    """Installs a stand-in tree: engine("ascend", tag, ...) or engine("vllm", line, ...)."""
+    monkeypatch.delenv(plugin.ENV_METHOD, raising=False)
+    monkeypatch.delenv(plugin.ENV_DISABLE, raising=False)
+    monkeypatch.setattr(plugin, "_state", {"config": False, "runner": False})
+    monkeypatch.setattr(after_import, "_pending", {})
+
+    def install(kind, name, **versions):
+        root = tmp_path / "site"
+        if kind == "ascend":
+            standins.write_vllm_ascend(root, name, **versions)
+        else:
+            standins.write_vllm(root, name, **versions)
+        standins.forget_engine_modules()
+        monkeypatch.syspath_prepend(str(root))
+        return root
+
+    yield install
+    standins.forget_engine_modules()
+    sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not after_import._finder]
+
+
+def sam_config(k=3):
+    from vllm.engine.arg_utils import EngineArgs
+
+    config = EngineArgs({"method": "sam", "num_speculative_tokens": k}).create_speculative_config()
+    return SimpleNamespace(speculative_config=config)
+
+
+def input_batch():
+    tokens = np.zeros((4, 64), dtype=np.int32)
+    tokens[0, :9] = PROMPT + [1, 2, 3, 1, 2]
+    return SimpleNamespace(req_ids=["r"], num_tokens_no_spec=np.array([9, 0, 0, 0]), token_ids_cpu=tokens, num_prompt_tokens=np.array([4, 0, 0, 0]), spec_decode_unsupported_reqs=set())
+
+
+def first_token_check(sampler, trials=20000, k=3, vocab=6, seed=0):
+    """Draws `trials` first emitted tokens at K = k through `sampler` (the runner's rejection
+    sampler object, called as the runner calls it) with p(draft) = 0.5 at every position. Returns
+    (share of first tokens equal to the draft, chi-square statistic over the vocabulary)."""
+    torch.manual_seed(seed)
+    p = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.05, 0.05], dtype=torch.float64)
+    logits = p.log().repeat(trials * k, 1)
+    metadata = SimpleNamespace(
+        draft_token_ids=torch.zeros(trials * k, dtype=torch.long),
+        num_draft_tokens=[k] * trials,
+        max_spec_len=k,
+        cu_num_draft_tokens=torch.arange(1, trials + 1, dtype=torch.int32) * k,
+    )
+    sampling = SimpleNamespace(all_greedy=False, all_random=True, temperature=None, generators={})
+    bonus = torch.multinomial(p, trials, replacement=True).reshape(trials, 1)
+    out = sampler(metadata, None, logits, bonus, sampling)
+    first = out[:, 0].to(torch.long)
+    counts = torch.bincount(first, minlength=vocab).to(torch.float64)
+    expected = p * trials
+    return float(counts[0] / trials), float(((counts - expected) ** 2 / expected).sum())
+
+
+CHI_SQUARE_5_DOF_AT_0_1_PERCENT = 20.52
+
+
+@pytest.mark.parametrize("tag", SUPPORTED_ASCEND)
+def test_each_supported_vllm_ascend_release_drafts_with_sam_and_verifies_losslessly(tag, engine, sidecar, monkeypatch, caplog):
+    engine("ascend", tag)
+    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
+    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
+    plugin.register()
+    assert "vllm_ascend.worker.model_runner_v1" not in sys.modules  # nothing imported early
+    config = sam_config()
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    verified_before = metrics.value("lossless_verifications")
+    with caplog.at_level("INFO", logger="vllm.sam_sidecar"):
+        runner = runner_module.NPUModelRunner(config)
+    assert f"sam drafter active: vLLM-Ascend {tag.lstrip('v')}, lossless sampler installed" in caplog.text
+    runner.input_batch = input_batch()
+    steps = metrics.value("steps")
+    drafts = runner.propose_draft_token_ids([[2]], None, SimpleNamespace(finished_req_ids=set()), None)
+    assert drafts == [[3, 1, 2]]  # the sidecar's continuation, not vLLM-Ascend's own n-gram drafter
+    assert metrics.value("steps") == steps + 1
+    share, chi_square = first_token_check(runner.rejection_sampler)
+    assert abs(share - 0.5) < 0.015 and chi_square < CHI_SQUARE_5_DOF_AT_0_1_PERCENT
+    assert metrics.value("lossless_verifications") == verified_before + 1
+
+
+@pytest.mark.parametrize("tag", [t for t in SUPPORTED_ASCEND if standins.ASCEND[t]["block_verify"]])
+def test_the_lossless_check_fails_on_the_releases_own_rule_which_other_methods_keep(tag, engine):
+    engine("ascend", tag)
+    plugin.register()
+    from vllm.engine.arg_utils import EngineArgs
+
+    plain = SimpleNamespace(speculative_config=EngineArgs({"method": "ngram", "num_speculative_tokens": 3}).create_speculative_config())
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    runner = runner_module.NPUModelRunner(plain)
+    assert type(runner.drafter).__name__ == "NgramProposer"
+    share, chi_square = first_token_check(runner.rejection_sampler)
+    assert share > 0.7 and chi_square > CHI_SQUARE_5_DOF_AT_0_1_PERCENT  # block verification's bias
+
+
+@pytest.mark.parametrize("line", SUPPORTED_VLLM)
+def test_each_supported_vllm_release_drafts_with_sam_in_the_ngram_slot(line, engine, sidecar, monkeypatch, caplog):
+    engine("vllm", line)
+    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
+    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
+    plugin.register()
+    assert "vllm.v1.worker.gpu_model_runner" not in sys.modules
+    config = sam_config()
+    from vllm.v1.worker import gpu_model_runner
+
+    with caplog.at_level("INFO", logger="vllm.sam_sidecar"):
+        runner = gpu_model_runner.GPUModelRunner(config)
+    assert f"sam drafter active: vLLM {line}.0, lossless sampler installed" in caplog.text
+    runner.input_batch = input_batch()
+    assert runner.propose_draft_token_ids(None, [[2]]) == [[3, 1, 2]]
+    share, chi_square = first_token_check(runner.rejection_sampler)
+    assert abs(share - 0.5) < 0.015 and chi_square < CHI_SQUARE_5_DOF_AT_0_1_PERCENT
+    runner._update_states(SimpleNamespace(finished_req_ids={"r"}))
+    assert runner.finished_seen == ["r"] and runner.drafter._finished == ["r"]
+
+
+@pytest.mark.parametrize("kind,name", [("ascend", t) for t in SUPPORTED_ASCEND] + [("vllm", v) for v in SUPPORTED_VLLM])
+def test_the_disable_switch_runs_sam_configs_without_speculation(kind, name, engine, monkeypatch, caplog):
+    engine(kind, name)
+    monkeypatch.setenv(plugin.ENV_DISABLE, "1")
+    plugin.register()
+    config = sam_config()
+    assert config.speculative_config is None and "runs without speculative decoding" in caplog.text
+    if kind == "ascend":
+        import vllm_ascend.worker.model_runner_v1 as runner_module
+
+        runner = runner_module.NPUModelRunner(config)
+    else:
+        from vllm.v1.worker import gpu_model_runner
+
+        runner = gpu_model_runner.GPUModelRunner(config)
+    assert runner.drafter is None
+
+
+@pytest.mark.parametrize("version", standins.UNSUPPORTED_ASCEND)
+def test_unsupported_vllm_ascend_releases_refuse_sam_with_one_clear_error(version, engine, monkeypatch):
+    engine("ascend", "v0.14.0rc1", version=version)
+    refusals = metrics.value("refusals")
+    plugin.register()
+    with pytest.raises(SamSidecarError) as refused:
+        sam_config()
+    assert refused.value.code == "UNSUPPORTED_VERSION"
+    assert f"vLLM-Ascend {version}" in str(refused.value) and "SAM_SIDECAR_DISABLE=1" in str(refused.value)
+    assert metrics.value("refusals") == refusals + 1
+    # A runner reached with a sam marker by another route (the plain patch's environment marker)
+    # stops too: its probability-free drafts never meet the release's own sampler.
+    from vllm.engine.arg_utils import EngineArgs
+
+    monkeypatch.setenv(plugin.ENV_METHOD, plugin.METHOD)
+    marked = SimpleNamespace(speculative_config=EngineArgs({"method": "ngram", "num_speculative_tokens": 3}).create_speculative_config())
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    with pytest.raises(SamSidecarError):
+        runner_module.NPUModelRunner(marked)
+
+
+@pytest.mark.parametrize("version", standins.UNSUPPORTED_VLLM)
+def test_unsupported_vllm_releases_refuse_sam(version, engine):
+    engine("vllm", "0.14", version=version)
+    plugin.register()
+    with pytest.raises(SamSidecarError, match=f"vLLM {version}"):
+        sam_config()
+
+
+def test_a_vllm_ascend_on_a_vllm_it_was_not_built_on_is_refused(engine):
+    engine("ascend", "v0.14.0rc1", vllm_version="0.15.0")
+    plugin.register()
+    with pytest.raises(SamSidecarError, match="vLLM 0.15.0 is installed"):
+        sam_config()
+
+
+def test_a_version_that_cannot_be_read_is_refused(engine):
+    engine("ascend", "v0.14.0rc1", version="not-a-version")
+    plugin.register()
+    with pytest.raises(SamSidecarError) as refused:
+        sam_config()
+    assert refused.value.code == "UNKNOWN_VERSION"
+
+
+def test_the_version_comes_from_metadata_not_a_package_attribute(engine):
+    engine("ascend", "v0.14.0rc1")
+    import vllm_ascend
+
+    from sam_sidecar import support
+
+    assert not hasattr(vllm_ascend, "__version__")
+    assert support.installed_version("vllm-ascend") == "0.14.0rc1"
+    assert support.detect()[0].label == "vLLM-Ascend 0.13.x-0.14.x"
+
+
+def test_lookup_bounds_given_for_sam_are_ignored_not_validated(engine):
+    engine("ascend", "v0.14.0rc1")
+    plugin.register()
+    from vllm.engine.arg_utils import EngineArgs
+
+    config = EngineArgs({"method": "sam", "num_speculative_tokens": 3, "prompt_lookup_min": 6}).create_speculative_config()
+    assert config.method == "ngram" and config.prompt_lookup_min <= config.prompt_lookup_max
