@@ -60,20 +60,27 @@ def input_batch():
 
 def first_token_check(sampler, trials=20000, k=3, vocab=6, seed=0):
     """Draws `trials` first emitted tokens at K = k through `sampler` (the runner's rejection
-    sampler object, called as the runner calls it) with p(draft) = 0.5 at every position. Returns
-    (share of first tokens equal to the draft, chi-square statistic over the vocabulary)."""
+    sampler object, called as that release's runner calls it) with p(draft) = 0.5 at every
+    position. Returns (share of first tokens equal to the draft, chi-square over the vocabulary)."""
+    import inspect
+
     torch.manual_seed(seed)
     p = torch.tensor([0.5, 0.2, 0.1, 0.1, 0.05, 0.05], dtype=torch.float64)
-    logits = p.log().repeat(trials * k, 1)
+    per_request = torch.arange(trials) * (k + 1)
     metadata = SimpleNamespace(
         draft_token_ids=torch.zeros(trials * k, dtype=torch.long),
         num_draft_tokens=[k] * trials,
         max_spec_len=k,
         cu_num_draft_tokens=torch.arange(1, trials + 1, dtype=torch.int32) * k,
+        target_logits_indices=(per_request.unsqueeze(1) + torch.arange(k)).reshape(-1),
+        bonus_logits_indices=per_request + k,
     )
     sampling = SimpleNamespace(all_greedy=False, all_random=True, temperature=None, generators={})
-    bonus = torch.multinomial(p, trials, replacement=True).reshape(trials, 1)
-    out = sampler(metadata, None, logits, bonus, sampling)
+    if len(inspect.signature(type(sampler).forward).parameters) == 6:  # self + 5: the runner samples the bonus
+        bonus = torch.multinomial(p, trials, replacement=True).reshape(trials, 1)
+        out = sampler(metadata, None, p.log().repeat(trials * k, 1), bonus, sampling)
+    else:
+        out = sampler(metadata, None, p.log().repeat(trials * (k + 1), 1), sampling).sampled_token_ids
     first = out[:, 0].to(torch.long)
     counts = torch.bincount(first, minlength=vocab).to(torch.float64)
     expected = p * trials

@@ -38,6 +38,7 @@ def _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_toke
 
 SAMPLER_CLASS = '''
 import torch
+from types import SimpleNamespace
 
 
 class {name}:
@@ -46,11 +47,31 @@ class {name}:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+'''
 
+# vLLM 0.11 and vLLM-Ascend's own sampler (0.11-0.12): the runner samples the bonus tokens and passes
+# the draft positions' logits; the result is the token matrix.
+FORWARD_WITH_BONUS = '''
     def forward(self, metadata, draft_probs, target_logits, bonus_token_ids, sampling_metadata):
         target_probs = torch.softmax(target_logits.to(torch.float64), dim=-1)
         return rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
 '''
+
+# vLLM 0.12 on: the sampler gets all logits, samples the bonus tokens itself and returns a
+# SamplerOutput.
+FORWARD_FROM_LOGITS = '''
+    def forward(self, metadata, draft_probs, logits, sampling_metadata):
+        bonus_probs = torch.softmax(logits[metadata.bonus_logits_indices].to(torch.float64), dim=-1)
+        bonus_token_ids = torch.multinomial(bonus_probs, 1)
+        target_probs = torch.softmax(logits[metadata.target_logits_indices].to(torch.float64), dim=-1)
+        tokens = rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+        return SimpleNamespace(sampled_token_ids=tokens, logprobs_tensors=None)
+'''
+
+
+def sampler_class(name: str, forward_arguments: int) -> str:
+    return SAMPLER_CLASS.format(name=name) + (FORWARD_WITH_BONUS if forward_arguments == 5 else FORWARD_FROM_LOGITS)
+
 
 ENGINE_ARGS = '''
 from types import SimpleNamespace
@@ -93,10 +114,10 @@ def _dist_info(root: Path, name: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
 
 
-def _vllm_base(root: Path) -> None:
+def _vllm_base(root: Path, forward_arguments: int) -> None:
     _write(root, "vllm/__init__.py", "")
     _write(root, "vllm/engine/arg_utils.py", ENGINE_ARGS)
-    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES + "\nrejection_sample = _standard\n" + SAMPLER_CLASS.format(name="RejectionSampler"))
+    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES + "\nrejection_sample = _standard\n" + sampler_class("RejectionSampler", forward_arguments))
 
 
 def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_version: str | None = None) -> Path:
@@ -105,8 +126,8 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
     entry = ASCEND.get(tag, ASCEND["v0.14.0rc1"])
     version = version or tag.lstrip("v")
     _dist_info(root, "vllm_ascend", version)
-    _dist_info(root, "vllm", vllm_version or entry["vllm"] or "0.14.1")
-    _vllm_base(root)
+    _dist_info(root, "vllm", vllm_version or entry["vllm"])
+    _vllm_base(root, 4)  # vLLM 0.12 on: the sampler vLLM-Ascend 0.13 on builds
     _write(root, "vllm_ascend/__init__.py", "def register():\n    return 'vllm_ascend.platform.NPUPlatform'\n")
     _write(root, "vllm_ascend/_version.py", f"__version__ = {version!r}\n")
     _write(root, "vllm_ascend/spec_decode/__init__.py", '''
@@ -136,7 +157,7 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
         '''
     sampler_source = SAMPLING_RULES + textwrap.dedent(rule)
     if entry["sampler"] == "AscendRejectionSampler":
-        sampler_source += SAMPLER_CLASS.format(name="AscendRejectionSampler")
+        sampler_source += sampler_class("AscendRejectionSampler", entry["sampler_forward_arguments"])
     _write(root, "vllm_ascend/sample/rejection_sampler.py", sampler_source)
     worker_patches = ""
     if entry["worker_patch_copies_sampler"]:
@@ -187,7 +208,7 @@ def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
     `version` (default: that line's .0 release)."""
     entry = VLLM.get(line, VLLM["0.14"])
     _dist_info(root, "vllm", version or f"{line}.0")
-    _vllm_base(root)
+    _vllm_base(root, entry["sampler_forward_arguments"])
     if entry["propose_arguments"] == 5:
         call = "self.drafter.propose(sampled_token_ids, self.input_batch.req_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, self.input_batch.spec_decode_unsupported_reqs)"
     else:
