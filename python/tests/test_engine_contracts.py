@@ -45,6 +45,17 @@ def engine(tmp_path, monkeypatch):
     sys.meta_path[:] = [finder for finder in sys.meta_path if finder is not after_import._finder]
 
 
+def registered_against_a_live_sidecar(engine, sidecar, monkeypatch, kind, name, runner_module):
+    """Installs a stand-in tree, points the shim at the sidecar, registers the plugin (which must
+    not import the runner module) and returns a config for method 'sam'."""
+    engine(kind, name)
+    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
+    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
+    plugin.register()
+    assert runner_module not in sys.modules
+    return sam_config()
+
+
 def sam_config(k=3):
     from vllm.engine.arg_utils import EngineArgs
 
@@ -92,12 +103,7 @@ CHI_SQUARE_5_DOF_AT_0_1_PERCENT = 20.52
 
 @pytest.mark.parametrize("tag", SUPPORTED_ASCEND)
 def test_each_supported_vllm_ascend_release_drafts_with_sam_and_verifies_losslessly(tag, engine, sidecar, monkeypatch, caplog):
-    engine("ascend", tag)
-    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
-    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
-    plugin.register()
-    assert "vllm_ascend.worker.model_runner_v1" not in sys.modules  # nothing imported early
-    config = sam_config()
+    config = registered_against_a_live_sidecar(engine, sidecar, monkeypatch, "ascend", tag, "vllm_ascend.worker.model_runner_v1")
     import vllm_ascend.worker.model_runner_v1 as runner_module
 
     verified_before = metrics.value("lossless_verifications")
@@ -131,12 +137,7 @@ def test_the_lossless_check_fails_on_the_releases_own_rule_which_other_methods_k
 
 @pytest.mark.parametrize("line", SUPPORTED_VLLM)
 def test_each_supported_vllm_release_drafts_with_sam_in_the_ngram_slot(line, engine, sidecar, monkeypatch, caplog):
-    engine("vllm", line)
-    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
-    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
-    plugin.register()
-    assert "vllm.v1.worker.gpu_model_runner" not in sys.modules
-    config = sam_config()
+    config = registered_against_a_live_sidecar(engine, sidecar, monkeypatch, "vllm", line, "vllm.v1.worker.gpu_model_runner")
     from vllm.v1.worker import gpu_model_runner
 
     with caplog.at_level("INFO", logger="vllm.sam_sidecar"):
