@@ -1,6 +1,8 @@
 """The shim through real vLLM-Ascend modules on real vLLM and a live sidecar, on CPU. There is no NPU,
 so NPUModelRunner.__init__ cannot run: its drafter and sampler are built by its own _get_drafter on
-an instance made without __init__, as __init__ does (model_runner_v1.py:375 and 380 at v0.14.0rc1)."""
+an instance made without __init__, as __init__ does (`self.drafter = self._get_drafter()`, then
+`self.rejection_sampler = RejectionSampler(self.sampler)`)."""
+import inspect
 import sys
 from types import SimpleNamespace
 
@@ -42,6 +44,9 @@ tokens = np.zeros((4, 64), dtype=np.int32)
 tokens[0, :9] = [100, 101, 102, 103, 9, 8, 7, 6, 5]
 tokens[1, :5] = [100, 101, 102, 103, 9]
 runner.input_batch = SimpleNamespace(req_ids=["sibling", "r0"], num_tokens_no_spec=np.array([9, 5, 0, 0]), token_ids_cpu=tokens, num_prompt_tokens=np.array([4, 4, 0, 0]), spec_decode_unsupported_reqs=set())
-drafts = runner_module.NPUModelRunner.propose_draft_token_ids(runner, [[5], [9]], None, SimpleNamespace(finished_req_ids=set()), None, None, 2, None, None)
+propose = runner_module.NPUModelRunner.propose_draft_token_ids
+arguments = {name: None for name, parameter in inspect.signature(propose).parameters.items() if name != "self" and parameter.default is inspect.Parameter.empty}
+arguments.update(valid_sampled_token_ids=[[5], [9]], scheduler_output=SimpleNamespace(finished_req_ids=set()), num_scheduled_tokens=2)
+drafts = propose(runner, **arguments)
 print("CHECK drafts from the real NPUModelRunner.propose_draft_token_ids (sibling, r0):", drafts, "steps counted:", metrics.value("steps"))
 report_sampler("the same forward with sam", runner.rejection_sampler, metrics)

@@ -1,6 +1,7 @@
 """Shared by the real-engine checks: vLLM's real sampler inputs at K = 3, and the two CPU
 stand-ins the path needs (no accelerator, no Triton)."""
 import functools
+import os
 import logging
 
 import torch
@@ -38,7 +39,7 @@ def run_on_cpu():
 def engine_args(**extra):
     from vllm.engine.arg_utils import EngineArgs
 
-    return EngineArgs(model="/opt/real-engines/tiny-qwen2", speculative_config={"method": "sam", "num_speculative_tokens": K}, dtype="float32", max_model_len=512, max_num_seqs=8, enforce_eager=True, **extra)
+    return EngineArgs(model=os.environ.get("SAM_CHECK_MODEL", "/opt/real-engines/tiny-qwen2"), speculative_config={"method": "sam", "num_speculative_tokens": K}, dtype="float32", max_model_len=512, max_num_seqs=8, enforce_eager=True, **extra)
 
 
 def first_tokens(sampler, trials=20000):

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the real-engine checks in the chroot that make-chroot.sh built, against a live sidecar
 # started here from this checkout (npm run build first). Prints the CHECK lines.
-#   run.sh CHROOT
+#   run.sh CHROOT [NAME [ROWS]]   (NAME as given to make-chroot.sh; ROWS: "all", or "ascend" where
+#   the vLLM under that vLLM-Ascend is not itself a supported vLLM row)
 set -euo pipefail
-CHROOT=$1
+CHROOT=$1 NAME=${2:-real-engines} ROWS=${3:-all}
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-OPT=$CHROOT/opt/real-engines
+OPT=$CHROOT/opt/$NAME
 rm -rf "$OPT/shim" "$OPT/checks" && mkdir -p "$OPT/shim" "$OPT/checks" "$OPT/tmp"
 cp -r "$REPO/python/src/sam_sidecar" "$OPT/shim/"
 cp "$HERE"/*.py "$OPT/checks/"
@@ -16,14 +17,14 @@ SIDECAR=$!
 trap 'kill $SIDECAR 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -S "$SOCKET" ] && break; sleep 0.1; done
 check() {  # SOURCES CHECK [ENV=VALUE...]: SOURCES is "vllm" or "vllm-ascend"
-  local sources=/opt/real-engines/vllm:/opt/real-engines/site-vllm script=$2
-  [ "$1" = vllm ] || sources=$sources:/opt/real-engines/ascend:/opt/real-engines/$1
+  local sources=/opt/$NAME/vllm:/opt/$NAME/site-vllm script=$2
+  [ "$1" = vllm ] || sources=$sources:/opt/$NAME/ascend:/opt/$NAME/$1
   shift 2
-  env "$@" PYTHONPATH="$sources:/opt/real-engines/stubs:/opt/real-engines/shim:/opt/real-engines/checks" \
-    USE_LIBUV=0 TORCHDYNAMO_DISABLE=1 SAM_SIDECAR_SOCKET=/opt/real-engines/tmp/sidecar.sock SAM_SIDECAR_DEADLINE_MS=500 \
-    chroot "$CHROOT" python3 "/opt/real-engines/checks/$script" 2>&1 | grep -E "^CHECK|sam-sidecar|sam drafter|Error" || true
+  env "$@" PYTHONPATH="$sources:/opt/$NAME/stubs:/opt/$NAME/shim:/opt/$NAME/checks" \
+    SAM_CHECK_MODEL=/opt/$NAME/tiny-qwen2 USE_LIBUV=0 TORCHDYNAMO_DISABLE=1 SAM_SIDECAR_SOCKET=/opt/$NAME/tmp/sidecar.sock SAM_SIDECAR_DEADLINE_MS=500 \
+    chroot "$CHROOT" python3 "/opt/$NAME/checks/$script" 2>&1 | grep -E "^CHECK|sam-sidecar|sam drafter|Error" || true
 }
-echo "== vLLM row"; check vllm check_vllm.py
+if [ "$ROWS" = all ]; then echo "== vLLM row"; check vllm check_vllm.py; fi
 echo "== vLLM-Ascend row"; check site-ascend check_ascend.py
 echo "== SAM_SIDECAR_DISABLE=1"; check site-ascend check_switches.py SAM_SIDECAR_DISABLE=1
 echo "== a vLLM-Ascend outside the matrix"; check site-ascend-unsupported check_switches.py

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 from . import wire
 
-from .support import logger
+from .log import logger
 
 DEFAULT_SOCKET = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sam-sidecar", "sidecar.sock")
 

@@ -22,7 +22,8 @@ import os
 from typing import Any
 
 from . import after_import, metrics, support
-from .support import SamSidecarError, logger
+from .log import logger
+from .support import SamSidecarError
 
 METHOD = "sam"
 ENV_METHOD = "SAM_SIDECAR_METHOD"  # set by the config patch, inherited by worker processes

@@ -196,28 +196,34 @@ def _sampling_function(sampler_class):
     return namespace
 
 
+SAMPLER_ARGUMENTS = ("target_probs", "target_logits")
+
+
 def install(sampler_class, argument: str, on_verify: Optional[Callable[[], None]] = None):
     """Makes the `rejection_sample` that `sampler_class.forward` really calls (its module's global,
     resolved after every patch the engine applied to it) verify probability-free drafts with the
     lossless rule above. Drafts with probabilities keep the engine's own path. `argument` is the name
-    the engine's function gives its sixth parameter; only "target_probs" is accepted: a function that
-    takes logits, or anything else, is refused rather than guessed at. Idempotent; returns the
-    installed function."""
+    the engine's function gives its sixth parameter: "target_probs" (vLLM up to 0.14), or
+    "target_logits" (vLLM 0.15 on: the logits after temperature, top-k and top-p, whose softmax is
+    the target distribution). A function with any other parameters is refused rather than guessed
+    at. Idempotent; returns the installed function."""
     namespace = _sampling_function(sampler_class)
     original = namespace["rejection_sample"]
     if getattr(original, "_sam_sidecar", False):
         return original
     expected = SAMPLE_PARAMETERS + (argument,) + SAMPLE_TAIL
     found = tuple(inspect.signature(original).parameters)[: len(expected)]
-    if argument != "target_probs" or found != expected:
-        raise SamSidecarError("SAMPLER_MISMATCH", f"the engine's rejection_sample{found} is not {expected} with target probabilities: the shim cannot verify sam's drafts losslessly through it")
+    if argument not in SAMPLER_ARGUMENTS or found != expected:
+        raise SamSidecarError("SAMPLER_MISMATCH", f"the engine's rejection_sample{found} is not {expected}: the shim cannot verify sam's drafts losslessly through it")
+    from_logits = argument == "target_logits"
 
-    def lossless_rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata, *args, **kwargs):
+    def lossless_rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs):
         if draft_probs is None:
             if on_verify is not None:
                 on_verify()
+            target_probs = target.softmax(dim=-1, dtype=torch.float32) if from_logits else target
             return rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, None, target_probs, bonus_token_ids, sampling_metadata)
-        return original(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata, *args, **kwargs)
+        return original(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs)
 
     lossless_rejection_sample._sam_sidecar = True  # type: ignore[attr-defined]
     lossless_rejection_sample.__wrapped__ = original  # type: ignore[attr-defined]

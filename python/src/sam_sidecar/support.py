@@ -18,15 +18,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import logging
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from packaging.version import InvalidVersion, Version
-
-# A child of vLLM's "vllm" logger, which vLLM configures with its handler: the shim's lines appear in
-# the engine's log with vLLM's format and level.
-logger = logging.getLogger("vllm.sam_sidecar")
 
 DISABLE_HINT = "set SAM_SIDECAR_DISABLE=1 to run without speculation, or remove speculative_config.method=sam"
 
@@ -52,7 +47,7 @@ class Row:
     runner_class: str
     drafter: str  # "factory": vLLM-Ascend's get_spec_decode_method; "ngram_slot": upstream's NgramProposer slot
     sampler_class: str  # the rejection sampler class, as the runner module names it
-    sampler_argument: str  # the sampling function's sixth parameter: what the sampler receives
+    sampler_argument: str  # the sampling function's sixth parameter: "target_probs", or "target_logits" (processed logits, softmax still to apply)
     # vLLM-Ascend rows: the vLLM releases that line was built on. Its runner calls vLLM's code
     # (the sampler's forward, from 0.13), so the pair is checked too.
     vllm_minimum: Optional[str] = None
@@ -91,6 +86,19 @@ ROWS: Tuple[Row, ...] = (
         sampler_argument="target_probs",
         vllm_minimum="0.13.0rc1",
         vllm_below="0.15.0rc1",
+    ),
+    Row(
+        engine="vllm-ascend",
+        label="vLLM-Ascend 0.15.x-0.19.x",
+        minimum="0.15.0rc1",
+        below="0.20.0rc1",
+        runner_module="vllm_ascend.worker.model_runner_v1",
+        runner_class="NPUModelRunner",
+        drafter="factory",
+        sampler_class="RejectionSampler",
+        sampler_argument="target_logits",
+        vllm_minimum="0.15.0rc1",
+        vllm_below="0.20.0rc1",
     ),
     Row(
         engine="vllm",

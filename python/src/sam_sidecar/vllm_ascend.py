@@ -1,13 +1,18 @@
-"""vLLM-Ascend integration (rows "vLLM-Ascend 0.11.x-0.12.x" and "0.13.x-0.14.x" of support.ROWS).
+"""vLLM-Ascend integration (rows "vLLM-Ascend 0.11.x-0.12.x", "0.13.x-0.14.x" and "0.15.x-0.19.x" of
+support.ROWS).
 
 In these releases `NPUModelRunner` builds its drafter by calling the name `get_spec_decode_method`
 from its own module's globals (imported from `vllm_ascend.spec_decode`), in `__init__` (0.11) or
-`_get_drafter` (0.12 on), with `(method, vllm_config, device, runner)`; for the n-gram slot it calls
+`_get_drafter` (0.12 on), with `(method, vllm_config, device, runner)`. For the n-gram slot it calls
 `drafter.generate_token_ids(valid_sampled_token_ids, sampling_metadata, scheduler_output, ...)` once
-per step. Its rejection sampler is `AscendRejectionSampler` (0.11-0.12) or vLLM's `RejectionSampler`
-(0.13 on), whose forward calls the module-level `rejection_sample` that vLLM-Ascend's worker patch
-(`vllm_ascend.patch.worker.patch_rejection_sampler`) replaced with its own; from 0.13.0rc2 that
-function verifies K >= 3 with block verification, which is biased without draft probabilities.
+per step (to 0.15), or, from 0.16, dispatches on the drafter's class (`isinstance(self.drafter,
+(AscendNgramProposer, ...))`) and calls `drafter.propose(valid_sampled_token_ids)`; the sam drafter
+is then a subclass of the runner module's `AscendNgramProposer`, and finished ids come from the
+scheduler output in `_update_states`. Its rejection sampler is `AscendRejectionSampler` (0.11-0.12)
+or vLLM's `RejectionSampler` (0.13 on), whose forward calls the module-level `rejection_sample` that
+vLLM-Ascend's worker patch (`vllm_ascend.patch.worker.patch_rejection_sampler`) replaced with its
+own; from 0.13.0rc2 to 0.17.0rc1 that function verifies K >= 3 with block verification, which is
+biased without draft probabilities. From 0.15 it takes processed logits instead of probabilities.
 
 `patch_runner_module` runs right after the engine imports the runner module (after vLLM-Ascend's
 worker patches). For a sam config the drafter becomes `AscendSamProposer` and the function the
@@ -22,20 +27,22 @@ from typing import Any, Callable
 from . import rejection_sampler
 from . import metrics
 from .proposer import SamProposerCore
-from .support import Row, SamSidecarError, logger
+from .log import logger
+from .support import Row, SamSidecarError
 from .tensor_parallel import TensorParallelShare
 
 FACTORY_PARAMETERS = ("method", "vllm_config", "device", "runner")
 
 
 class AscendSamProposer:
-    """Drafter interface of vLLM-Ascend's NPUModelRunner for the n-gram slot (0.11-0.14)."""
+    """Drafter interface of vLLM-Ascend's NPUModelRunner for the n-gram slot (0.11-0.19)."""
 
     def __init__(self, vllm_config, device=None, runner=None, core: SamProposerCore | None = None):
         self.vllm_config = vllm_config
         self.device = device
         self.runner = runner
         self.name = "sam"
+        self._noted_finished: list = []
         k = vllm_config.speculative_config.num_speculative_tokens
         self.core = core or SamProposerCore(k, tp=TensorParallelShare.from_vllm())
 
@@ -45,8 +52,22 @@ class AscendSamProposer:
     def dummy_run(self, *args, **kwargs) -> None:
         """Nothing to warm up."""
 
+    def note_finished(self, finished_req_ids) -> None:
+        """Finished ids seen by the runner's _update_states, for the next propose()."""
+        self._noted_finished = [*self._noted_finished, *(finished_req_ids or ())]
+
     def generate_token_ids(self, valid_sampled_token_ids, sampling_metadata=None, scheduler_output=None, *args, **kwargs) -> list:
+        """To 0.15: the scheduler output comes with the call and names the finished requests."""
+        self._noted_finished = []
         finished = getattr(scheduler_output, "finished_req_ids", ()) if scheduler_output is not None else ()
+        return self._propose(valid_sampled_token_ids, finished)
+
+    def propose(self, valid_sampled_token_ids, *args, **kwargs) -> list:
+        """From 0.16: only the sampled tokens come; finished ids were noted in _update_states."""
+        finished, self._noted_finished = self._noted_finished, []
+        return self._propose(valid_sampled_token_ids, finished)
+
+    def _propose(self, valid_sampled_token_ids, finished) -> list:
         prefill = bool(getattr(self.runner, "with_prefill", False))
         return self.core.propose(self.runner.input_batch, valid_sampled_token_ids, finished, prefill)
 
@@ -57,13 +78,26 @@ def check_factory(factory: Callable[..., Any]) -> None:
         raise SamSidecarError("RUNNER_MISMATCH", f"get_spec_decode_method{parameters} is not the interface this shim knows {FACTORY_PARAMETERS}")
 
 
+def drafter_class(runner_module) -> type:
+    """AscendSamProposer, made a subclass of the runner module's AscendNgramProposer where the
+    runner dispatches on that class (0.16 on)."""
+    base = getattr(runner_module, "AscendNgramProposer", None)
+    if base is None:
+        return AscendSamProposer
+    cached = getattr(runner_module, "_sam_sidecar_drafter_class", None)
+    if cached is None:
+        cached = type("AscendSamNgramSlotProposer", (AscendSamProposer, base), {})
+        runner_module._sam_sidecar_drafter_class = cached
+    return cached
+
+
 def build_drafter(row: Row, runner_module, vllm_config, device, runner) -> AscendSamProposer:
     """The sam drafter, after making the runner's sampler lossless for probability-free drafts."""
     sampler_class = getattr(runner_module, row.sampler_class, None)
     if sampler_class is None:
         raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} has no {row.sampler_class}: not {row.label}")
     rejection_sampler.install(sampler_class, row.sampler_argument, on_verify=lambda: metrics.inc("lossless_verifications"))
-    return AscendSamProposer(vllm_config, device, runner)
+    return drafter_class(runner_module)(vllm_config, device, runner)
 
 
 def check_runner(row: Row, runner) -> None:
@@ -105,6 +139,15 @@ def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], 
             logger.info("sam drafter active: vLLM-Ascend %s, lossless sampler installed", version)
 
     runner_class.__init__ = __init__
+    original_update = getattr(runner_class, "_update_states", None)
+    if original_update is not None:
+
+        def _update_states(self, scheduler_output, *args, **kwargs):
+            if isinstance(getattr(self, "drafter", None), AscendSamProposer):
+                self.drafter.note_finished(getattr(scheduler_output, "finished_req_ids", ()))
+            return original_update(self, scheduler_output, *args, **kwargs)
+
+        runner_class._update_states = _update_states
     return True
 
 

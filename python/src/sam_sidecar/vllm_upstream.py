@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from . import metrics, rejection_sampler
 from .proposer import SamProposerCore
-from .support import Row, SamSidecarError, logger
+from .log import logger
+from .support import Row, SamSidecarError
 from .tensor_parallel import TensorParallelShare
 
 

@@ -23,18 +23,29 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ASCEND = json.loads((HERE / "vllm_ascend.json").read_text())["tags"]
 VLLM = json.loads((HERE / "vllm.json").read_text())["lines"]
-UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.15.0rc1", "0.16.0rc1", "0.17.0rc1", "0.18.0", "0.23.0", "0.25.1rc1")
+UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.20.2rc1", "0.21.0rc1", "0.23.0", "0.25.1rc1")
 UNSUPPORTED_VLLM = ("0.10.2", "0.15.0", "0.19.0", "0.33.0")
 
 SAMPLING_RULES = '''
+import torch
+
 from sam_sidecar.rejection_sampler import block_verify_without_draft_probs, rejection_sample_point_mass
 
+# What the sampling function receives as its sixth argument in this release: probabilities (vLLM to
+# 0.14), or the logits after temperature, top-k and top-p (vLLM 0.15 on).
+TAKES = {takes!r}
 
-def _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata):
+
+def _probs(target):
+    return target if TAKES == "target_probs" else torch.softmax(target.to(torch.float64), dim=-1)
+
+
+def _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, {takes}, bonus_token_ids, sampling_metadata):
     assert draft_probs is None, "stand-ins verify probability-free drafts only"
     greedy = None if sampling_metadata.all_random else sampling_metadata.temperature <= 0
-    return rejection_sample_point_mass(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, target_probs, bonus_token_ids, greedy)
+    return rejection_sample_point_mass(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, _probs({takes}), bonus_token_ids, greedy)
 '''
+
 
 SAMPLER_CLASS = '''
 import torch
@@ -53,8 +64,8 @@ class {name}:
 # the draft positions' logits; the result is the token matrix.
 FORWARD_WITH_BONUS = '''
     def forward(self, metadata, draft_probs, target_logits, bonus_token_ids, sampling_metadata):
-        target_probs = torch.softmax(target_logits.to(torch.float64), dim=-1)
-        return rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+        target = torch.softmax(target_logits.to(torch.float64), dim=-1) if TAKES == "target_probs" else target_logits
+        return rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata)
 '''
 
 # vLLM 0.12 on: the sampler gets all logits, samples the bonus tokens itself and returns a
@@ -63,8 +74,9 @@ FORWARD_FROM_LOGITS = '''
     def forward(self, metadata, draft_probs, logits, sampling_metadata):
         bonus_probs = torch.softmax(logits[metadata.bonus_logits_indices].to(torch.float64), dim=-1)
         bonus_token_ids = torch.multinomial(bonus_probs, 1)
-        target_probs = torch.softmax(logits[metadata.target_logits_indices].to(torch.float64), dim=-1)
-        tokens = rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+        target_logits = logits[metadata.target_logits_indices]
+        target = torch.softmax(target_logits.to(torch.float64), dim=-1) if TAKES == "target_probs" else target_logits
+        tokens = rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata)
         return SimpleNamespace(sampled_token_ids=tokens, logprobs_tensors=None)
 '''
 
@@ -114,10 +126,10 @@ def _dist_info(root: Path, name: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
 
 
-def _vllm_base(root: Path, forward_arguments: int) -> None:
+def _vllm_base(root: Path, forward_arguments: int, takes: str) -> None:
     _write(root, "vllm/__init__.py", "")
     _write(root, "vllm/engine/arg_utils.py", ENGINE_ARGS)
-    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES + "\nrejection_sample = _standard\n" + sampler_class("RejectionSampler", forward_arguments))
+    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES.format(takes=takes) + "\nrejection_sample = _standard\n" + sampler_class("RejectionSampler", forward_arguments))
 
 
 def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_version: str | None = None) -> Path:
@@ -127,35 +139,49 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
     version = version or tag.lstrip("v")
     _dist_info(root, "vllm_ascend", version)
     _dist_info(root, "vllm", vllm_version or entry["vllm"])
-    _vllm_base(root, 4)  # vLLM 0.12 on: the sampler vLLM-Ascend 0.13 on builds
+    takes = entry["sampler_argument"]
+    _vllm_base(root, 4, takes)  # vLLM 0.12 on: the sampler vLLM-Ascend 0.13 on builds
     _write(root, "vllm_ascend/__init__.py", "def register():\n    return 'vllm_ascend.platform.NPUPlatform'\n")
     _write(root, "vllm_ascend/_version.py", f"__version__ = {version!r}\n")
-    _write(root, "vllm_ascend/spec_decode/__init__.py", '''
-        class NgramProposer:
-            """vLLM-Ascend's own n-gram drafter: its drafts are recognisable in tests."""
-            name = "ngram"
+    if entry["dispatch"] == "class":
+        _write(root, "vllm_ascend/spec_decode/ngram_proposer.py", '''
+            class AscendNgramProposer:
+                """vLLM-Ascend's own n-gram drafter: its drafts are recognisable in tests."""
 
-            def __init__(self, vllm_config, device, runner):
-                self.runner = runner
+                def __init__(self, vllm_config, runner):
+                    self.runner = runner
 
-            def generate_token_ids(self, valid_sampled_token_ids, *args):
-                return [[7, 7, 7] for _ in valid_sampled_token_ids]
+                def propose(self, valid_sampled_token_ids):
+                    return [[7, 7, 7] for _ in valid_sampled_token_ids]
+            ''')
+        factory = "from vllm_ascend.spec_decode.ngram_proposer import AscendNgramProposer\n\n\ndef get_spec_decode_method(method, vllm_config, device, runner):\n    if method == \"ngram\":\n        return AscendNgramProposer(vllm_config, runner)\n"
+    else:
+        factory = '''
+            class NgramProposer:
+                """vLLM-Ascend's own n-gram drafter: its drafts are recognisable in tests."""
+                name = "ngram"
+
+                def __init__(self, vllm_config, device, runner):
+                    self.runner = runner
+
+                def generate_token_ids(self, valid_sampled_token_ids, *args):
+                    return [[7, 7, 7] for _ in valid_sampled_token_ids]
 
 
-        def get_spec_decode_method(method, vllm_config, device, runner):
-            if method == "ngram":
-                return NgramProposer(vllm_config, device, runner)
-            raise ValueError(f"Unknown speculative decoding method: {method}")
-        ''')
-    ascend_rule = "block_verify_without_draft_probs(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, target_probs, bonus_token_ids)"
+            def get_spec_decode_method(method, vllm_config, device, runner):
+                if method == "ngram":
+                    return NgramProposer(vllm_config, device, runner)
+            '''
+    _write(root, "vllm_ascend/spec_decode/__init__.py", textwrap.dedent(factory) + "    raise ValueError(f\"Unknown speculative decoding method: {method}\")\n")
+    ascend_rule = f"block_verify_without_draft_probs(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, _probs({takes}), bonus_token_ids)"
     rule = f'''
-        def rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata):
+        def rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, {takes}, bonus_token_ids, sampling_metadata):
             using_block_verify = {"max_spec_len >= 3" if entry["block_verify"] else "False"}
             if using_block_verify:
                 return {ascend_rule}
-            return _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target_probs, bonus_token_ids, sampling_metadata)
+            return _standard(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, {takes}, bonus_token_ids, sampling_metadata)
         '''
-    sampler_source = SAMPLING_RULES + textwrap.dedent(rule)
+    sampler_source = SAMPLING_RULES.format(takes=takes) + textwrap.dedent(rule)
     if entry["sampler"] == "AscendRejectionSampler":
         sampler_source += sampler_class("AscendRejectionSampler", entry["sampler_forward_arguments"])
     _write(root, "vllm_ascend/sample/rejection_sampler.py", sampler_source)
@@ -173,7 +199,12 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
         worker_patches = "import vllm_ascend.patch.worker.patch_module  # noqa: runs vllm_ascend.patch.worker first\n"
     sampler_import = "from vllm_ascend.sample.rejection_sampler import AscendRejectionSampler" if entry["sampler"] == "AscendRejectionSampler" else "from vllm.v1.sample.rejection_sampler import RejectionSampler"
     build = "self.drafter = get_spec_decode_method(self.speculative_config.method, vllm_config, device, self)" if entry["factory_called_from"] == "__init__" else "self.drafter = self._get_drafter()"
-    if entry["dispatch_by_method"]:
+    if entry["dispatch"] == "class":
+        propose = '''if isinstance(self.drafter, (AscendNgramProposer, AscendSuffixDecodingProposer)):
+                    return self.drafter.propose(valid_sampled_token_ids)
+                raise NotImplementedError(type(self.drafter).__name__)'''
+        sampler_import += "\nfrom vllm_ascend.spec_decode.ngram_proposer import AscendNgramProposer\n\n\nclass AscendSuffixDecodingProposer:\n    pass\n"
+    elif entry["dispatch"] == "method":
         propose = '''if self.speculative_config.method in ("suffix", "ngram"):
                     return self.drafter.generate_token_ids(valid_sampled_token_ids, sampling_metadata, scheduler_output, spec_decode_metadata, positions, num_scheduled_tokens, hidden_states, aux_hidden_states)
                 raise NotImplementedError(self.speculative_config.method)'''
@@ -195,6 +226,9 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
             def _get_drafter(self):
                 return get_spec_decode_method(self.speculative_config.method, self.vllm_config, self.device, self)
 
+            def _update_states(self, scheduler_output):
+                self.finished_seen = sorted(scheduler_output.finished_req_ids)
+
             def propose_draft_token_ids(self, valid_sampled_token_ids, sampling_metadata, scheduler_output, spec_decode_metadata, positions=None, num_scheduled_tokens=0, hidden_states=None, attn_metadata=None, aux_hidden_states=None):
                 if not self.drafter:
                     return None
@@ -208,7 +242,7 @@ def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
     `version` (default: that line's .0 release)."""
     entry = VLLM.get(line, VLLM["0.14"])
     _dist_info(root, "vllm", version or f"{line}.0")
-    _vllm_base(root, entry["sampler_forward_arguments"])
+    _vllm_base(root, entry["sampler_forward_arguments"], "target_probs")
     if entry["propose_arguments"] == 5:
         call = "self.drafter.propose(sampled_token_ids, self.input_batch.req_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, self.input_batch.spec_decode_unsupported_reqs)"
     else:
