@@ -60,4 +60,18 @@ describe('configuration', () => {
     expect((error as SidecarError).code).toBe('CONFIG_INVALID');
     for (const fragment of ['busyPollUs', 'SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'gate.kByBatch', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
   });
+
+  it('rejects a misspelt setting at any depth, naming its path, with the other problems', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
+    writeFileSync(file, JSON.stringify({ gate: { treshold: 4 }, http: { prot: 1 }, log: { levle: 'debug' }, memory: { maxTokens: 0 } }));
+    let error: unknown;
+    try {
+      loadConfig({ file, env: {} });
+    } catch (e) {
+      error = e;
+    }
+    expect((error as SidecarError).code).toBe('CONFIG_INVALID');
+    const message = (error as SidecarError).message;
+    for (const fragment of ['gate', 'treshold', 'http', 'prot', 'log', 'levle', 'memory.maxTokens']) expect(message).toContain(fragment);
+  });
 });

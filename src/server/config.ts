@@ -15,14 +15,15 @@ import { packageRoot } from '../package-root.js';
 const positiveInt = z.number().int().positive();
 const nonNegativeInt = z.number().int().nonnegative();
 
+// Strict at every depth: a misspelt key anywhere ({"gate": {"treshold": 4}}) is an error naming its path.
 export const ConfigSchema = z
-  .object({
+  .strictObject({
     /** Fast-lane Unix socket (the Python shim's default transport). */
     socket: z.string().min(1).default(join(tmpdir(), 'sam-sidecar', 'sidecar.sock')),
     /** Permissions of the socket files: group-writable so the vLLM user in the pod can connect. */
     socketMode: z.string().regex(/^0?[0-7]{3}$/, 'an octal mode such as "660"').default('660'),
     grpc: z
-      .object({
+      .strictObject({
         /** gRPC over a Unix socket; default: the fast-lane path with ".grpc" appended. "" disables it. */
         socket: z.string().optional(),
         /** Optional gRPC over TCP, "host:port" (off by default). */
@@ -30,7 +31,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     http: z
-      .object({
+      .strictObject({
         host: z.string().min(1).default('127.0.0.1'),
         /** 0 picks a free port (tests). */
         port: z.number().int().min(0).max(65535).default(8479),
@@ -39,7 +40,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     drafting: z
-      .object({
+      .strictObject({
         drafter: z.enum(DRAFTERS).default('sam'),
         siblings: z.boolean().default(true),
         minMatch: positiveInt.default(1),
@@ -49,7 +50,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     gate: z
-      .object({
+      .strictObject({
         mode: z.enum(GATE_MODES).default('threshold'),
         /** VLLM_SPECULATIVE_BATCH_SIZE_THRE: off when num_reqs > threshold; <= 0 disables the gate. */
         threshold: z.number().int().default(32),
@@ -69,7 +70,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     limits: z
-      .object({
+      .strictObject({
         maxK: positiveInt.max(255).default(16),
         maxMessageBytes: positiveInt.default(256 * 1024 * 1024),
         requestTtlSeconds: z.number().positive().default(900),
@@ -77,7 +78,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     memory: z
-      .object({
+      .strictObject({
         /** Tokens held by live requests and history (about 42 to 46 bytes each); the corpus has its own. */
         maxTokens: positiveInt.default(64_000_000),
         /** Finished groups kept for later rollout steps with the same prompt. */
@@ -103,10 +104,9 @@ export const ConfigSchema = z
      * PING only answers.
      */
     wakePollUs: nonNegativeInt.max(1_000_000).default(1000),
-    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
-    shutdown: z.object({ drainMs: nonNegativeInt.default(500) }).prefault({}),
+    log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+    shutdown: z.strictObject({ drainMs: nonNegativeInt.default(500) }).prefault({}),
   })
-  .strict()
   .superRefine(
     (config, ctx) => {
       // Runs even when other settings failed, so every problem is reported in one go.
