@@ -4,7 +4,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -331,9 +331,34 @@ describe('sidecar server', () => {
     expect((await fetch(`${sidecar.http.address}/v1/stats`)).status).toBe(200);
   });
 
-  it('refuses to start on a socket another sidecar is serving', async () => {
+  it('refuses to start on a socket another sidecar is serving, and leaves that sidecar serving', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sam-twice-'));
-    await start({}, dir);
-    await expect(start({}, dir)).rejects.toThrow(/another process is listening/);
+    const first = await start({}, dir);
+    const refused = await expectCode(start({}, dir), 'LISTEN_FAILED');
+    expect(refused.field).toBe('socket');
+    expect(refused.message).toMatch(/another process is listening on .*sidecar\.sock/);
+    expect(existsSync(first.context.config.socket)).toBe(true);
+    expect(existsSync(first.context.config.grpc.socket!)).toBe(true);
+    expect((await fetch(`${first.http.address}/readyz`)).status).toBe(200);
+    expect((await (await fastLane(first)).step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]))).statuses[0]).toBe(ItemStatus.OK);
+  });
+
+  it('refuses to start on an HTTP port in use with one coded line, removing no socket it did not bind', async () => {
+    const first = await start();
+    const port = Number(new URL(first.http.address).port);
+    const refused = await expectCode(start({ socket: first.context.config.socket, http: { port } }), 'LISTEN_FAILED');
+    expect(refused.field).toBe('http.port');
+    expect(existsSync(first.context.config.socket)).toBe(true);
+    expect(existsSync(first.context.config.grpc.socket!)).toBe(true);
+    expect((await (await fastLane(first)).step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]))).statuses[0]).toBe(ItemStatus.OK);
+  });
+
+  it('reports not ready while a socket it serves is gone', async () => {
+    const sidecar = await start();
+    expect((await fetch(`${sidecar.http.address}/readyz`)).status).toBe(200);
+    rmSync(sidecar.context.config.socket);
+    const answer = await fetch(`${sidecar.http.address}/readyz`);
+    expect(answer.status).toBe(503);
+    expect(((await answer.json()) as { problems: string[] }).problems[0]).toMatch(/sidecar\.sock is gone/);
   });
 });

@@ -18,6 +18,7 @@ export const ErrorCodes = {
   UNSUPPORTED_VERSION: { status: 'ERROR', http: 400, grpc: 12, text: 'unsupported protocol version' },
   NOT_READY: { status: 'ERROR', http: 503, grpc: 14, text: 'sidecar is shutting down' },
   CONFIG_INVALID: { status: 'ERROR', http: 500, grpc: 3, text: 'invalid configuration' },
+  LISTEN_FAILED: { status: 'ERROR', http: 500, grpc: 14, text: 'cannot listen: the address is in use by another process, or not permitted' },
   NOT_FOUND: { status: 'ERROR', http: 404, grpc: 5, text: 'no such route or resource' },
   INTERNAL: { status: 'ERROR', http: 500, grpc: 13, text: 'internal error (a bug: please report it with the log line)' },
   TRACE_INVALID: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid trace input' },

@@ -2,7 +2,7 @@
  * Fast-lane transport: binary frames (proto/fast-lane.md) over a Unix domain socket. Decodes,
  * calls the core, encodes; one reply per frame, in order.
  */
-import { chmodSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { sidecarError } from '../core/errors.js';
@@ -33,9 +33,12 @@ export class FastLaneServer {
     this.server = net.createServer((socket) => this.accept(socket));
   }
 
+  /** The socket file this process bound (its inode), or null: only that file is ever removed. */
+  private boundSocket: BoundSocket | null = null;
+
   async listen(): Promise<void> {
     mkdirSync(dirname(this.path), { recursive: true });
-    await removeStaleSocket(this.path);
+    await removeStaleSocket(this.path, 'socket');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(this.path, () => {
@@ -43,7 +46,12 @@ export class FastLaneServer {
         resolve();
       });
     });
-    chmodSync(this.path, parseInt(this.context.config.socketMode, 8));
+    this.boundSocket = bindSocketFile(this.path, this.context.config.socketMode);
+  }
+
+  /** Why the socket this server answers on is unusable (gone, or replaced by another process), or null. */
+  socketProblem(): string | null {
+    return this.boundSocket === null ? `fast lane ${this.path} is not listening` : socketFileProblem(this.boundSocket);
   }
 
   /** Stops accepting, lets connections finish what they sent, then closes them and removes the socket file. */
@@ -52,7 +60,8 @@ export class FastLaneServer {
     for (const socket of this.sockets) socket.end();
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 500))]);
     for (const socket of this.sockets) socket.destroy();
-    rmSync(this.path, { force: true });
+    if (this.boundSocket !== null) removeBoundSocket(this.boundSocket);
+    this.boundSocket = null;
   }
 
   private accept(socket: net.Socket): void {
@@ -106,11 +115,36 @@ export function answerFrame(context: SidecarContext, frame: Buffer, transport: T
   }
 }
 
+export interface BoundSocket {
+  readonly path: string;
+  readonly inode: number;
+}
+
+/** Sets the mode of a socket file this process just bound and remembers which file it is. */
+export function bindSocketFile(path: string, mode: string): BoundSocket {
+  chmodSync(path, parseInt(mode, 8));
+  return { path, inode: statSync(path).ino };
+}
+
+/** Why a bound socket file is unusable: gone, or replaced by another process's. */
+export function socketFileProblem(bound: BoundSocket): string | null {
+  try {
+    return statSync(bound.path).ino === bound.inode ? null : `socket ${bound.path} was replaced by another process`;
+  } catch {
+    return `socket ${bound.path} is gone`;
+  }
+}
+
+/** Removes a socket file only if it is still the one this process bound. */
+export function removeBoundSocket(bound: BoundSocket): void {
+  if (socketFileProblem(bound) === null) rmSync(bound.path, { force: true });
+}
+
 /**
  * A socket file left by a killed sidecar would make listen() fail. It is removed only when nobody
  * answers on it, so a second sidecar never steals a live one's socket.
  */
-export async function removeStaleSocket(path: string): Promise<void> {
+export async function removeStaleSocket(path: string, field: string): Promise<void> {
   if (!existsSync(path)) return;
   const live = await new Promise<boolean>((resolve) => {
     const probe = net.connect(path);
@@ -120,6 +154,6 @@ export async function removeStaleSocket(path: string): Promise<void> {
     });
     probe.once('error', () => resolve(false));
   });
-  if (live) throw sidecarError('CONFIG_INVALID', `another process is listening on ${path}`, 'socket');
+  if (live) throw sidecarError('LISTEN_FAILED', `another process is listening on ${path}: is a sidecar already running? Stop it, or give this one another ${field}`, field);
   rmSync(path, { force: true });
 }

@@ -3,12 +3,13 @@
  * health service, over the Unix socket and optionally TCP. Decodes, calls the core, encodes.
  */
 import * as grpc from '@grpc/grpc-js';
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
 import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
-import { answerFrame, removeStaleSocket } from './fast-lane-server.js';
+import { sidecarError } from '../core/errors.js';
+import { answerFrame, bindSocketFile, removeBoundSocket, removeStaleSocket, socketFileProblem, type BoundSocket } from './fast-lane-server.js';
 
 export class GrpcServer {
   private readonly server: grpc.Server;
@@ -46,18 +47,26 @@ export class GrpcServer {
 
   /** Bound addresses (the TCP one with its actual port). */
   readonly addresses: string[] = [];
+  /** The socket file this process bound, or null: only that file is ever removed. */
+  private boundSocket: BoundSocket | null = null;
+
+  /** Why the gRPC socket this server answers on is unusable, or null (also when it serves none). */
+  socketProblem(): string | null {
+    if (!this.socketPath) return null;
+    return this.boundSocket === null ? `gRPC ${this.socketPath} is not listening` : socketFileProblem(this.boundSocket);
+  }
 
   async listen(): Promise<void> {
     const credentials = grpc.ServerCredentials.createInsecure();
     if (this.socketPath) {
       mkdirSync(dirname(this.socketPath), { recursive: true });
-      await removeStaleSocket(this.socketPath);
-      await this.bind(`unix:${this.socketPath}`, credentials);
-      chmodSync(this.socketPath, parseInt(this.context.config.socketMode, 8));
+      await removeStaleSocket(this.socketPath, 'grpc.socket');
+      await this.bind(`unix:${this.socketPath}`, credentials, 'grpc.socket');
+      this.boundSocket = bindSocketFile(this.socketPath, this.context.config.socketMode);
       this.addresses.push(`unix:${this.socketPath}`);
     }
     if (this.tcp) {
-      const port = await this.bind(this.tcp, credentials);
+      const port = await this.bind(this.tcp, credentials, 'grpc.tcp');
       this.addresses.push(`${this.tcp.slice(0, this.tcp.lastIndexOf(':'))}:${port}`);
     }
   }
@@ -79,11 +88,16 @@ export class GrpcServer {
         resolve();
       });
     });
-    if (this.socketPath) rmSync(this.socketPath, { force: true });
+    if (this.boundSocket !== null) removeBoundSocket(this.boundSocket);
+    this.boundSocket = null;
   }
 
-  private bind(address: string, credentials: grpc.ServerCredentials): Promise<number> {
-    return new Promise((resolve, reject) => this.server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port))));
+  private bind(address: string, credentials: grpc.ServerCredentials, field: string): Promise<number> {
+    return new Promise((resolve, reject) =>
+      this.server.bindAsync(address, credentials, (error, port) =>
+        error ? reject(sidecarError('LISTEN_FAILED', `gRPC cannot listen on ${address}: ${error.message}`, field)) : resolve(port),
+      ),
+    );
   }
 
   private step(call: grpc.ServerUnaryCall<StepRequestMessage, unknown>, callback: grpc.sendUnaryData<unknown>): void {

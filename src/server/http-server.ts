@@ -11,7 +11,14 @@ export class HttpServer {
   readonly app: FastifyInstance;
   address = '';
 
-  constructor(private readonly context: SidecarContext) {
+  /**
+   * @param socketProblems why a socket this sidecar serves is unusable (one line each); /readyz
+   *   fails while there is any.
+   */
+  constructor(
+    private readonly context: SidecarContext,
+    private readonly socketProblems: () => string[] = () => [],
+  ) {
     const app = Fastify({ logger: false, bodyLimit: context.config.limits.maxMessageBytes });
     this.app = app;
     app.setErrorHandler((error, _request, reply) => {
@@ -25,6 +32,9 @@ export class HttpServer {
     app.get('/livez', async () => ({ status: 'ok' }));
     app.get('/readyz', async (_request, reply) => {
       if (!this.context.ready) return reply.status(503).send({ status: 'not ready' });
+      // A socket file deleted or taken over by another process leaves this sidecar unreachable.
+      const problems = this.socketProblems();
+      if (problems.length > 0) return reply.status(503).send({ status: 'not ready', problems });
       return { status: 'ready' };
     });
     app.get('/metrics', async (_request, reply) => {
@@ -76,7 +86,15 @@ export class HttpServer {
 
   async listen(): Promise<void> {
     const { host, port } = this.context.config.http;
-    await this.app.listen({ host, port });
+    try {
+      await this.app.listen({ host, port });
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+        throw sidecarError('LISTEN_FAILED', `HTTP cannot listen on ${host}:${port} (${code}): is a sidecar already running? Stop it, or set another http.port (SAM_SIDECAR_HTTP_PORT)`, 'http.port');
+      }
+      throw error;
+    }
     const bound = this.app.server.address();
     this.address = typeof bound === 'object' && bound !== null ? `http://${host}:${bound.port}` : String(bound);
   }

@@ -45,13 +45,14 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   const context = new SidecarContext(config, service, metrics, logger);
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
-  const http = new HttpServer(context);
+  const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
   try {
     await http.listen(); // probes answer (not ready) while the rest starts
     await fastLane.listen();
     await grpcServer.listen();
   } catch (error) {
-    // Whatever did start is closed again, so a failed start leaves no port or socket behind.
+    // Whatever did start is closed again, so a failed start leaves no port or socket behind; a
+    // socket file is removed only by the process that bound it.
     await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close()]);
     throw error;
   }
