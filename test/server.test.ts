@@ -18,6 +18,7 @@ import { InProcessBackend } from '../src/replay/in-process.js';
 import { replay } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import { WireBackend } from '../src/replay/wire.js';
+import { packageVersion } from '../src/package-root.js';
 import { loadConfig } from '../src/server/config.js';
 import { startSidecar, type Sidecar } from '../src/server/sidecar.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
@@ -253,9 +254,13 @@ describe('sidecar server', () => {
       'sam_sidecar_step_duration_seconds_bucket{le="0.0001",transport="uds"}',
       'sam_sidecar_requests 1',
       'sam_sidecar_memory_bytes',
+      `sam_sidecar_build_info{version="${packageVersion()}",node="${process.version}"} 1`,
+      'process_cpu_seconds_total',
+      'nodejs_heap_size_used_bytes',
     ]) {
       expect(metrics).toContain(name);
     }
+    expect(metrics).not.toContain('sam_sidecar_process_');
     const view = (await (await fetch(`${base}/v1/engines/engine-1/requests/r`)).json()) as { length: number; promptLength: number };
     expect(view).toMatchObject({ length: 12, promptLength: 4 });
     expect((await fetch(`${base}/v1/engines/engine-1/requests/nope`)).status).toBe(404);

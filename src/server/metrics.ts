@@ -7,6 +7,7 @@
 import client from 'prom-client';
 import { decision, GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
 import type { StepService } from '../core/step-service.js';
+import { packageVersion } from '../package-root.js';
 import type { Transport } from '../protocol/transports.js';
 
 
@@ -118,7 +119,16 @@ export class SidecarMetrics {
       registers: [registry],
     });
     this.stepDuration = { uds: histogram.labels('uds'), grpc: histogram.labels('grpc'), http: histogram.labels('http') };
-    client.collectDefaultMetrics({ register: registry, prefix: 'sam_sidecar_process_' });
+    // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), as Node
+    // dashboards expect them; the scrape's job and pod labels tell this process from others.
+    client.collectDefaultMetrics({ register: registry });
+    const buildInfo = new client.Gauge({
+      name: 'sam_sidecar_build_info',
+      help: 'Always 1; the labels name the running build.',
+      labelNames: ['version', 'node'],
+      registers: [registry],
+    });
+    buildInfo.labels(packageVersion(), process.version).set(1);
   }
 
   observeStep(transport: Transport, startedNs: bigint): void {
