@@ -283,3 +283,26 @@ def test_frames_read_together_are_split_and_none_is_lost(socket_dir):
         assert client.ping(deadline_s=1.0)  # its PONG came in the same read as the wake's
         assert not client._wakes and client._buffered == 0
     server.close()
+
+
+class ShortReplyClient:
+    """A client whose sidecar answers with the wrong shape: one draft whatever the batch size."""
+
+    def step(self, request):
+        return wire.StepReply(request.step_id, True, "below_threshold", np.zeros(1, dtype=np.uint8), np.array([3], dtype=np.uint8), np.array([7, 7, 7]))
+
+
+class WrongStepClient:
+    def step(self, request):
+        n = len(request.req_ids)
+        return wire.StepReply(request.step_id + 1, True, "below_threshold", np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8), np.zeros(0, dtype=np.int64))
+
+
+def test_a_reply_that_does_not_answer_the_rows_sent_fails_open_instead_of_misplacing_drafts():
+    batch = Batch({f"r{i}": PROMPT + [1, 2, 3] for i in range(4)})
+    for client in (ShortReplyClient(), WrongStepClient()):
+        session = DraftSession(3, client, engine_id="shape-test")
+        result = batch.step(session)
+        assert result.drafts == [[], [], [], []] and result.source == "local"
+        assert session.stats.failed_steps == 1
+        assert session.confirmed() == {}  # nothing is taken as held by the sidecar

@@ -70,6 +70,7 @@ class _SentStep:
     everyone: bool
     built_on: Optional[_Batch]  # the steady batch it was built from, if any
     call_id: int = 0
+    step_id: int = 0
 
 
 class DraftSession:
@@ -158,7 +159,7 @@ class DraftSession:
         request = wire.StepRequest(
             self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
         )
-        sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady)
+        sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady, step_id=self.step_id)
         unawaited = self._sent_unawaited(num_reqs, prefill)  # the bound as the last reply announced it
         try:
             if unawaited:
@@ -168,7 +169,7 @@ class DraftSession:
                 self._record(started)
                 return StepResult([[] for _ in range(n_rows)], False, "above_threshold", "sidecar")
             call_started = time.perf_counter()
-            reply = self.client.step(request)
+            reply = wire.check_reply(self.client.step(request), self.step_id, len(ids), self.k)
             if self.keep_latencies:
                 self.stats.call_us.append((time.perf_counter() - call_started) * 1e6)
         except (SidecarUnavailable, wire.WireError) as error:
@@ -231,7 +232,7 @@ class DraftSession:
         if sent is None:
             return
         try:
-            reply = wire.decode_reply(self.client.receive(sent.call_id))
+            reply = wire.check_reply(wire.decode_reply(self.client.receive(sent.call_id)), sent.step_id, len(sent.batch.ids), self.k)
         except (SidecarUnavailable, wire.WireError) as error:
             # That step already got its answer (no drafts); what it sent is simply not confirmed.
             self.stats.failed_steps += 1

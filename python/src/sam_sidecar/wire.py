@@ -200,6 +200,19 @@ def decode_reply(frame: bytes) -> StepReply:
     return StepReply(step_id, speculate == 1, reason_name, statuses, lengths, drafts, errors, off_above)
 
 
+def check_reply(reply: StepReply, step_id: int, items: int, k: int) -> StepReply:
+    """A reply answers the step that was sent: its step id, one status and one draft of at most k
+    tokens per item sent. Anything else is refused (the step fails open) rather than handing the
+    runner drafts for the wrong rows."""
+    if reply.step_id != step_id:
+        raise WireError("MALFORMED_FRAME", f"reply for step {reply.step_id}, sent step {step_id}")
+    if reply.statuses.size != items or reply.draft_lengths.size != items:
+        raise WireError("MALFORMED_FRAME", f"reply has {reply.draft_lengths.size} drafts and {reply.statuses.size} statuses for {items} requests sent")
+    if items and int(reply.draft_lengths.max()) > k:
+        raise WireError("MALFORMED_FRAME", f"reply has a draft of {int(reply.draft_lengths.max())} tokens, more than k = {k}")
+    return reply
+
+
 def raise_error(frame: bytes) -> None:
     payload = json.loads(frame[HEADER_BYTES:])
     raise WireError(payload.get("code", "INTERNAL"), payload.get("message", ""), payload.get("field"))
