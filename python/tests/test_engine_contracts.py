@@ -237,3 +237,17 @@ def test_lookup_bounds_given_for_sam_are_ignored_not_validated(engine):
 
     config = EngineArgs({"method": "sam", "num_speculative_tokens": 3, "prompt_lookup_min": 6}).create_speculative_config()
     assert config.method == "ngram" and config.prompt_lookup_min <= config.prompt_lookup_max
+
+
+def test_the_readme_matrix_names_every_supported_row_and_every_recorded_tag_is_in_one():
+    import os
+
+    from sam_sidecar import support
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    for row in support.ROWS:
+        assert f"| {row.label}" in readme, row.label
+    for tag, entry in standins.ASCEND.items():
+        assert support.select("vllm-ascend", tag.lstrip("v"), entry["vllm"]).engine == "vllm-ascend"
+    for line in SUPPORTED_VLLM:
+        assert support.select("vllm", f"{line}.0").engine == "vllm"
