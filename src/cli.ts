@@ -15,7 +15,7 @@ import { DEFAULT_ENGINE_OPTIONS, DRAFTERS } from './core/engine.js';
 import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
-import { loadConfig } from './server/config.js';
+import { configFileOf, loadConfig } from './server/config.js';
 import { WireBackend } from './replay/wire.js';
 import { DEMO_USAGE } from './usage.js';
 import { InProcessBackend } from './replay/in-process.js';
@@ -197,7 +197,7 @@ async function runServe(argv: string[]): Promise<void> {
   // Transports load only for the commands that use them (replay and synth need no gRPC or HTTP).
   const { createLogger, startSidecar } = await import('./server/sidecar.js');
   const logger = createLogger(config);
-  const sidecar = await startSidecar(config, logger);
+  const sidecar = await startSidecar(config, logger, `${configFileOf() ?? 'embedded defaults'} + environment`);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       logger.info({ signal }, 'shutting down');

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FastLaneClient, GrpcClient, HttpClient, type StepClient } from '../src/client/clients.js';
 import { SidecarError } from '../src/core/errors.js';
@@ -356,6 +357,16 @@ describe('sidecar server', () => {
     expect(existsSync(first.context.config.socket)).toBe(true);
     expect(existsSync(first.context.config.grpc.socket!)).toBe(true);
     expect((await (await fastLane(first)).step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]))).statuses[0]).toBe(ItemStatus.OK);
+  });
+
+  it('logs one ready line naming its version, config source and addresses', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const dir = mkdtempSync(join(tmpdir(), 'sam-ready-'));
+    const config = loadConfig({ env: {}, file: null, overrides: { socket: join(dir, 's.sock'), http: { port: 0 }, shutdown: { drainMs: 0 }, warmUpSteps: 0 } });
+    running.push(await startSidecar(config, logger, 'embedded defaults + environment'));
+    const ready = lines.find((line) => line.msg === 'sam-sidecar ready');
+    expect(ready).toMatchObject({ version: packageVersion(), config: 'embedded defaults + environment', socket: join(dir, 's.sock') });
   });
 
   it('reports not ready while a socket it serves is gone', async () => {

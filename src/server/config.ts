@@ -157,11 +157,17 @@ export interface ConfigSources {
   overrides?: Record<string, unknown>;
 }
 
+/** The config file these sources read: SAM_SIDECAR_CONFIG, else config/sam-sidecar.json if present; null for none. */
+export function configFileOf(sources: ConfigSources = {}): string | null {
+  const env = sources.env ?? process.env;
+  return sources.file === undefined ? env.SAM_SIDECAR_CONFIG || (existsSync(defaultConfigFile()) ? defaultConfigFile() : null) : sources.file;
+}
+
 export function loadConfig(sources: ConfigSources = {}): Readonly<SidecarConfig> {
   const env = sources.env ?? process.env;
   const problems: string[] = [];
   let raw: Record<string, unknown> = {};
-  const file = sources.file === undefined ? env.SAM_SIDECAR_CONFIG || (existsSync(defaultConfigFile()) ? defaultConfigFile() : null) : sources.file;
+  const file = configFileOf(sources);
   if (file !== null) {
     try {
       raw = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;

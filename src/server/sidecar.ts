@@ -4,6 +4,7 @@
  */
 import { pino, type Logger } from 'pino';
 import { StepService } from '../core/step-service.js';
+import { packageVersion } from '../package-root.js';
 import type { SidecarConfig } from './config.js';
 import { SidecarContext } from './context.js';
 import { FastLaneServer } from './fast-lane-server.js';
@@ -38,7 +39,11 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
   );
 }
 
-export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logger = createLogger(config)): Promise<Sidecar> {
+/**
+ * @param configSource where the config came from (a file path, or "embedded defaults"), for the
+ *   ready line.
+ */
+export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logger = createLogger(config), configSource = 'given by the caller'): Promise<Sidecar> {
   if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('sam-sidecar needs a little-endian host (the fast lane copies token arrays as bytes)');
   const service = createService(config);
   const metrics = new SidecarMetrics(service);
@@ -62,7 +67,16 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   maintenance.unref();
   context.ready = true;
   logger.info(
-    { socket: config.socket, grpc: grpcServer.addresses, http: http.address, gate: config.gate.mode, threshold: config.gate.threshold, warmUpMs: Date.now() - warmUpStarted },
+    {
+      version: packageVersion(),
+      config: configSource,
+      socket: config.socket,
+      grpc: grpcServer.addresses,
+      http: http.address,
+      gate: config.gate.mode,
+      threshold: config.gate.threshold,
+      warmUpMs: Date.now() - warmUpStarted,
+    },
     'sam-sidecar ready',
   );
 
