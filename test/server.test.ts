@@ -15,6 +15,7 @@ import { GateReason } from '../src/core/gate.js';
 import { ItemStatus } from '../src/core/step-service.js';
 import { decodeError, decodeStepReply, encodeStep, FrameKind, readHeader } from '../src/protocol/fast-lane.js';
 import { HealthService, SidecarService } from '../src/protocol/grpc-definitions.js';
+import { batchFromMessage } from '../src/protocol/messages.js';
 import { InProcessBackend } from '../src/replay/in-process.js';
 import { replay } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
@@ -160,6 +161,22 @@ describe('sidecar server', () => {
     const badJson = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"engine_id": 5}' });
     expect(badJson.status).toBe(400);
     expect(await badJson.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'engine_id' });
+    // JSON numbers past uint32 (what the proto fields carry) are refused, not wrapped; 2^32-1 is
+    // the "no prompt" marker and is refused as a prompt length on every transport.
+    for (const [fields, field] of [
+      [{ start: 2 ** 32 }, 'requests.0.start'],
+      [{ prompt_len: 2 ** 32 + 3 }, 'requests.0.prompt_len'],
+      [{ prompt_len: 2 ** 32 - 1 }, 'requests.0.prompt_len'],
+    ] as const) {
+      const body = { engine_id: 'e-wrap', step_id: 1, num_reqs: 1, k: 3, requests: [{ req_id: 'r', tokens: [1, 2], ...fields }] };
+      const answer = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      expect(answer.status).toBe(400);
+      expect(await answer.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field });
+    }
+    // The same marker set explicitly in a gRPC message (its optional uint32 can carry it).
+    expect(() => batchFromMessage({ engine_id: 'e-wrap', step_id: 2, num_reqs: 1, prefill: false, k: 3, requests: [{ req_id: 'r', tokens: [1, 2], prompt_len: 2 ** 32 - 1 }], finished_req_ids: [] })).toThrowError(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT', field: 'requests[0].prompt_len' }),
+    );
   });
 
   it('survives arbitrary frame bodies: each gets a coded error (or a reply), and the server keeps serving', async () => {

@@ -55,9 +55,10 @@ export const StepRequestJson = z.object({
     .array(
       z.object({
         req_id: z.string().min(1),
-        start: z.number().int().nonnegative().default(0),
+        // uint32 on the wire (proto), so larger values would wrap; 2^32-1 is the "no prompt" marker.
+        start: z.number().int().nonnegative().max(0xffffffff).default(0),
         tokens: z.array(z.number()),
-        prompt_len: z.number().int().nonnegative().nullish(),
+        prompt_len: z.number().int().nonnegative().max(NO_PROMPT - 1).nullish(),
       }),
     )
     .default([]),
@@ -100,6 +101,7 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
     const own = request.tokens ?? [];
     counts[i] = own.length;
     for (let j = 0; j < own.length; j++) tokens[offset++] = own[j];
+    if (request.prompt_len === NO_PROMPT) throw sidecarError('INVALID_ARGUMENT', `prompt_len ${NO_PROMPT} is reserved (it marks a delta)`, `requests[${i}].prompt_len`);
     promptLengths[i] = request.prompt_len === undefined || request.prompt_len === null ? NO_PROMPT : request.prompt_len;
   }
   return {
