@@ -306,3 +306,19 @@ def test_a_reply_that_does_not_answer_the_rows_sent_fails_open_instead_of_mispla
         assert result.drafts == [[], [], [], []] and result.source == "local"
         assert session.stats.failed_steps == 1
         assert session.confirmed() == {}  # nothing is taken as held by the sidecar
+
+
+def test_a_poisoned_step_id_costs_one_step_then_drafting_resumes_under_a_new_epoch(sidecar):
+    batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2]})
+    session = session_for(sidecar)
+    assert batch.step(session).drafts == [[3, 1, 2]]
+    # Another client with the same engine id sends the largest step id there is.
+    poison = DraftSession(3, FastLaneClient(sidecar.socket, deadline_s=0.5), engine_id=session.engine_id)
+    poison.step_id = 2**64 - 2
+    Batch({"x": PROMPT + [9]}).step(poison)
+    failed = batch.step(session)  # STALE_STEP: this step fails open
+    assert failed.drafts == [[]] and failed.source == "local"
+    batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
+    resumed = batch.step(session)
+    assert resumed.source == "sidecar" and resumed.drafts == [[1, 2, 3]]
+    assert session.engine_id.endswith("~1")

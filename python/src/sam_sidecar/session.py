@@ -17,6 +17,7 @@ import numpy as np
 from . import metrics, wire
 from .client import FastLaneClient, RateLimitedLog, SidecarUnavailable
 from .gate import local_decision
+from .log import logger
 
 
 MAX_PENDING_RELEASES = 4096  # finished ids kept for the next successful step
@@ -86,6 +87,8 @@ class DraftSession:
         self.client = client or FastLaneClient()
         self.engine_id = engine_id or default_engine_id()
         self._engine_bytes = self.engine_id.encode()
+        self._base_engine_id = self.engine_id
+        self._epoch = 0
         self.local_threshold = local_threshold
         self.step_id = 0
         self.stats = SessionStats()
@@ -103,6 +106,21 @@ class DraftSession:
     def set_engine_id(self, engine_id: str) -> None:
         self.engine_id = engine_id
         self._engine_bytes = engine_id.encode()
+        self._base_engine_id = engine_id
+        self._epoch = 0
+
+    def _start_new_epoch(self) -> None:
+        """The sidecar has seen later steps of this engine id than ours (another client with the
+        same id, or a poisoned step id): go on as a new engine, "<id>~<epoch>", with fresh step ids.
+        The sidecar knows nothing of it, so every request is resent in full next step."""
+        self._epoch += 1
+        self.engine_id = f"{self._base_engine_id}~{self._epoch}"
+        self._engine_bytes = self.engine_id.encode()
+        self.step_id = 0
+        self._confirmed.clear()
+        self._steady = None
+        self._unawaited = None
+        logger.warning("sam-sidecar: the sidecar has seen later steps of this engine id; continuing as engine %s (full contexts resent)", self.engine_id)
 
     def step(
         self,
@@ -203,6 +221,8 @@ class DraftSession:
     def _fail_open(self, error: Exception, n_rows: int, num_reqs: int, prefill: bool, started: float) -> StepResult:
         # Nothing is confirmed: a steady batch keeps the lengths of its last confirmed step.
         self.stats.failed_steps += 1
+        if isinstance(error, wire.WireError) and error.code == "STALE_STEP":
+            self._start_new_epoch()
         metrics.inc("fail_opens")
         if getattr(error, "deadline_missed", False):
             metrics.inc("deadline_misses")
