@@ -31,10 +31,10 @@ export class FastLaneServer {
     readonly path: string,
   ) {
     this.server = net.createServer((socket) => this.accept(socket));
+    this.socketFile = new SocketFile(path, 'fast lane');
   }
 
-  /** The socket file this process bound (its inode), or null: only that file is ever removed. */
-  private boundSocket: BoundSocket | null = null;
+  private readonly socketFile: SocketFile;
 
   async listen(): Promise<void> {
     mkdirSync(dirname(this.path), { recursive: true });
@@ -46,12 +46,12 @@ export class FastLaneServer {
         resolve();
       });
     });
-    this.boundSocket = bindSocketFile(this.path, this.context.config.socketMode);
+    this.socketFile.bound(this.context.config.socketMode);
   }
 
   /** Why the socket this server answers on is unusable (gone, or replaced by another process), or null. */
   socketProblem(): string | null {
-    return this.boundSocket === null ? `fast lane ${this.path} is not listening` : socketFileProblem(this.boundSocket);
+    return this.socketFile.problem();
   }
 
   /** Stops accepting, lets connections finish what they sent, then closes them and removes the socket file. */
@@ -60,8 +60,7 @@ export class FastLaneServer {
     for (const socket of this.sockets) socket.end();
     await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 500))]);
     for (const socket of this.sockets) socket.destroy();
-    if (this.boundSocket !== null) removeBoundSocket(this.boundSocket);
-    this.boundSocket = null;
+    this.socketFile.remove();
   }
 
   private accept(socket: net.Socket): void {
@@ -115,29 +114,39 @@ export function answerFrame(context: SidecarContext, frame: Buffer, transport: T
   }
 }
 
-export interface BoundSocket {
-  readonly path: string;
-  readonly inode: number;
-}
+/**
+ * A Unix socket file a server serves on. Only the file this process bound (by inode) is ever
+ * removed, and a file gone or replaced by another process is reported.
+ */
+export class SocketFile {
+  private inode: number | null = null;
 
-/** Sets the mode of a socket file this process just bound and remembers which file it is. */
-export function bindSocketFile(path: string, mode: string): BoundSocket {
-  chmodSync(path, parseInt(mode, 8));
-  return { path, inode: statSync(path).ino };
-}
+  constructor(
+    readonly path: string,
+    private readonly label: string,
+  ) {}
 
-/** Why a bound socket file is unusable: gone, or replaced by another process's. */
-export function socketFileProblem(bound: BoundSocket): string | null {
-  try {
-    return statSync(bound.path).ino === bound.inode ? null : `socket ${bound.path} was replaced by another process`;
-  } catch {
-    return `socket ${bound.path} is gone`;
+  /** Sets the mode of the socket file this process just bound and remembers which file it is. */
+  bound(mode: string): void {
+    chmodSync(this.path, parseInt(mode, 8));
+    this.inode = statSync(this.path).ino;
   }
-}
 
-/** Removes a socket file only if it is still the one this process bound. */
-export function removeBoundSocket(bound: BoundSocket): void {
-  if (socketFileProblem(bound) === null) rmSync(bound.path, { force: true });
+  /** Why clients cannot reach this server through the file (not bound, gone, replaced), or null. */
+  problem(): string | null {
+    if (this.inode === null) return `${this.label} ${this.path} is not listening`;
+    try {
+      return statSync(this.path).ino === this.inode ? null : `socket ${this.path} was replaced by another process`;
+    } catch {
+      return `socket ${this.path} is gone`;
+    }
+  }
+
+  /** Removes the file if it is still the one this process bound. */
+  remove(): void {
+    if (this.inode !== null && this.problem() === null) rmSync(this.path, { force: true });
+    this.inode = null;
+  }
 }
 
 /**

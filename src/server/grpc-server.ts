@@ -9,7 +9,7 @@ import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } fr
 import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
 import { sidecarError } from '../core/errors.js';
-import { answerFrame, bindSocketFile, removeBoundSocket, removeStaleSocket, socketFileProblem, type BoundSocket } from './fast-lane-server.js';
+import { answerFrame, removeStaleSocket, SocketFile } from './fast-lane-server.js';
 
 export class GrpcServer {
   private readonly server: grpc.Server;
@@ -20,6 +20,7 @@ export class GrpcServer {
     readonly socketPath: string | undefined,
     readonly tcp: string | undefined,
   ) {
+    this.socketFile = socketPath ? new SocketFile(socketPath, 'gRPC') : undefined;
     const maxBytes = context.config.limits.maxMessageBytes;
     this.server = new grpc.Server({ 'grpc.max_receive_message_length': maxBytes, 'grpc.max_send_message_length': maxBytes });
     this.server.addService(SidecarService, {
@@ -47,22 +48,20 @@ export class GrpcServer {
 
   /** Bound addresses (the TCP one with its actual port). */
   readonly addresses: string[] = [];
-  /** The socket file this process bound, or null: only that file is ever removed. */
-  private boundSocket: BoundSocket | null = null;
+  private readonly socketFile: SocketFile | undefined;
 
   /** Why the gRPC socket this server answers on is unusable, or null (also when it serves none). */
   socketProblem(): string | null {
-    if (!this.socketPath) return null;
-    return this.boundSocket === null ? `gRPC ${this.socketPath} is not listening` : socketFileProblem(this.boundSocket);
+    return this.socketFile?.problem() ?? null;
   }
 
   async listen(): Promise<void> {
     const credentials = grpc.ServerCredentials.createInsecure();
-    if (this.socketPath) {
+    if (this.socketPath && this.socketFile) {
       mkdirSync(dirname(this.socketPath), { recursive: true });
       await removeStaleSocket(this.socketPath, 'grpc.socket');
       await this.bind(`unix:${this.socketPath}`, credentials, 'grpc.socket');
-      this.boundSocket = bindSocketFile(this.socketPath, this.context.config.socketMode);
+      this.socketFile.bound(this.context.config.socketMode);
       this.addresses.push(`unix:${this.socketPath}`);
     }
     if (this.tcp) {
@@ -88,8 +87,7 @@ export class GrpcServer {
         resolve();
       });
     });
-    if (this.boundSocket !== null) removeBoundSocket(this.boundSocket);
-    this.boundSocket = null;
+    this.socketFile?.remove();
   }
 
   private bind(address: string, credentials: grpc.ServerCredentials, field: string): Promise<number> {

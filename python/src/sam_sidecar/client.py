@@ -38,7 +38,7 @@ def call_failed(error: BaseException, deadline_s: float) -> SidecarUnavailable:
     """The error a failed call raises: a kernel timeout (EAGAIN on a socket with SO_RCVTIMEO /
     SO_SNDTIMEO) is said as the deadline it is, not as the errno."""
     if isinstance(error, SidecarUnavailable):
-        return error
+        return SidecarUnavailable(f"step call failed: {error}", deadline_missed=error.deadline_missed)
     if isinstance(error, (socket.timeout, BlockingIOError, TimeoutError)):
         return SidecarUnavailable(f"deadline {deadline_s * 1000:g} ms exceeded", deadline_missed=True)
     return SidecarUnavailable(f"step call failed: {error!r}")

@@ -76,3 +76,17 @@ class SamProposerCore:
         if unsupported:
             drafts = [[] if req_ids[i] in unsupported else d for i, d in enumerate(drafts)]
         return drafts
+
+
+def note_finished_ids_from_update_states(runner_class, drafter_type: type) -> None:
+    """Wraps `runner_class._update_states(scheduler_output, ...)` so a drafter of `drafter_type`
+    (which has note_finished) sees the finished request ids, where the runner's propose call does
+    not pass them."""
+    original = runner_class._update_states
+
+    def _update_states(self, scheduler_output, *args, **kwargs):
+        if isinstance(getattr(self, "drafter", None), drafter_type):
+            self.drafter.note_finished(getattr(scheduler_output, "finished_req_ids", ()))
+        return original(self, scheduler_output, *args, **kwargs)
+
+    runner_class._update_states = _update_states

@@ -16,10 +16,11 @@ cumulative counts, target probabilities [num_tokens, vocab], bonus tokens [batch
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
+from . import metrics
 from .support import SamSidecarError
 
 PLACEHOLDER_TOKEN_ID = -1
@@ -199,14 +200,15 @@ def _sampling_function(sampler_class):
 SAMPLER_ARGUMENTS = ("target_probs", "target_logits")
 
 
-def install(sampler_class, argument: str, on_verify: Optional[Callable[[], None]] = None):
+def install(sampler_class, argument: str):
     """Makes the `rejection_sample` that `sampler_class.forward` really calls (its module's global,
     resolved after every patch the engine applied to it) verify probability-free drafts with the
     lossless rule above. Drafts with probabilities keep the engine's own path. `argument` is the name
     the engine's function gives its sixth parameter: "target_probs" (vLLM up to 0.14), or
     "target_logits" (vLLM 0.15 on: the logits after temperature, top-k and top-p, whose softmax is
     the target distribution). A function with any other parameters is refused rather than guessed
-    at. Idempotent; returns the installed function."""
+    at. Each verification it makes is counted (metrics "lossless_verifications"). Idempotent; returns
+    the installed function."""
     namespace = _sampling_function(sampler_class)
     original = namespace["rejection_sample"]
     if getattr(original, "_sam_sidecar", False):
@@ -219,8 +221,7 @@ def install(sampler_class, argument: str, on_verify: Optional[Callable[[], None]
 
     def lossless_rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs):
         if draft_probs is None:
-            if on_verify is not None:
-                on_verify()
+            metrics.inc("lossless_verifications")
             target_probs = target.softmax(dim=-1, dtype=torch.float32) if from_logits else target
             return rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, None, target_probs, bonus_token_ids, sampling_metadata)
         return original(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs)
@@ -237,3 +238,10 @@ def installed(sampler_class) -> bool:
         return bool(getattr(_sampling_function(sampler_class)["rejection_sample"], "_sam_sidecar", False))
     except SamSidecarError:
         return False
+
+
+def require_installed(sampler, label: str) -> None:
+    """After a runner's __init__: its sampler object verifies through the lossless function, or the
+    engine does not start."""
+    if sampler is None or not installed(type(sampler)):
+        raise SamSidecarError("SAMPLER_MISMATCH", f"method 'sam' asked for, but the runner's {type(sampler).__name__} does not call the shim's lossless sampler; refusing to verify probability-free drafts with {label}'s own rule")

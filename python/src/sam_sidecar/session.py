@@ -85,10 +85,7 @@ class DraftSession:
     ):
         self.k = k
         self.client = client or FastLaneClient()
-        self.engine_id = engine_id or default_engine_id()
-        self._engine_bytes = self.engine_id.encode()
-        self._base_engine_id = self.engine_id
-        self._epoch = 0
+        self.set_engine_id(engine_id or default_engine_id())
         self.local_threshold = local_threshold
         self.step_id = 0
         self.stats = SessionStats()
@@ -104,18 +101,20 @@ class DraftSession:
         self._log = RateLimitedLog()
 
     def set_engine_id(self, engine_id: str) -> None:
-        self.engine_id = engine_id
-        self._engine_bytes = engine_id.encode()
         self._base_engine_id = engine_id
         self._epoch = 0
+        self._use_engine_id(engine_id)
+
+    def _use_engine_id(self, engine_id: str) -> None:
+        self.engine_id = engine_id
+        self._engine_bytes = engine_id.encode()
 
     def _start_new_epoch(self) -> None:
         """The sidecar has seen later steps of this engine id than ours (another client with the
         same id, or a poisoned step id): go on as a new engine, "<id>~<epoch>", with fresh step ids.
         The sidecar knows nothing of it, so every request is resent in full next step."""
         self._epoch += 1
-        self.engine_id = f"{self._base_engine_id}~{self._epoch}"
-        self._engine_bytes = self.engine_id.encode()
+        self._use_engine_id(f"{self._base_engine_id}~{self._epoch}")
         self.step_id = 0
         self._confirmed.clear()
         self._steady = None

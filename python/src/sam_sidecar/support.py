@@ -1,8 +1,8 @@
 """Which vLLM and vLLM-Ascend releases the shim supports, and how it finds out which one is installed.
 
 One row per integration path. A row names the seams the shim uses in that release line: the runner
-module and class, how the drafter is installed, the rejection sampler class the runner builds and
-the name of the argument the sampling function receives. The seams are checked again at run time
+module and class, the rejection sampler class the runner builds and the name of the argument the
+sampling function receives (the engine decides the integration: vllm_ascend.py or vllm_upstream.py). The seams are checked again at run time
 (`vllm_ascend.py`, `vllm_upstream.py`): a version picks a row, the live modules must then match it,
 and anything that does not match refuses `method: sam` instead of degrading verification.
 
@@ -45,7 +45,6 @@ class Row:
     below: str
     runner_module: str
     runner_class: str
-    drafter: str  # "factory": vLLM-Ascend's get_spec_decode_method; "ngram_slot": upstream's NgramProposer slot
     sampler_class: str  # the rejection sampler class, as the runner module names it
     sampler_argument: str  # the sampling function's sixth parameter: "target_probs", or "target_logits" (processed logits, softmax still to apply)
     # vLLM-Ascend rows: the vLLM releases that line was built on. Its runner calls vLLM's code
@@ -68,7 +67,6 @@ ROWS: Tuple[Row, ...] = (
         below="0.13.0rc1",
         runner_module="vllm_ascend.worker.model_runner_v1",
         runner_class="NPUModelRunner",
-        drafter="factory",
         sampler_class="AscendRejectionSampler",
         sampler_argument="target_probs",
         vllm_minimum="0.11.0rc1",
@@ -81,7 +79,6 @@ ROWS: Tuple[Row, ...] = (
         below="0.15.0rc1",
         runner_module="vllm_ascend.worker.model_runner_v1",
         runner_class="NPUModelRunner",
-        drafter="factory",
         sampler_class="RejectionSampler",
         sampler_argument="target_probs",
         vllm_minimum="0.13.0rc1",
@@ -94,7 +91,6 @@ ROWS: Tuple[Row, ...] = (
         below="0.20.0rc1",
         runner_module="vllm_ascend.worker.model_runner_v1",
         runner_class="NPUModelRunner",
-        drafter="factory",
         sampler_class="RejectionSampler",
         sampler_argument="target_logits",
         vllm_minimum="0.15.0rc1",
@@ -107,7 +103,6 @@ ROWS: Tuple[Row, ...] = (
         below="0.15.0",
         runner_module="vllm.v1.worker.gpu_model_runner",
         runner_class="GPUModelRunner",
-        drafter="ngram_slot",
         sampler_class="RejectionSampler",
         sampler_argument="target_probs",
     ),

@@ -25,9 +25,8 @@ import inspect
 from typing import Any, Callable
 
 from . import rejection_sampler
-from . import metrics
-from .proposer import SamProposerCore
 from .log import logger
+from .proposer import SamProposerCore, note_finished_ids_from_update_states
 from .support import Row, SamSidecarError
 from .tensor_parallel import TensorParallelShare
 
@@ -96,7 +95,7 @@ def build_drafter(row: Row, runner_module, vllm_config, device, runner) -> Ascen
     sampler_class = getattr(runner_module, row.sampler_class, None)
     if sampler_class is None:
         raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} has no {row.sampler_class}: not {row.label}")
-    rejection_sampler.install(sampler_class, row.sampler_argument, on_verify=lambda: metrics.inc("lossless_verifications"))
+    rejection_sampler.install(sampler_class, row.sampler_argument)
     return drafter_class(runner_module)(vllm_config, device, runner)
 
 
@@ -107,9 +106,7 @@ def check_runner(row: Row, runner) -> None:
         return  # not the last pipeline stage: this rank neither drafts nor verifies
     if not isinstance(drafter, AscendSamProposer):
         raise SamSidecarError("RUNNER_MISMATCH", f"method 'sam' asked for, but the runner built {type(drafter).__name__}: {row.label} did not call the drafter factory the shim patched")
-    sampler = getattr(runner, "rejection_sampler", None)
-    if sampler is None or not rejection_sampler.installed(type(sampler)):
-        raise SamSidecarError("SAMPLER_MISMATCH", f"method 'sam' asked for, but the runner's {type(sampler).__name__} does not call the shim's lossless sampler; refusing to verify probability-free drafts with {row.label}'s own rule")
+    rejection_sampler.require_installed(getattr(runner, "rejection_sampler", None), row.label)
 
 
 def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], version: str) -> bool:
@@ -139,15 +136,8 @@ def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], 
             logger.info("sam drafter active: vLLM-Ascend %s, lossless sampler installed", version)
 
     runner_class.__init__ = __init__
-    original_update = getattr(runner_class, "_update_states", None)
-    if original_update is not None:
-
-        def _update_states(self, scheduler_output, *args, **kwargs):
-            if isinstance(getattr(self, "drafter", None), AscendSamProposer):
-                self.drafter.note_finished(getattr(scheduler_output, "finished_req_ids", ()))
-            return original_update(self, scheduler_output, *args, **kwargs)
-
-        runner_class._update_states = _update_states
+    if hasattr(runner_class, "_update_states"):
+        note_finished_ids_from_update_states(runner_class, AscendSamProposer)
     return True
 
 

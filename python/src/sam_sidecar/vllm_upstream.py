@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import metrics, rejection_sampler
-from .proposer import SamProposerCore
+from . import rejection_sampler
+from .proposer import SamProposerCore, note_finished_ids_from_update_states
 from .log import logger
 from .support import Row, SamSidecarError
 from .tensor_parallel import TensorParallelShare
@@ -54,7 +54,6 @@ def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], 
         if not hasattr(Runner, name):
             raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_class}.{name} is missing: not {row.label}")
     original_init = Runner.__init__
-    original_update = Runner._update_states
     # The n-gram slot asserts isinstance(drafter, NgramProposer): the sam drafter is a subclass.
     drafter_class = type("SamNgramSlotProposer", (SamUpstreamProposer, ngram_class), {})
 
@@ -65,18 +64,11 @@ def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], 
         if not isinstance(self.drafter, ngram_class):
             raise SamSidecarError("RUNNER_MISMATCH", f"method 'sam' runs in the n-gram slot, but the runner built {type(self.drafter).__name__}")
         self.drafter = drafter_class(vllm_config, self)
-        rejection_sampler.install(sampler_class, row.sampler_argument, on_verify=lambda: metrics.inc("lossless_verifications"))
-        sampler = getattr(self, "rejection_sampler", None)
-        if sampler is None or not rejection_sampler.installed(type(sampler)):
-            raise SamSidecarError("SAMPLER_MISMATCH", f"method 'sam' asked for, but the runner's {type(sampler).__name__} does not call the shim's lossless sampler")
+        rejection_sampler.install(sampler_class, row.sampler_argument)
+        rejection_sampler.require_installed(getattr(self, "rejection_sampler", None), row.label)
         logger.info("sam drafter active: vLLM %s, lossless sampler installed", version)
 
-    def _update_states(self, scheduler_output, *args, **kwargs):
-        if isinstance(getattr(self, "drafter", None), SamUpstreamProposer):
-            self.drafter.note_finished(scheduler_output.finished_req_ids)
-        return original_update(self, scheduler_output, *args, **kwargs)
-
     Runner.__init__ = __init__
-    Runner._update_states = _update_states
+    note_finished_ids_from_update_states(Runner, SamUpstreamProposer)
     Runner._sam_sidecar = True
     return True

@@ -140,7 +140,10 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
     _dist_info(root, "vllm_ascend", version)
     _dist_info(root, "vllm", vllm_version or entry["vllm"])
     takes = entry["sampler_argument"]
-    _vllm_base(root, 4, takes)  # vLLM 0.12 on: the sampler vLLM-Ascend 0.13 on builds
+    # vLLM's own sampler as that vLLM release has it: bonus tokens given to forward in 0.11, sampled
+    # from the logits by forward from 0.12 (the one vLLM-Ascend 0.13 on builds).
+    built_on = tuple(int(part) for part in (vllm_version or entry["vllm"]).split(".")[:2])
+    _vllm_base(root, VLLM["0.11"]["sampler_forward_arguments"] if built_on < (0, 12) else VLLM["0.14"]["sampler_forward_arguments"], takes)
     _write(root, "vllm_ascend/__init__.py", "def register():\n    return 'vllm_ascend.platform.NPUPlatform'\n")
     _write(root, "vllm_ascend/_version.py", f"__version__ = {version!r}\n")
     if entry["dispatch"] == "class":
