@@ -11,7 +11,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { DEFAULT_ENGINE_OPTIONS, DRAFTERS } from './core/engine.js';
+import { DEFAULT_ENGINE_OPTIONS, DRAFTERS, type EngineOptions } from './core/engine.js';
 import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
@@ -21,10 +21,11 @@ import { DEMO_USAGE } from './usage.js';
 import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
 import { simulateRollout, type GatePolicy } from './replay/rollout.js';
-import { percentile, replay, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
+import { DEFAULT_MAX_NUM_SEQS, DEFAULT_TAIL_BATCH, preloadHistory, replayRolloutSteps } from './replay/rollout-step.js';
+import { percentile, replay, type ReplayResult, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
 import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
-import { loadTraceFile, type TraceRow } from './replay/traces.js';
+import { loadTraceFile, splitSteps, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
 
 const USAGE = `usage:
@@ -74,13 +75,17 @@ const CorpusTokensArg = z.coerce.number().int().nonnegative().default(DEFAULT_EN
 
 const ReplayArgs = z
   .object({
-    traces: z.string().optional(),
+    traces: z.array(z.string()).optional(),
     verl: z.string().optional(),
     tokenizer: z.string().optional(),
     k: positiveInt.max(64).default(3),
     drafter: z.enum(DRAFTERS).default('sam'),
     siblings: z.enum(SIBLING_MODES).default('live'),
-    history: z.string().optional(),
+    history: z.array(z.string()).default([]),
+    'max-num-seqs': positiveInt.max(65_535).default(DEFAULT_MAX_NUM_SEQS),
+    engines: positiveInt.max(256).default(1),
+    turns: z.boolean().default(false),
+    seed: z.coerce.number().int().nonnegative().optional(),
     'min-match': positiveInt.default(1),
     'corpus-tokens': CorpusTokensArg,
     'k-by-batch': KByBatchArg.optional(),
@@ -93,6 +98,11 @@ const ReplayArgs = z
   .superRefine((args, ctx) => {
     if (args.traces !== undefined && args.verl !== undefined) ctx.addIssue({ code: 'custom', path: ['traces'], message: 'give --traces or --verl, not both' });
     if (args.verl !== undefined && args.tokenizer === undefined) ctx.addIssue({ code: 'custom', path: ['tokenizer'], message: '--verl needs --tokenizer' });
+    if (args.history.length > 0 && args.siblings === 'none') ctx.addIssue({ code: 'custom', path: ['history'], message: 'history is only drafted from with siblings (finished or live)' });
+    if (args.siblings === 'finished' && (args.engines > 1 || args.turns || args.seed !== undefined || (args.traces?.length ?? 0) > 1)) {
+      ctx.addIssue({ code: 'custom', path: ['siblings'], message: 'finished is the reference order of single rows; --engines, --turns, --seed and several --traces need none or live' });
+    }
+    if (args.via !== undefined && args.engines > 1) ctx.addIssue({ code: 'custom', path: ['engines'], message: 'a sidecar serves one engine pod; --engines > 1 runs in process only' });
   });
 
 type ReplayArgs = z.infer<typeof ReplayArgs>;
@@ -119,30 +129,25 @@ function progressBar(enabled: boolean): ((done: number, total: number) => void) 
   };
 }
 
-function loadRows(path: string, args: ReplayArgs, verl: boolean): TraceRow[] {
-  return verl ? loadVerlDump(path, loadTokenizer(args.tokenizer!)) : loadTraceFile(path);
-}
-
-/** Feeds earlier finished outputs through the backend so their groups are in history. */
-async function preloadHistory(backend: StepBackend, rows: TraceRow[]): Promise<void> {
-  for (const row of rows) {
-    const id = `history:${row.id}`;
-    await backend.step([{ id, start: 0, tokens: [...row.prompt, ...row.output], promptLength: row.prompt.length }], [], 0);
-    await backend.step([], [id], 0);
-  }
+function loadRows(path: string, args: ReplayArgs): TraceRow[] {
+  return args.verl !== undefined ? loadVerlDump(path, loadTokenizer(args.tokenizer!)) : loadTraceFile(path);
 }
 
 async function runReplay(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      traces: { type: 'string' },
+      traces: { type: 'string', multiple: true },
       verl: { type: 'string' },
       tokenizer: { type: 'string' },
       k: { type: 'string' },
       drafter: { type: 'string' },
       siblings: { type: 'string' },
-      history: { type: 'string' },
+      history: { type: 'string', multiple: true },
+      'max-num-seqs': { type: 'string' },
+      engines: { type: 'string' },
+      turns: { type: 'boolean' },
+      seed: { type: 'string' },
       'min-match': { type: 'string' },
       'corpus-tokens': { type: 'string' },
       'k-by-batch': { type: 'string' },
@@ -155,28 +160,47 @@ async function runReplay(argv: string[]): Promise<void> {
     strict: true,
   });
   const args = parseOrExit(ReplayArgs, values);
-  const source = args.traces ?? args.verl ?? 'synthetic';
-  let rows = source === 'synthetic' ? syntheticTraces() : loadRows(source, args, args.verl !== undefined);
-  if (args.limit !== undefined) rows = rows.slice(0, args.limit);
-  const backend: StepBackend =
-    args.via === undefined
-      ? new InProcessBackend(
-          { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] },
-          args['k-by-batch'],
-        )
-      : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
-  if (args.history !== undefined) await preloadHistory(backend, loadRows(args.history, args, args.verl !== undefined));
-  const result = await replay(rows, backend, {
-    k: args.k,
-    siblings: args.siblings,
-    onProgress: progressBar(!args.quiet && process.stderr.isTTY === true),
-  });
-  const label = `${source.split('/').pop()} drafter=${args.drafter}`;
+  const files = args.traces ?? (args.verl !== undefined ? [args.verl] : []);
+  const source = files.length === 0 ? 'synthetic' : files.map((file) => file.split('/').pop()).join(' + ');
+  let steps = files.length === 0 ? [syntheticTraces()] : files.flatMap((file) => splitSteps(loadRows(file, args)));
+  if (args.limit !== undefined) steps = steps.map((rows) => rows.slice(0, args.limit));
+  const history = args.history.flatMap((file) => loadRows(file, args));
+  const engineOptions = { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] };
+  const inProcess = (options: Partial<EngineOptions>) => Array.from({ length: args.engines }, () => new InProcessBackend({ ...engineOptions, ...options }, args['k-by-batch']));
+  const run = async (backends: StepBackend[], progress: boolean): Promise<ReplayResult> => {
+    const onProgress = progressBar(progress && !args.quiet && process.stderr.isTTY === true);
+    if (args.siblings === 'finished') {
+      await preloadHistory(history, backends, () => 0);
+      return replay(steps[0], backends[0], { k: args.k, siblings: 'finished', onProgress });
+    }
+    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress });
+  };
+  const wire = args.via === undefined ? null : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
+  const result = await run(wire === null ? inProcess({}) : [wire], true);
+  result.siblings = args.siblings;
+  const label = `${source} drafter=${args.drafter}`;
   process.stdout.write(`${formatTable(label, result)}\n`);
-  if (args.plot !== undefined) writeFileSync(args.plot, renderPlot(label, result));
+  if (args.plot !== undefined) {
+    // The baselines on the same schedule: the seed design and vLLM's n-gram proposer, own context only.
+    const baselines = [];
+    for (const drafter of ['seed', 'ngram'] as const) baselines.push({ name: drafter, result: await run(inProcess({ drafter, siblings: false }), false) });
+    writeFileSync(args.plot, renderPlot(source, [{ name: `${args.drafter}, siblings ${args.siblings}`, result }, ...baselines]));
+  }
   if (args.json) {
-    const wire = backend instanceof WireBackend ? wireSummary(args.via!, backend) : {};
-    const summary = { file: source, drafter: args.drafter, siblings: args.siblings, k: args.k, rows: rows.length, ...summarize(result), ...wire };
+    const summary = {
+      files: files.length === 0 ? ['synthetic'] : files,
+      drafter: args.drafter,
+      siblings: args.siblings,
+      k: args.k,
+      maxNumSeqs: args['max-num-seqs'],
+      engines: args.engines,
+      turns: args.turns,
+      seed: args.seed ?? null,
+      rows: result.rows,
+      rolloutSteps: result.perStep.length,
+      ...summarize(result),
+      ...(wire === null ? {} : wireSummary(args.via!, wire)),
+    };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   }
 }
@@ -256,7 +280,8 @@ async function runRollout(argv: string[]): Promise<void> {
     { name: 'adaptive', speculate: true, gate: gate('adaptive') },
   ];
   const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], cost, engine: { corpusTokens: args['corpus-tokens'] } };
-  const results = policies.map((policy) => simulateRollout(rows, policy, options));
+  const results = [];
+  for (const policy of policies) results.push(await simulateRollout(rows, policy, options));
   const baseline = results[0].timeMs;
   const lines = [
     `rollout: ${rows.length} rows, max-num-seqs ${options.maxNumSeqs}, K ${args.k}, step ${cost.baseMs} ms + ${cost.perSeqMs} ms x B`,

@@ -48,7 +48,7 @@ describe.skipIf(!available)('the same drafts through a running sidecar (shared t
     const { loadConfig } = await import('../src/server/config.js');
     const { startSidecar } = await import('../src/server/sidecar.js');
     const socket = join(mkdtempSync(join(tmpdir(), 'sam-accept-')), 'sidecar.sock');
-    const sidecar = await startSidecar(loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 } } }));
+    const sidecar = await startSidecar(loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, gate: { threshold: 0 } } }));
     try {
       const rows = loadTraceFile(DATA + 'grpo-gsm8k-step2.jsonl');
       const wire = await replay(rows, new WireBackend(await FastLaneClient.connect(socket)), { k: 3, siblings: 'live' });

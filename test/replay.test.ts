@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { InProcessBackend } from '../src/replay/in-process.js';
 import { RollingBatch } from '../src/replay/rolling-batch.js';
+import { replayRolloutSteps, turnsOf } from '../src/replay/rollout-step.js';
 import { replay, type StepBackend, type StepItem } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
-import { parseTraceJsonl, type TraceRow } from '../src/replay/traces.js';
+import { parseTraceJsonl, splitSteps, type TraceRow } from '../src/replay/traces.js';
 
 /** A backend that proposes a fixed draft and records what it was sent. */
 class ScriptedBackend implements StepBackend {
@@ -12,6 +13,10 @@ class ScriptedBackend implements StepBackend {
   readonly released: string[] = [];
   constructor(private readonly draftFor: (item: StepItem, held: number[]) => number[]) {}
   private held = new Map<string, number[]>();
+  /** The steps that carried requests (not the release-only calls at the end). */
+  get steps(): StepItem[][] {
+    return this.sent.filter((items) => items.length > 0);
+  }
   step(items: StepItem[], finished: string[], k: number): Int32Array[] {
     this.sent.push(items.map((i) => ({ ...i, tokens: [...i.tokens] })));
     this.released.push(...finished);
@@ -86,6 +91,75 @@ describe('replay semantics', () => {
     expect(good[0].env).toEqual([[1, 2]]);
     expect(() => parseTraceJsonl('{"prompt":[1],"output":[2],"env":[[1,5]]}', 'x.jsonl')).toThrowError(/x\.jsonl:1.*env/);
     expect(() => parseTraceJsonl('{"prompt":"no","output":[]}', 'y.jsonl')).toThrowError(expect.objectContaining({ code: 'TRACE_INVALID', field: 'prompt' }));
+  });
+});
+
+const named = (id: string, output: number[], extra: Partial<TraceRow> = {}): TraceRow => ({ ...row(output), id, ...extra });
+const schedule = { k: 2, maxNumSeqs: 128, turns: false, tailBatch: 32 };
+
+describe('the rollout step (the schedule of every replay)', () => {
+  it('queues every row at once and admits first come first served up to max_num_seqs; a finished slot is refilled at the next step', async () => {
+    const backend = new ScriptedBackend(() => []);
+    const rows = [named('a', [1]), named('b', [1, 1, 1]), named('c', [1, 1])];
+    await replayRolloutSteps([rows], [backend], { ...schedule, maxNumSeqs: 2 });
+    const ids = backend.steps.map((items) => items.map((i) => i.id));
+    expect(ids).toEqual([['a', 'b'], ['b', 'c'], ['b', 'c']]);
+    // a's release rides with the step that admits c.
+    expect(backend.released.slice(0, 1)).toEqual(['a']);
+  });
+
+  it('counts the tail: request steps taken in engine steps of at most tailBatch requests', async () => {
+    const rows = [named('a', [1]), named('b', [1, 1, 1])];
+    const result = await replayRolloutSteps([rows], [new ScriptedBackend(() => [])], { ...schedule, tailBatch: 1 });
+    expect({ steps: result.steps, engineSteps: result.engineSteps, tail: result.tail.steps }).toEqual({ steps: 4, engineSteps: 3, tail: 2 });
+  });
+
+  it('spreads trajectories over engines as verl does (fewest assigned first), each engine its own backend', async () => {
+    const backends = [new ScriptedBackend(() => []), new ScriptedBackend(() => [])];
+    const rows = ['a', 'b', 'c'].map((id) => named(id, [1]));
+    const result = await replayRolloutSteps([rows], backends, schedule);
+    expect(backends.map((b) => b.sent[0].map((i) => i.id))).toEqual([['a', 'c'], ['b']]);
+    expect(result.perEngine.map((t) => t.steps)).toEqual([2, 1]);
+  });
+
+  it('with turns, each model segment is a request whose prompt is the conversation so far, queued when the previous turn ends', () => {
+    const multi: TraceRow = { id: 't', group: 'g', prompt: [1, 2], output: [10, 11, 90, 91, 12, 13], env: [[2, 4]] };
+    expect(turnsOf(multi)).toEqual([
+      { id: 't#0', group: 'g', prompt: [1, 2], output: [10, 11], env: [] },
+      { id: 't#1', group: 'g', prompt: [1, 2, 10, 11, 90, 91], output: [12, 13], env: [] },
+    ]);
+    // A row that ends with a tool response has no request after it; one that starts with one folds it into the prompt.
+    expect(turnsOf({ ...multi, output: [90, 10], env: [[0, 1]] })).toEqual([{ id: 't#0', group: 'g', prompt: [1, 2, 90], output: [10], env: [] }]);
+  });
+
+  it('runs turns through the schedule: the next turn starts with its whole prompt after the previous one is released', async () => {
+    const backend = new ScriptedBackend(() => []);
+    const multi: TraceRow = { id: 't', group: 'g', prompt: [1, 2], output: [10, 90, 12], env: [[1, 2]] };
+    const result = await replayRolloutSteps([[multi]], [backend], { ...schedule, turns: true });
+    expect(backend.steps.map((items) => items.map((i) => [i.id, i.tokens, i.promptLength]))).toEqual([[['t#0', [1, 2], 2]], [['t#1', [1, 2, 10, 90], 4]]]);
+    expect(backend.released[0]).toBe('t#0');
+    expect({ steps: result.steps, emitted: result.emitted }).toEqual({ steps: 2, emitted: 2 });
+  });
+
+  it('runs steps in sequence (the next starts when the previous is done) and reports each', async () => {
+    const backend = new ScriptedBackend(() => []);
+    const steps = splitSteps([named('a', [1, 1], { step: '1' }), named('b', [1], { step: '2' }), named('c', [1], { step: '1' })]);
+    expect(steps.map((rows) => rows.map((r) => r.id))).toEqual([['a', 'c'], ['b']]);
+    const result = await replayRolloutSteps(steps, [backend], schedule);
+    expect(backend.steps.map((items) => items.map((i) => i.id))).toEqual([['a', 'c'], ['a'], ['b']]);
+    expect(result.perStep.map((t) => t.steps)).toEqual([3, 1]);
+  });
+
+  it('orders a step by a seed, the same order for the same seed', async () => {
+    const rows = Array.from({ length: 20 }, (_, i) => named(`r${i}`, [1]));
+    const firstIds = async (seed?: number) => {
+      const backend = new ScriptedBackend(() => []);
+      await replayRolloutSteps([rows], [backend], { ...schedule, seed });
+      return backend.sent[0].map((i) => i.id);
+    };
+    expect(await firstIds()).toEqual(rows.map((r) => r.id));
+    expect(await firstIds(7)).toEqual(await firstIds(7));
+    expect(await firstIds(7)).not.toEqual(await firstIds(8));
   });
 });
 

@@ -9,10 +9,10 @@ const cost = { baseMs: 20, perSeqMs: 0.1, verifyCost: DEFAULT_VERIFY_COST };
 const options = { k: 3, maxNumSeqs: 16, cost };
 const gate = (mode: 'threshold' | 'adaptive', threshold: number) => ({ mode, threshold, verifyCost: DEFAULT_VERIFY_COST, hysteresis: 0.05, smoothing: 0.01, minObservations: 50 });
 
-describe('rollout simulation (continuous batching, gate policies)', () => {
-  it('emits every model token exactly once whatever the policy; speculation only changes the steps', () => {
-    const never = simulateRollout(rows, { name: 'never', speculate: false }, options);
-    const always = simulateRollout(rows, { name: 'always', speculate: true, gate: UNGATED }, options);
+describe('rollout simulation (continuous batching, gate policies)', async () => {
+  it('emits every model token exactly once whatever the policy; speculation only changes the steps', async () => {
+    const never = await simulateRollout(rows, { name: 'never', speculate: false }, options);
+    const always = await simulateRollout(rows, { name: 'always', speculate: true, gate: UNGATED }, options);
     expect(never.emitted).toBe(modelTokens);
     expect(always.emitted).toBe(modelTokens);
     expect(never.speculativeSteps).toBe(0);
@@ -21,25 +21,25 @@ describe('rollout simulation (continuous batching, gate policies)', () => {
     expect(always.alSpeculative).toBeGreaterThan(1);
   });
 
-  it('charges a plain step base + perSeq * B, and a verification step up to verifyCost(B) times that', () => {
+  it('charges a plain step base + perSeq * B, and a verification step up to verifyCost(B) times that', async () => {
     const one = [rows[0]];
-    const never = simulateRollout(one, { name: 'never', speculate: false }, options);
+    const never = await simulateRollout(one, { name: 'never', speculate: false }, options);
     expect(never.timeMs).toBeCloseTo(never.engineSteps * (20 + 0.1), 6);
-    const always = simulateRollout(one, { name: 'always', speculate: true, gate: UNGATED }, options);
+    const always = await simulateRollout(one, { name: 'always', speculate: true, gate: UNGATED }, options);
     expect(always.timeMs).toBeGreaterThan(always.engineSteps * 20.1);
     expect(always.timeMs).toBeLessThanOrEqual(always.engineSteps * 20.1 * 1.05 + 1e-9);
   });
 
-  it('with the switch, large batches decode plainly and the tail speculates', () => {
-    const switched = simulateRollout(rows, { name: 'threshold 8', speculate: true, gate: gate('threshold', 8) }, options);
+  it('with the switch, large batches decode plainly and the tail speculates', async () => {
+    const switched = await simulateRollout(rows, { name: 'threshold 8', speculate: true, gate: gate('threshold', 8) }, options);
     expect(switched.speculativeSteps).toBeGreaterThan(0);
     expect(switched.speculativeSteps).toBeLessThan(switched.engineSteps);
     expect(switched.emitted).toBe(modelTokens);
   });
 
-  it('the adaptive gate speculates at large batch when acceptance pays for verification', () => {
-    const adaptive = simulateRollout(rows, { name: 'adaptive', speculate: true, gate: gate('adaptive', 8) }, options);
-    const switched = simulateRollout(rows, { name: 'threshold 8', speculate: true, gate: gate('threshold', 8) }, options);
+  it('the adaptive gate speculates at large batch when acceptance pays for verification', async () => {
+    const adaptive = await simulateRollout(rows, { name: 'adaptive', speculate: true, gate: gate('adaptive', 8) }, options);
+    const switched = await simulateRollout(rows, { name: 'threshold 8', speculate: true, gate: gate('threshold', 8) }, options);
     // Synthetic rollouts are repetitive (AL well above the verification cost at 16): adaptive
     // keeps speculating where the fixed switch turns off, and is faster.
     expect(adaptive.speculativeSteps / adaptive.engineSteps).toBeGreaterThan(switched.speculativeSteps / switched.engineSteps);

@@ -9,6 +9,7 @@
  * a round sends its new tokens, then all drafts are read. The in-process backend calls the core;
  * wire backends drive a running sidecar with the same calls.
  */
+import { DEFAULT_MAX_NUM_SEQS, DEFAULT_TAIL_BATCH, replayRolloutSteps } from './rollout-step.js';
 import type { TraceRow } from './traces.js';
 
 export const SIBLING_MODES = ['none', 'finished', 'live'] as const;
@@ -33,21 +34,42 @@ export interface StepBackend {
 
 export interface ReplayOptions {
   k: number;
+  /**
+   * none: no sharing between requests; live: the rollout step (every row queued at once,
+   * continuous batching, siblings and corpus filled as they really are); finished: the shared
+   * data's reference order (each group's rows one by one, shortest output first).
+   */
   siblings: SiblingMode;
+  /** vLLM's max_num_seqs (none and live): default 128. */
+  maxNumSeqs?: number;
+  /** Each model segment between environment spans becomes its own request (none and live). */
+  turns?: boolean;
+  /** Order of the rows within a step (none and live): file order when undefined. */
+  seed?: number;
+  /** Engine steps with at most this many requests are the tail: default 32. */
+  tailBatch?: number;
   /** Called after each round with the number of rows finished so far. */
   onProgress?: (rowsDone: number, rowsTotal: number) => void;
 }
 
-export interface PositionStats {
-  /** Steps at output positions in [bucket*size, (bucket+1)*size). */
-  steps: number[];
-  emitted: number[];
+/** Emitted tokens and steps of one slice of a replay (a bucket, an engine, a rollout step). */
+export interface Tally {
+  steps: number;
+  emitted: number;
+  proposed: number;
+  accepted: number;
 }
+
+/** Context-length buckets of the report: [edges[i], edges[i+1]) tokens, the last one open. */
+export const CONTEXT_EDGES: readonly number[] = [0, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
 
 export interface ReplayResult {
   rows: number;
   k: number;
   siblings: SiblingMode;
+  engines: number;
+  /** Engine steps (decode steps of a whole batch); `steps` counts request steps. */
+  engineSteps: number;
   steps: number;
   emitted: number;
   draftedSteps: number;
@@ -58,10 +80,17 @@ export interface ReplayResult {
   acceptedPerPos: number[];
   /** proposedPerPos[j]: steps whose draft had a token at position j. */
   proposedPerPos: number[];
-  byOutputPosition: PositionStats;
-  positionBucket: number;
+  /** Request steps taken in engine steps of at most `tailBatch` requests. */
+  tail: Tally;
+  tailBatch: number;
+  perEngine: Tally[];
+  /** One entry per rollout step, in order. */
+  perStep: Tally[];
+  /** By the request's context length when the draft was asked for (CONTEXT_EDGES). */
+  byContext: Tally[];
   al: number;
   alDrafted: number;
+  alTail: number;
   acceptanceRate: number;
   proposeUsP50: number;
   proposeUsP99: number;
@@ -95,20 +124,21 @@ export class RowCursor {
   }
 }
 
-const POSITION_BUCKET = 256;
-
 export function percentile(sorted: ArrayLike<number>, q: number): number {
   if (sorted.length === 0) return 0;
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
   return sorted[index];
 }
 
-export async function replay(rows: TraceRow[], backend: StepBackend, options: ReplayOptions): Promise<ReplayResult> {
-  const { k, siblings } = options;
-  const result: ReplayResult = {
-    rows: rows.length,
+const tally = (): Tally => ({ steps: 0, emitted: 0, proposed: 0, accepted: 0 });
+
+export function newResult(rows: number, k: number, siblings: SiblingMode, engines: number, tailBatch: number): ReplayResult {
+  return {
+    rows,
     k,
     siblings,
+    engines,
+    engineSteps: 0,
     steps: 0,
     emitted: 0,
     draftedSteps: 0,
@@ -117,63 +147,82 @@ export async function replay(rows: TraceRow[], backend: StepBackend, options: Re
     accepted: 0,
     acceptedPerPos: new Array(k).fill(0),
     proposedPerPos: new Array(k).fill(0),
-    byOutputPosition: { steps: [], emitted: [] },
-    positionBucket: POSITION_BUCKET,
+    tail: tally(),
+    tailBatch,
+    perEngine: Array.from({ length: engines }, tally),
+    perStep: [],
+    byContext: CONTEXT_EDGES.map(tally),
     al: 0,
     alDrafted: 0,
+    alTail: 0,
     acceptanceRate: 0,
     proposeUsP50: 0,
     proposeUsP99: 0,
   };
-  let rowsDone = 0;
-  const runBatch = async (cursors: RowCursor[]): Promise<void> => {
-    let active = cursors.slice();
-    let finished: string[] = [];
-    while (active.length > 0) {
-      const items: StepItem[] = [];
-      const stepping: RowCursor[] = [];
-      for (const cursor of active) {
-        cursor.skipEnvironment();
-        if (cursor.done) continue;
-        items.push({
-          id: cursor.row.id,
-          start: cursor.held,
-          tokens: cursor.pending,
-          promptLength: cursor.stepsTaken === 0 ? cursor.row.prompt.length : undefined,
-        });
-        cursor.held += cursor.pending.length;
-        cursor.pending = [];
-        stepping.push(cursor);
-      }
-      for (const cursor of active) if (cursor.done) finished.push(cursor.row.id);
-      rowsDone += active.length - stepping.length;
-      if (items.length === 0) break;
-      const drafts = await backend.step(items, finished, k);
-      finished = [];
-      for (let r = 0; r < stepping.length; r++) score(stepping[r], drafts[r], k, result);
-      active = stepping;
-      options.onProgress?.(rowsDone, rows.length);
-    }
-    if (finished.length > 0) await backend.step([], finished, k);
-  };
+}
 
-  for (const group of groupRows(rows)) {
-    if (siblings === 'live') {
-      await runBatch(group.map((row) => new RowCursor(row)));
-    } else {
-      const ordered = siblings === 'finished' ? group.slice().sort((a, b) => a.output.length - b.output.length) : group;
-      for (const row of ordered) await runBatch([new RowCursor(row)]);
-    }
-  }
-  await backend.close?.();
-
-  result.al = result.steps > 0 ? result.emitted / result.steps : 0;
+/** The ratios and latency percentiles, once every step is counted. */
+export function finishResult(result: ReplayResult, backends: readonly StepBackend[]): ReplayResult {
+  result.al = alOf(result);
   result.alDrafted = result.draftedSteps > 0 ? result.emittedOnDraftedSteps / result.draftedSteps : 0;
+  result.alTail = alOf(result.tail);
   result.acceptanceRate = result.proposed > 0 ? result.accepted / result.proposed : 0;
-  const latencies = Float64Array.from(backend.draftLatenciesUs).sort();
+  const latencies = Float64Array.from(backends.flatMap((backend) => backend.draftLatenciesUs)).sort();
   result.proposeUsP50 = percentile(latencies, 0.5);
   result.proposeUsP99 = percentile(latencies, 0.99);
   return result;
+}
+
+/** Emitted tokens per step (1 when nothing was drafted); 0 for no steps. */
+export function alOf(counts: { steps: number; emitted: number }): number {
+  return counts.steps > 0 ? counts.emitted / counts.steps : 0;
+}
+
+/**
+ * Replays every row, scored. `none` and `live` run as one rollout step (rollout-step.ts); see
+ * ReplayOptions for the orders.
+ */
+export async function replay(rows: TraceRow[], backend: StepBackend, options: ReplayOptions): Promise<ReplayResult> {
+  if (options.siblings === 'finished') return replayGroupsInOrder(rows, backend, options);
+  const result = await replayRolloutSteps([rows], [backend], {
+    k: options.k,
+    maxNumSeqs: options.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
+    turns: options.turns ?? false,
+    seed: options.seed,
+    tailBatch: options.tailBatch ?? DEFAULT_TAIL_BATCH,
+    onProgress: options.onProgress,
+  });
+  result.siblings = options.siblings;
+  return result;
+}
+
+/** The shared data's `finished` order: group after group, each row alone, shortest output first. */
+async function replayGroupsInOrder(rows: TraceRow[], backend: StepBackend, options: ReplayOptions): Promise<ReplayResult> {
+  const { k } = options;
+  const result = newResult(rows.length, k, 'finished', 1, options.tailBatch ?? DEFAULT_TAIL_BATCH);
+  let rowsDone = 0;
+  for (const group of groupRows(rows)) {
+    for (const row of group.slice().sort((a, b) => a.output.length - b.output.length)) {
+      const cursor = new RowCursor(row);
+      let finished: string[] = [];
+      for (;;) {
+        cursor.skipEnvironment();
+        if (cursor.done) break;
+        const item: StepItem = { id: row.id, start: cursor.held, tokens: cursor.pending, promptLength: cursor.stepsTaken === 0 ? row.prompt.length : undefined };
+        cursor.held += cursor.pending.length;
+        cursor.pending = [];
+        const [draft] = await backend.step([item], finished, k);
+        finished = [];
+        scoreStep(cursor, draft, k, 1, 0, result);
+        result.engineSteps++;
+      }
+      await backend.step([], [row.id], k);
+      options.onProgress?.(++rowsDone, rows.length);
+    }
+  }
+  result.perStep.push({ steps: result.steps, emitted: result.emitted, proposed: result.proposed, accepted: result.accepted });
+  await backend.close?.();
+  return finishResult(result, [backend]);
 }
 
 /**
@@ -195,27 +244,34 @@ export function advance(cursor: RowCursor, draft: ArrayLike<number>, k: number):
   return { accepted, emitted, proposed };
 }
 
-function score(cursor: RowCursor, draft: Int32Array, k: number, result: ReplayResult): void {
-  const start = cursor.position;
-  const { accepted, emitted, proposed: length } = advance(cursor, draft, k);
+function add(into: Tally, emitted: number, proposed: number, accepted: number): void {
+  into.steps++;
+  into.emitted += emitted;
+  into.proposed += proposed;
+  into.accepted += accepted;
+}
+
+/** advance(), counted into the result: overall, by draft position, tail, engine and context length. */
+export function scoreStep(cursor: RowCursor, draft: ArrayLike<number>, k: number, batch: number, engine: number, result: ReplayResult): { accepted: number; emitted: number; proposed: number } {
+  const contextLength = cursor.row.prompt.length + cursor.position;
+  const step = advance(cursor, draft, k);
+  const { accepted, emitted, proposed } = step;
   result.steps++;
   result.emitted += emitted;
-  result.proposed += length;
+  result.proposed += proposed;
   result.accepted += accepted;
-  for (let j = 0; j < length; j++) result.proposedPerPos[j]++;
+  for (let j = 0; j < proposed; j++) result.proposedPerPos[j]++;
   for (let j = 0; j < accepted; j++) result.acceptedPerPos[j]++;
-  if (length > 0) {
+  if (proposed > 0) {
     result.draftedSteps++;
     result.emittedOnDraftedSteps += emitted;
   }
-  const bucket = Math.floor(start / POSITION_BUCKET);
-  const positions = result.byOutputPosition;
-  while (positions.steps.length <= bucket) {
-    positions.steps.push(0);
-    positions.emitted.push(0);
-  }
-  positions.steps[bucket]++;
-  positions.emitted[bucket] += emitted;
+  if (batch <= result.tailBatch) add(result.tail, emitted, proposed, accepted);
+  add(result.perEngine[engine], emitted, proposed, accepted);
+  let bucket = CONTEXT_EDGES.length - 1;
+  while (bucket > 0 && contextLength < CONTEXT_EDGES[bucket]) bucket--;
+  add(result.byContext[bucket], emitted, proposed, accepted);
+  return step;
 }
 
 /** Rows grouped by their `group` field, in order of first appearance. */

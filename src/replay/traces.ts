@@ -10,6 +10,8 @@ export interface TraceRow {
   output: number[];
   /** Half-open [start, end) spans of `output` that the model did not generate. */
   env: Array<[number, number]>;
+  /** The rollout step the row belongs to, when a file holds several (rows of a step are contiguous or not). */
+  step?: string;
 }
 
 function isTokenArray(value: unknown): value is number[] {
@@ -41,7 +43,12 @@ export function parseTraceRow(value: unknown, where: string): TraceRow {
   }
   const id = typeof row.id === 'string' ? row.id : where;
   const group = typeof row.group === 'string' ? row.group : id;
-  return { id, group, prompt: row.prompt, output, env };
+  if (row.step !== undefined && typeof row.step !== 'string' && !(Number.isInteger(row.step) && (row.step as number) >= 0)) {
+    throw sidecarError('TRACE_INVALID', `${where}: step must be a non-negative integer or a string`, 'step');
+  }
+  const parsed: TraceRow = { id, group, prompt: row.prompt, output, env };
+  if (row.step !== undefined) parsed.step = String(row.step);
+  return parsed;
 }
 
 export function parseTraceJsonl(text: string, source: string): TraceRow[] {
@@ -63,4 +70,20 @@ export function parseTraceJsonl(text: string, source: string): TraceRow[] {
 
 export function loadTraceFile(path: string): TraceRow[] {
   return parseTraceJsonl(readFileSync(path, 'utf8'), path);
+}
+
+/**
+ * Rows split into rollout steps, in order: by their `step` field (steps in order of first
+ * appearance; rows without one form a step of their own at the start).
+ */
+export function splitSteps(rows: readonly TraceRow[]): TraceRow[][] {
+  const steps = new Map<string | undefined, TraceRow[]>();
+  for (const row of rows) {
+    const list = steps.get(row.step);
+    if (list) list.push(row);
+    else steps.set(row.step, [row]);
+  }
+  const unnamed = steps.get(undefined);
+  steps.delete(undefined);
+  return unnamed === undefined ? [...steps.values()] : [unnamed, ...steps.values()];
 }
