@@ -1,6 +1,6 @@
 /**
- * The corpus: finished requests of every prompt, drafted from where a request's own group has
- * little context.
+ * The corpus: the text of every request of every prompt, running or finished, drafted from
+ * where a request's own group has little context.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -23,19 +23,53 @@ const draftOf = (engine: DraftEngine, id: string, k = 3): number[] => {
 const phrase = [50, 51, 52, 53, 54, 55];
 
 describe('corpus', () => {
-  it('lets a request draft from the finished output of another prompt once it has been indexed', () => {
+  it('lets a request draft from the output of another prompt once it has been indexed', () => {
     const engine = new DraftEngine({ drafter: 'sam' });
     engine.open('a', [1, 2, 3, ...phrase], 3);
     engine.release('a');
     engine.open('b', [7, 8, 9, 50], 3);
-    // Finished outputs wait until the corpus is flushed (the server does it after a reply).
+    // Outputs wait until the corpus is flushed (the server does it after a reply).
     engine.append('b', [51]);
     expect(draftOf(engine, 'b')).toEqual([]);
     engine.flushCorpus();
-    expect(engine.stats().corpusTokens).toBe(9);
+    // a's prompt and output, and b's text so far: running requests stream into the corpus too.
+    expect(engine.stats().corpusTokens).toBe(9 + 5);
     // A request's match reads its tokens as they come: the next one finds the phrase.
     engine.append('b', [52]);
     expect(draftOf(engine, 'b')).toEqual([53, 54, 55]);
+  });
+
+  it('lets requests that run together draft from each other across prompts: running text streams in at each flush', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('running', [1, 2, 3, ...phrase], 3);
+    engine.open('other', [7, 8, 9, 50], 3);
+    engine.flushCorpus();
+    engine.append('other', [51]);
+    expect(draftOf(engine, 'other')).toEqual([52, 53, 54]);
+    // What 'running' produces next reaches the corpus at the next flush, and nothing twice.
+    engine.append('running', [56, 57]);
+    engine.flushCorpus();
+    expect(engine.stats().corpusTokens).toBe(9 + 5 + 2);
+    engine.append('other', [52, 53, 54, 55]);
+    expect(draftOf(engine, 'other')).toEqual([56, 57]);
+  });
+
+  it('restarts a running stream in the newer generation with its last tokens as context after a rotation', () => {
+    const engine = new DraftEngine({ drafter: 'sam', corpusTokens: 200 });
+    const long = Array.from({ length: 60 }, (_, i) => 300 + i);
+    engine.open('running', [1, 2, 3, ...long], 3);
+    engine.flushCorpus();
+    // Enough other text to rotate the corpus twice: the first generation, with 'running', is gone.
+    for (let i = 0; i < 4; i++) {
+      engine.open(`filler${i}`, [10 + i, 11, 12, ...Array.from({ length: 60 }, (_, j) => 1000 * (i + 1) + j)], 3);
+      engine.release(`filler${i}`);
+      engine.flushCorpus();
+    }
+    engine.append('running', [400, 401, 402]);
+    engine.flushCorpus();
+    engine.open('reader', [20, 21, 22, 358, 359], 3);
+    // The stream went on from its last tokens: the match runs across the restart.
+    expect(draftOf(engine, 'reader')).toEqual([400, 401, 402]);
   });
 
   it('leaves the draft to the group where its context is as long as the corpus', () => {

@@ -24,6 +24,14 @@ const HASH_DEGREE = 6;
  * a bound keeps append O(1) on degenerate, highly repetitive sequences.
  */
 export const RECENCY_DEPTH = 4;
+/**
+ * A context's continuation changes only when the new one has out-voted it: each occurrence
+ * followed by the kept token adds a vote (up to VOTE_CAP), each other one takes one away, and
+ * at zero the newest token takes over. A continuation several occurrences agreed on survives one
+ * odd sample; a cap this low still lets the freshest text win after a few occurrences
+ * (docs/results.md).
+ */
+const VOTE_CAP = 4;
 
 // Interleaved record layouts.
 const STATE_STRIDE = 5;
@@ -33,7 +41,7 @@ const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
 const MAX_DEGREE = 255;
 const LINK = 1;
 const HEAD = 2; // first edge of the state's edge list
-const RECENT = 3; // token that followed this context's most recent occurrence
+const RECENT = 3; // token that followed this context's recent occurrences (see VOTE_CAP)
 const RECENT_TARGET = 4; // transition(state, RECENT), or UNRESOLVED
 const UNRESOLVED = -2;
 const EDGE_STRIDE = 3;
@@ -73,6 +81,7 @@ export class SuffixAutomaton {
   // share a cache line; with 128 long contexts per batch, locality decides the step cost.
   private states: Int32Array;
   private firstEnd: Int32Array; // log index where the first occurrence ends (positions only)
+  private votes: Uint8Array; // support of each state's RECENT token (VOTE_CAP)
   private stateCount = 0;
   private stateCapacity: number;
   // Edges: interleaved [token, target, next] records; a state's edges form a linked list.
@@ -103,6 +112,7 @@ export class SuffixAutomaton {
     this.stateCapacity = states;
     this.states = new Int32Array(states * STATE_STRIDE);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
+    this.votes = new Uint8Array(states);
     this.edgeCapacity = states;
     this.edgeData = new Int32Array(states * EDGE_STRIDE);
     this.hashSlots = new Int32Array(0);
@@ -196,7 +206,7 @@ export class SuffixAutomaton {
     return this.states[state * STATE_STRIDE + LINK];
   }
 
-  /** Token that followed the most recent occurrence of this state's contexts, or NONE. */
+  /** Token that followed this state's contexts in most of their recent occurrences (VOTE_CAP), or NONE. */
   recentToken(state: number): number {
     return this.states[state * STATE_STRIDE + RECENT];
   }
@@ -275,6 +285,7 @@ export class SuffixAutomaton {
     return (
       this.states.byteLength +
       this.firstEnd.byteLength +
+      this.votes.byteLength +
       this.edgeData.byteLength +
       this.hashSlots.byteLength +
       this.logToken.byteLength +
@@ -290,6 +301,7 @@ export class SuffixAutomaton {
     this.stateCapacity = states;
     this.states = this.states.slice(0, states * STATE_STRIDE);
     if (this.positions) this.firstEnd = this.firstEnd.slice(0, states);
+    this.votes = this.votes.slice(0, states);
     this.edgeCapacity = this.edgeCount;
     this.edgeData = this.edgeData.slice(0, this.edgeCount * EDGE_STRIDE);
     if (this.positions) {
@@ -318,11 +330,22 @@ export class SuffixAutomaton {
     const data = this.states;
     const suffix = data[last * STATE_STRIDE + LINK];
     const suffixLength = suffix === NONE ? -1 : data[suffix * STATE_STRIDE + LEN] & LENGTH_MASK;
+    const votes = this.votes;
     let state = previous;
     for (let depth = 0; depth < RECENCY_DEPTH && state !== NONE; depth++) {
       const base = state * STATE_STRIDE;
+      const support = votes[state];
+      if (data[base + RECENT] === token) {
+        if (support < VOTE_CAP) votes[state] = support + 1;
+      } else if (support > 1) {
+        votes[state] = support - 1;
+        state = data[base + LINK];
+        continue;
+      } else {
+        votes[state] = 1;
+        data[base + RECENT] = token;
+      }
       const extended = (data[base + LEN] & LENGTH_MASK) + 1;
-      data[base + RECENT] = token;
       data[base + RECENT_TARGET] = extended > suffixLength ? last : extended === suffixLength ? suffix : UNRESOLVED;
       state = data[base + LINK];
     }
@@ -375,6 +398,7 @@ export class SuffixAutomaton {
   private split(p: number, token: number, q: number): number {
     const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
     this.states[clone * STATE_STRIDE + RECENT] = this.recentToken(q);
+    this.votes[clone] = this.votes[q];
     this.states[clone * STATE_STRIDE + RECENT_TARGET] = this.states[q * STATE_STRIDE + RECENT_TARGET]; // same edges as q
     for (let e = this.states[q * STATE_STRIDE + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
       this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
@@ -399,6 +423,7 @@ export class SuffixAutomaton {
     this.states[base + HEAD] = NONE;
     this.states[base + RECENT] = NONE;
     this.states[base + RECENT_TARGET] = NONE;
+    this.votes[id] = 0;
     if (this.positions) this.firstEnd[id] = firstEnd;
     this.stateCount = id + 1;
     return id;
@@ -408,6 +433,9 @@ export class SuffixAutomaton {
     const capacity = grownCapacity(this.stateCapacity, needed);
     this.states = resizedInt32(this.states, capacity * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
+    const votes = new Uint8Array(capacity);
+    votes.set(this.votes);
+    this.votes = votes;
     this.stateCapacity = capacity;
   }
 

@@ -1,14 +1,17 @@
 /**
- * The corpus: finished outputs of every prompt, indexed for drafting by requests of any prompt.
+ * The corpus: the outputs of every prompt, live and finished, indexed for drafting by requests of
+ * any prompt. A running request's text streams in as it is generated (one sequence per request,
+ * appended to at each step), so requests that run together draft from each other across prompts,
+ * not only from those that finished before them.
  *
  * Outputs of one policy model share phrasing across problems ("Let's break down", "so the total
  * is", formulas, the answer format), so where a request's own group has no useful context, the
  * longest match in what other requests produced predicts its next tokens well (docs/results.md).
  *
- * One suffix automaton cannot forget a sequence, so the corpus keeps two generations: finished
- * sequences go into the newer one, and when it holds half the token budget the older one is
- * dropped and a new generation starts. Memory stays within the budget, and the newest half of
- * what was added is always there.
+ * One suffix automaton cannot forget a sequence, so the corpus keeps two generations: sequences
+ * go into the newer one, and when it holds half the token budget the older one is dropped and a
+ * new generation starts. Memory stays within the budget, and the newest half of what was added is
+ * always there. A stream whose generation has aged restarts in the newer one from its last tokens.
  *
  * Each request keeps a running match in both generations (`CorpusMatch`), updated in amortized
  * O(1) per ingested token.
@@ -21,6 +24,12 @@ export class CorpusMatch {
   epoch = 0;
   older = new Match();
   newer = new Match();
+}
+
+/** A running request's sequence in the corpus: the generation it is in and its cursor there. */
+export class CorpusStream {
+  epoch = -1;
+  cursor = -1;
 }
 
 export class Corpus {
@@ -42,19 +51,50 @@ export class Corpus {
     return this.epoch;
   }
 
-  /** Indexes one finished request: its prompt, then the first `outputLength` tokens of `output`. */
+  /** Indexes one whole sequence: `prompt`, then the first `outputLength` tokens of `output`. */
   add(prompt: ArrayLike<number>, output: ArrayLike<number>, outputLength: number): void {
-    const length = prompt.length + outputLength;
-    if (this.newer.tokenCount > 0 && this.newer.tokenCount + length > this.budgetTokens / 2) {
+    const stream = new CorpusStream();
+    this.reserve(stream, prompt.length + outputLength);
+    this.start(stream);
+    this.append(stream, prompt, 0, prompt.length);
+    this.append(stream, output, 0, outputLength);
+    this.end(stream);
+  }
+
+  /**
+   * Makes room for `tokens` more in the newer generation (rotating when it would pass half the
+   * budget) and tells whether `stream` can append there: false when it must restart (new, or its
+   * generation has aged), after which the caller starts it and feeds it context first.
+   */
+  reserve(stream: CorpusStream, tokens: number): boolean {
+    if (this.newer.tokenCount > 0 && this.newer.tokenCount + tokens > this.budgetTokens / 2) {
       this.newer.compact();
       this.older = this.newer;
       this.newer = new SuffixAutomaton();
       this.epoch++;
     }
-    const cursor = this.newer.openCursor();
-    for (let i = 0; i < prompt.length; i++) this.newer.append(cursor, prompt[i]);
-    for (let i = 0; i < outputLength; i++) this.newer.append(cursor, output[i]);
-    this.newer.closeCursor(cursor);
+    return stream.epoch === this.epoch;
+  }
+
+  /** Opens `stream` in the newer generation (after reserve() said it must). */
+  start(stream: CorpusStream): void {
+    this.end(stream);
+    stream.cursor = this.newer.openCursor();
+    stream.epoch = this.epoch;
+  }
+
+  /** Appends text[from..to) to a stream that reserve() admitted (or start() opened). */
+  append(stream: CorpusStream, text: ArrayLike<number>, from: number, to: number): void {
+    const sam = this.newer;
+    for (let i = from; i < to; i++) sam.append(stream.cursor, text[i]);
+  }
+
+  /** Ends a stream: its tokens stay indexed. */
+  end(stream: CorpusStream): void {
+    if (stream.cursor >= 0 && stream.epoch === this.epoch) this.newer.closeCursor(stream.cursor);
+    else if (stream.cursor >= 0 && stream.epoch === this.epoch - 1) this.older?.closeCursor(stream.cursor);
+    stream.cursor = -1;
+    stream.epoch = -1;
   }
 
   /** Forgets a request's matches (it starts over on its latest tokens). */

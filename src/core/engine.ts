@@ -13,7 +13,7 @@
  * - `ngram`: vLLM's n-gram proposer, own context only (baseline).
  */
 import { Match, SuffixAutomaton } from './automaton.js';
-import { Corpus, type CorpusMatch } from './corpus.js';
+import { Corpus, type CorpusMatch, CorpusStream } from './corpus.js';
 import { sidecarError } from './errors.js';
 import { NgramIndex } from './ngram.js';
 import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
@@ -50,7 +50,11 @@ export const DEFAULT_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze({
   minMatch: 1,
 });
 
-const NO_TOKENS = new Int32Array(0);
+/**
+ * Tokens of context a request's corpus stream restarts with in a new generation (or after its
+ * prompt was indexed by a sibling), so matches run across the restart.
+ */
+const CORPUS_RESTART_CONTEXT = 32;
 
 /** Longest corpus context a draft looks for after a pause; longer ones add nothing to the choice. */
 const CORPUS_MATCH_WINDOW = 64;
@@ -85,6 +89,11 @@ export class RequestEntry {
   corpusMatch: CorpusMatch | null = null;
   /** Tokens the corpus match has read. */
   corpusMatched = 0;
+  /** The request's text in the corpus, and how many of its tokens are there. */
+  corpusStream: CorpusStream | null = null;
+  corpusFed = 0;
+  /** Waiting in the corpus queue. */
+  corpusQueued = false;
   constructor(
     readonly id: string,
     readonly promptLength: number,
@@ -118,8 +127,8 @@ export class DraftEngine {
   private readonly corpus: Corpus | null;
   /** Requests keep their output tokens: for their own repetitions and for the corpus. */
   private readonly keepsOutputs: boolean;
-  /** Finished requests' tokens waiting to enter the corpus (see flushCorpus). */
-  private readonly corpusQueue: Array<{ group: Group; output: Int32Array; length: number }> = [];
+  /** Requests whose latest tokens wait to enter the corpus (see flushCorpus). */
+  private readonly corpusQueue: RequestEntry[] = [];
   // Scratch for the draft walk over group and corpus (no allocation per draft).
   private readonly corpusScratch = new Match();
   private readonly groupScratch = new Match();
@@ -177,7 +186,10 @@ export class DraftEngine {
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
     if (this.keepsOutputs) entry.output = new Int32Array(Math.max(64, context.length - promptLength));
-    if (this.corpus !== null) entry.corpusMatch = this.corpus.newMatch();
+    if (this.corpus !== null) {
+      entry.corpusMatch = this.corpus.newMatch();
+      entry.corpusStream = new CorpusStream();
+    }
     this.requests.set(id, entry);
     this.ingest(entry, context, 0, context.length);
     return entry;
@@ -218,11 +230,9 @@ export class DraftEngine {
     if (entry === undefined) return false;
     this.requests.delete(id);
     entry.released = true;
-    if (this.corpus !== null && entry.output !== null) {
-      this.corpusQueue.push({ group: entry.group!, output: entry.output, length: entry.length - entry.promptLength });
-    }
-    entry.output = null;
     entry.corpusMatch = null;
+    if (entry.corpusStream !== null) this.queueForCorpus(entry); // its last tokens, then the stream ends
+    else entry.output = null;
     const group = entry.group;
     if (group !== null) {
       group.automaton.closeCursor(entry.cursor);
@@ -232,30 +242,66 @@ export class DraftEngine {
     return true;
   }
 
-  /** Whether finished requests wait to enter the corpus. */
+  /** Whether requests' latest tokens wait to enter the corpus. */
   get corpusPending(): boolean {
     return this.corpusQueue.length > 0;
   }
 
   /**
-   * Adds the requests finished so far to the corpus. Indexing a finished output costs about as
-   * much as a whole decode step's other work, so the server calls this after it has sent a step's
-   * reply; the Step service also calls it before each step, so drafts never depend on when the
-   * server found the time (the in-process replay and every transport draft the same).
+   * Streams the tokens requests produced since the last flush into the corpus, and ends the
+   * streams of released requests. Indexing costs about as much as the step's other work, so the
+   * server calls this after it has sent a step's reply; the Step service also calls it before
+   * each step, so drafts never depend on when the server found the time (the in-process replay
+   * and every transport draft the same).
    */
   flushCorpus(): void {
     const corpus = this.corpus;
     if (corpus === null) return;
     try {
-      for (const { group, output, length } of this.corpusQueue) {
-        // A prompt the corpus still holds is not indexed again for every sibling (half the work).
-        const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
-        corpus.add(promptHeld ? NO_TOKENS : group.prompt, output, length);
-        if (!promptHeld) group.promptInCorpusEpoch = corpus.currentEpoch;
-      }
+      for (const entry of this.corpusQueue) this.feedCorpus(corpus, entry);
     } finally {
+      for (const entry of this.corpusQueue) {
+        entry.corpusQueued = false;
+        if (entry.released) {
+          corpus.end(entry.corpusStream!);
+          entry.output = null;
+        }
+      }
       this.corpusQueue.length = 0; // whatever happens, a bad entry is not retried at every step
     }
+  }
+
+  private queueForCorpus(entry: RequestEntry): void {
+    if (entry.corpusQueued) return;
+    entry.corpusQueued = true;
+    this.corpusQueue.push(entry);
+  }
+
+  /** One request's new output tokens into its corpus stream (restarted with context where needed). */
+  private feedCorpus(corpus: Corpus, entry: RequestEntry): void {
+    const output = entry.output;
+    const group = entry.group;
+    if (output === null || group === null) return;
+    const stream = entry.corpusStream!;
+    const produced = Math.max(0, entry.length - entry.promptLength);
+    const fresh = produced - entry.corpusFed;
+    if (fresh <= 0) return;
+    if (!corpus.reserve(stream, fresh + Math.max(CORPUS_RESTART_CONTEXT, group.prompt.length))) {
+      corpus.start(stream);
+      // A prompt the corpus still holds is not indexed again for every sibling (half the work):
+      // the stream starts with the prompt's last tokens instead.
+      const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
+      if (entry.corpusFed === 0 && !promptHeld) {
+        corpus.append(stream, group.prompt, 0, group.prompt.length);
+        group.promptInCorpusEpoch = corpus.currentEpoch;
+      } else {
+        const from = entry.corpusFed - CORPUS_RESTART_CONTEXT;
+        if (from < 0) corpus.append(stream, group.prompt, Math.max(0, group.prompt.length + from), group.prompt.length);
+        corpus.append(stream, output, Math.max(0, from), entry.corpusFed);
+      }
+    }
+    corpus.append(stream, output, entry.corpusFed, produced);
+    entry.corpusFed = produced;
   }
 
   stats(): EngineStats {
@@ -318,7 +364,10 @@ export class DraftEngine {
     if (entry.group !== null) {
       const automaton = entry.group.automaton;
       for (let i = from; i < to; i++) automaton.append(entry.cursor, tokens[i]);
-      if (entry.output !== null) this.keepOutput(entry, tokens, from, to);
+      if (entry.output !== null) {
+        this.keepOutput(entry, tokens, from, to);
+        if (entry.corpusStream !== null) this.queueForCorpus(entry);
+      }
     } else if (entry.own !== null) {
       for (let i = from; i < to; i++) entry.own.append(entry.cursor, tokens[i]);
     } else {
