@@ -26,6 +26,32 @@ describe('draft engine', () => {
     expect(engine.stats().groups).toBe(2);
   });
 
+  it('continues a group when a prompt extends its whole prompt (a later turn): siblings\' later turns draft for it', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    // Turn 1 of two samples, then turn 2 of the first: its prompt is the conversation so far.
+    engine.open('s0-turn1', [...prompt, 1, 2, 3], prompt.length);
+    engine.open('s1-turn1', [...prompt, 1, 2, 3], prompt.length);
+    engine.release('s0-turn1');
+    const turn2 = [...prompt, 1, 2, 3, 900, 901, 7, 8, 9, 10];
+    engine.open('s0-turn2', turn2, prompt.length + 5);
+    engine.release('s1-turn1');
+    // The second sample's turn 2 drafts what the first one's turn 2 said after the same tool output.
+    engine.open('s1-turn2', [...prompt, 1, 2, 3, 900, 901, 7], prompt.length + 5);
+    expect(draftOf(engine, 's1-turn2')).toEqual([8, 9, 10]);
+    expect(engine.stats().groups).toBe(1);
+    // The request keeps its own prompt length.
+    expect(engine.promptLengthOf('s1-turn2')).toBe(prompt.length + 5);
+  });
+
+  it('starts a group of its own for a prompt that extends no group\'s whole prompt, whatever it shares', () => {
+    const engine = new DraftEngine({ drafter: 'sam' });
+    engine.open('a', [...prompt, 1, 2, 3], prompt.length);
+    // Shares three of the four prompt tokens, then differs: not a later turn of a.
+    engine.open('b', [100, 101, 102, 555, 1, 2, 3, 9], 6);
+    expect(engine.stats().groups).toBe(2);
+    expect(draftOf(engine, 'b')).toEqual([]);
+  });
+
   it('does not share between siblings when sibling drafting is off', () => {
     const engine = new DraftEngine({ drafter: 'sam', siblings: false });
     engine.open('a', [...prompt, 1, 2, 3, 4, 5, 6], prompt.length);

@@ -17,7 +17,7 @@ import { Corpus, type CorpusMatch, CorpusStream } from './corpus.js';
 import { sidecarError } from './errors.js';
 import { NgramIndex } from './ngram.js';
 import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
-import { promptKey, samePrefix } from './prompt-hash.js';
+import { PrefixHash, promptKey, samePrefix } from './prompt-hash.js';
 import { grownCapacity, resizedInt32 } from './typed.js';
 
 export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
@@ -59,6 +59,9 @@ const CORPUS_RESTART_CONTEXT = 32;
 /** Longest corpus context a draft looks for after a pause; longer ones add nothing to the choice. */
 const CORPUS_MATCH_WINDOW = 64;
 
+/** Candidate groups (longest prompts first) a prompt is compared with, token by token, when it extends no exact prompt. */
+const PREFIX_CANDIDATES_VERIFIED = 4;
+
 /**
  * How far back a request's own repetition counts (ownRepeatDraft). Chosen on the GRPO trace:
  * windows of 48 to 96 tokens all help; much longer ones hurt, as old own text is a worse guide
@@ -82,6 +85,12 @@ export class RequestEntry {
   length = 0;
   released = false;
   /**
+   * Tokens of the context that are its group's prompt: the request's own prompt length, or less
+   * where the request continues a group whose prompt its own extends (a later turn); what follows
+   * them is the request's text (`output`).
+   */
+  sharedPromptLength: number;
+  /**
    * The request's tokens after its prompt (the group holds the prompt), for the corpus when it
    * finishes; and its running match in the corpus.
    */
@@ -101,7 +110,9 @@ export class RequestEntry {
     readonly cursor: number,
     readonly own: SuffixAutomaton | null,
     readonly ngram: NgramIndex | null,
-  ) {}
+  ) {
+    this.sharedPromptLength = group === null ? promptLength : group.prompt.length;
+  }
 }
 
 export interface EngineStats {
@@ -120,6 +131,8 @@ export class DraftEngine {
   readonly options: Readonly<EngineOptions>;
   private readonly requests = new Map<string, RequestEntry>();
   private readonly groups = new Map<string, Group>();
+  /** How many groups have a prompt of each length: the lengths a new prompt's prefixes are looked up at. */
+  private readonly promptLengthCounts = new Map<number, number>();
   /** Groups with no active member, least recently used first (Map keeps insertion order). */
   private readonly history = new Map<string, Group>();
   private historyTokenCount = 0;
@@ -185,10 +198,12 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
-    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(64, context.length - promptLength));
+    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(64, context.length - entry.sharedPromptLength));
     if (this.corpus !== null) {
       entry.corpusMatch = this.corpus.newMatch();
       entry.corpusStream = new CorpusStream();
+      // A later turn: the earlier turns' text reached the corpus with their own requests.
+      entry.corpusFed = promptLength - entry.sharedPromptLength;
     }
     this.requests.set(id, entry);
     this.ingest(entry, context, 0, context.length);
@@ -283,7 +298,7 @@ export class DraftEngine {
     const group = entry.group;
     if (output === null || group === null) return;
     const stream = entry.corpusStream!;
-    const produced = Math.max(0, entry.length - entry.promptLength);
+    const produced = Math.max(0, entry.length - entry.sharedPromptLength);
     const fresh = produced - entry.corpusFed;
     if (fresh <= 0) return;
     if (!corpus.reserve(stream, fresh + Math.max(CORPUS_RESTART_CONTEXT, group.prompt.length))) {
@@ -347,7 +362,7 @@ export class DraftEngine {
       // Own repetition before a sibling's fresher occurrence; only where the group holds other text.
       if (entry.output !== null && automaton.tokenCount > entry.length) {
         const contextLength = draftingContextLength(automaton, entry.cursor);
-        const length = ownRepeatDraft(entry.group.prompt, entry.promptLength, entry.output, entry.length, contextLength, OWN_REPEAT_WINDOW, k, out, offset);
+        const length = ownRepeatDraft(entry.group.prompt, entry.sharedPromptLength, entry.output, entry.length, contextLength, OWN_REPEAT_WINDOW, k, out, offset);
         if (length > 0) return length;
       }
       const corpus = entry.corpusMatch === null ? null : this.corpusSource(entry);
@@ -378,8 +393,8 @@ export class DraftEngine {
 
   /** Keeps the request's tokens after its prompt, for the corpus when it finishes and for its match there. */
   private keepOutput(entry: RequestEntry, tokens: ArrayLike<number>, from: number, to: number): void {
-    const skip = Math.max(0, entry.promptLength - entry.length); // tokens of the prompt in this delta
-    const at = Math.max(0, entry.length - entry.promptLength);
+    const skip = Math.max(0, entry.sharedPromptLength - entry.length); // tokens of the prompt in this delta
+    const at = Math.max(0, entry.length - entry.sharedPromptLength);
     const count = to - from - skip;
     if (count <= 0) return;
     let output = entry.output!;
@@ -397,7 +412,7 @@ export class DraftEngine {
     const match = entry.corpusMatch!;
     const prompt = entry.group!.prompt;
     const output = entry.output!;
-    const promptLength = entry.promptLength;
+    const promptLength = entry.sharedPromptLength;
     let from = entry.corpusMatched;
     if (entry.length - from > CORPUS_MATCH_WINDOW) {
       corpus.resetMatch(match);
@@ -427,22 +442,55 @@ export class DraftEngine {
       key += '+';
       group = this.groups.get(key);
     }
+    if (group === undefined && this.options.siblings) group = this.groupExtendedBy(context, promptLength);
     if (group === undefined) {
       const prompt = Int32Array.from({ length: promptLength }, (_, i) => context[i]);
       group = new Group(key, prompt);
       this.groups.set(key, group);
+      this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
     } else if (group.activeMembers === 0) {
-      this.history.delete(key);
+      this.history.delete(group.key);
       this.historyTokenCount -= group.automaton.tokenCount;
     }
     group.activeMembers++;
     return group;
   }
 
+  /**
+   * The group with the longest prompt that this prompt extends (live or in history), if any: a
+   * later turn of a conversation, whose prompt is an earlier turn's whole context. One pass over
+   * the prompt, probing only at lengths some group's prompt has, so the cost is that of reading
+   * the prompt, whatever the number of groups; the longest candidates are verified token by token.
+   */
+  private groupExtendedBy(context: ArrayLike<number>, promptLength: number): Group | undefined {
+    const hash = new PrefixHash();
+    const candidates: Group[] = [];
+    for (let i = 0; i < promptLength - 1; i++) {
+      hash.push(context[i]);
+      if (!this.promptLengthCounts.has(i + 1)) continue;
+      const group = this.groups.get(hash.key(i + 1));
+      if (group !== undefined) candidates.push(group);
+    }
+    for (let c = candidates.length - 1; c >= Math.max(0, candidates.length - PREFIX_CANDIDATES_VERIFIED); c--) {
+      const group = candidates[c];
+      if (samePrefix(group.prompt, context, group.prompt.length)) return group;
+    }
+    return undefined;
+  }
+
+  /** Forgets a group (no member, not kept as history). */
+  private dropGroup(group: Group): void {
+    this.groups.delete(group.key);
+    const length = group.prompt.length;
+    const count = (this.promptLengthCounts.get(length) ?? 1) - 1;
+    if (count > 0) this.promptLengthCounts.set(length, count);
+    else this.promptLengthCounts.delete(length);
+  }
+
   /** A group whose last member left: kept as history under the token budget, else dropped. */
   private retire(group: Group): void {
     if (!this.options.siblings || this.options.historyTokens <= 0) {
-      this.groups.delete(group.key);
+      this.dropGroup(group);
       return;
     }
     group.automaton.compact();
@@ -457,7 +505,7 @@ export class DraftEngine {
     for (const [key, group] of this.history) {
       if (this.historyTokenCount <= budget) break;
       this.history.delete(key);
-      this.groups.delete(key);
+      this.dropGroup(group);
       this.historyTokenCount -= group.automaton.tokenCount;
       this.historyEvictionCount++;
       evicted++;
