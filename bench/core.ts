@@ -10,14 +10,23 @@ import { SuffixAutomaton } from '../src/core/automaton.js';
 import { DraftEngine, type DrafterKind } from '../src/core/engine.js';
 import { UNGATED } from '../src/core/gate.js';
 import { NO_PROMPT, type StepBatch, StepService } from '../src/core/step-service.js';
+import { InProcessBackend } from '../src/replay/in-process.js';
 import { round } from '../src/replay/report.js';
+import { replayRolloutSteps } from '../src/replay/rollout-step.js';
 import { percentile } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from '../src/replay/traces.js';
 
 const SHARED_TRACE = new URL('../../../shared/data/traces/grpo-gsm8k-step2.jsonl', import.meta.url).pathname;
+const SHARED_SINGLE_TRACE = new URL('../../../shared/data/traces/math-l5-Qwen2.5-7B-Instruct.jsonl', import.meta.url).pathname;
 const K = 3;
 const BATCH = 128;
+
+/** One sample per prompt (no siblings): the shared MATH answers, or synthetic prompts with one sample each. */
+function loadSingleRows(): { rows: TraceRow[]; source: string } {
+  if (existsSync(SHARED_SINGLE_TRACE)) return { rows: loadTraceFile(SHARED_SINGLE_TRACE), source: 'math-l5-Qwen2.5-7B-Instruct.jsonl' };
+  return { rows: syntheticTraces({ groups: 300, samplesPerGroup: 1, outputTokens: 600 }), source: 'synthetic, one sample per prompt' };
+}
 
 function loadRows(): { rows: TraceRow[]; source: string } {
   if (existsSync(SHARED_TRACE)) return { rows: loadTraceFile(SHARED_TRACE), source: 'grpo-gsm8k-step2.jsonl' };
@@ -100,6 +109,27 @@ function draftBench(rows: TraceRow[], drafter: DrafterKind) {
 }
 
 /**
+ * Memory per indexed token as the sidecar holds a rollout step: every row through the rollout-step
+ * schedule (128 running, the default drafting options: siblings, history, the corpus), the Step
+ * service's byte count over the tokens its automata index, at the step where it holds the most.
+ */
+async function memoryBench(rows: TraceRow[]) {
+  const backend = new InProcessBackend({});
+  let peak = { bytes: 0, tokens: 1 };
+  await replayRolloutSteps([rows], [backend], {
+    k: K,
+    maxNumSeqs: BATCH,
+    turns: false,
+    tailBatch: 32,
+    onEngineStep: () => {
+      const stats = backend.service.stats();
+      if (stats.bytes > peak.bytes) peak = { bytes: stats.bytes, tokens: stats.tokensIndexed };
+    },
+  });
+  return round(peak.bytes / peak.tokens, 2);
+}
+
+/**
  * A batch of 128 requests with `context` tokens each, held by the Step service the sidecar runs
  * (ungated, no siblings), ready to step: each step brings one new token per request, and the
  * service ingests them all, then drafts K for each.
@@ -161,9 +191,11 @@ function stepCosts(rows: TraceRow[], drafter: DrafterKind, steps: number) {
   return { stepUs1k: round(us1k, 1), stepUs32k: round(us32k, 1), stepCostRatio32kTo1k: round(us32k / us1k, 3) };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { rows, source } = loadRows();
+  const single = loadSingleRows();
   const ingest = ingestBench(rows);
+  const memory = { bytesPerTokenGrouped: await memoryBench(rows), bytesPerTokenSingleSample: await memoryBench(single.rows), singleSampleSource: single.source };
   const sam = draftBench(rows, 'sam');
   const ngram = draftBench(rows, 'ngram');
   const samSteps = stepCosts(rows, 'sam', 210);
@@ -175,6 +207,7 @@ function main(): void {
     draftUsP50: sam.draftUsP50,
     draftUsP99: sam.draftUsP99,
     bytesPerToken: sam.bytesPerToken,
+    ...memory,
     ...samSteps,
     ngram: {
       draftUsP50: ngram.draftUsP50,
@@ -187,4 +220,4 @@ function main(): void {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-main();
+await main();
