@@ -31,21 +31,35 @@ import { loadTokenizer, loadVerlDump } from './replay/verl.js';
 const USAGE = `usage:
   sam-sidecar serve   (config: config/sam-sidecar.json or SAM_SIDECAR_CONFIG, env overrides such as
                       SAM_SIDECAR_SOCKET, SAM_SIDECAR_HTTP_PORT, VLLM_SPECULATIVE_BATCH_SIZE_THRE)
-  sam-sidecar replay [--traces FILE | --verl FILE --tokenizer PATH] [options]
+  sam-sidecar replay [--traces FILE ... | --verl FILE ... --tokenizer PATH] [options]
       (no input: built-in synthetic GRPO-like rollouts, 8 prompts x 8 samples)
+      replays a rollout step as an engine runs it: every row queued at once, first come first
+      served up to --max-num-seqs running, a finished request's slot refilled at the next step;
+      several files, or a "step" field in the rows, are rollout steps run in sequence
       --k N                 draft length cap (num_speculative_tokens), default 3
       --drafter NAME        sam (default policy) | seed (reference) | ngram (vLLM baseline)
-      --siblings MODE       none | finished | live (default live)
-      --history FILE        finished outputs of an earlier step, loaded first (same format as the input)
+      --siblings MODE       live (default): requests share as they run (siblings, corpus, history)
+                            none: each request drafts from its own context only
+                            finished: the shared data's reference order (each group's rows one
+                            by one, shortest output first; one file, one engine)
+      --max-num-seqs N      requests running together on one engine (vLLM max_num_seqs), default 128
+      --engines N           engines, each its own sidecar core; trajectories spread as verl's
+                            agent loop spreads them (fewest assigned first), default 1
+      --turns               each model turn between tool responses is its own request, whose
+                            prompt is the conversation so far (verl's tool agent loop)
+      --seed N              shuffle the order of the rows within each step
+      --history FILE        finished outputs of earlier steps, loaded first (repeatable)
       --min-match N         shortest context the sam policy drafts from, default 1
-      --corpus-tokens N     budget of the corpus of finished requests of every prompt (sam, siblings
-                            finished|live), default 4000000; 0: no corpus
+      --corpus-tokens N     budget of the corpus of every prompt's requests (sam, siblings live
+                            or finished), default 4000000; 0: no corpus
       --k-by-batch B:K,...  longest draft by batch size (the sidecar's gate.kByBatch): at most K
                             tokens in steps of at most B requests, the last K beyond; capped by --k
-      --limit N             replay only the first N rows
+      --limit N             replay only the first N rows of each step
       --via uds|grpc|http   drive a running sidecar instead of the in-process core (its socket and
-                            HTTP port from the same config and env as serve; its drafting config applies)
-      --plot FILE.svg       AL by output position and acceptance by draft position
+                            HTTP port from the same config and env as serve); its config decides
+                            drafting and gating, so --drafter, --siblings, --min-match,
+                            --corpus-tokens and --k-by-batch are refused
+      --plot FILE.svg       AL and acceptance by context length, with the seed and n-gram baselines
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
   sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
@@ -76,7 +90,7 @@ const CorpusTokensArg = z.coerce.number().int().nonnegative().default(DEFAULT_EN
 const ReplayArgs = z
   .object({
     traces: z.array(z.string()).optional(),
-    verl: z.string().optional(),
+    verl: z.array(z.string()).optional(),
     tokenizer: z.string().optional(),
     k: positiveInt.max(64).default(3),
     drafter: z.enum(DRAFTERS).default('sam'),
@@ -106,6 +120,9 @@ const ReplayArgs = z
   });
 
 type ReplayArgs = z.infer<typeof ReplayArgs>;
+
+/** Flags that set the in-process core's drafting, which a running sidecar takes from its config. */
+const VIA_IGNORES = ['drafter', 'siblings', 'min-match', 'corpus-tokens', 'k-by-batch'] as const;
 
 function parseOrExit<T>(schema: z.ZodType<T>, values: unknown): T {
   const parsed = schema.safeParse(values);
@@ -138,7 +155,7 @@ async function runReplay(argv: string[]): Promise<void> {
     args: argv,
     options: {
       traces: { type: 'string', multiple: true },
-      verl: { type: 'string' },
+      verl: { type: 'string', multiple: true },
       tokenizer: { type: 'string' },
       k: { type: 'string' },
       drafter: { type: 'string' },
@@ -160,7 +177,12 @@ async function runReplay(argv: string[]): Promise<void> {
     strict: true,
   });
   const args = parseOrExit(ReplayArgs, values);
-  const files = args.traces ?? (args.verl !== undefined ? [args.verl] : []);
+  // Through a sidecar its own config decides how it drafts: flags that would not apply are refused.
+  if (args.via !== undefined) {
+    const ignored = VIA_IGNORES.filter((flag) => values[flag] !== undefined);
+    if (ignored.length > 0) throw sidecarError('INVALID_ARGUMENT', `--via drives a running sidecar, whose config decides how it drafts: ${ignored.map((f) => `--${f}`).join(', ')} would not apply (set drafting.* and gate.* in its config)`, ignored[0]);
+  }
+  const files = args.traces ?? args.verl ?? [];
   const source = files.length === 0 ? 'synthetic' : files.map((file) => file.split('/').pop()).join(' + ');
   let steps = files.length === 0 ? [syntheticTraces()] : files.flatMap((file) => splitSteps(loadRows(file, args)));
   if (args.limit !== undefined) steps = steps.map((rows) => rows.slice(0, args.limit));
@@ -175,6 +197,7 @@ async function runReplay(argv: string[]): Promise<void> {
     }
     return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress });
   };
+  if (args.via !== undefined) process.stderr.write('note: a running sidecar keeps what earlier runs taught it (history, corpus); restart it for a run from a clean state\n');
   const wire = args.via === undefined ? null : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
   const result = await run(wire === null ? inProcess({}) : [wire], true);
   result.siblings = args.siblings;

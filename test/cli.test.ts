@@ -57,4 +57,30 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
     expect(run.status).toBe(2);
     expect(run.stderr).toMatch(/TRACE_INVALID.*output.*bad\.jsonl:2/);
   });
+
+  it('says in one line, without a stack trace, that a trace file cannot be read', () => {
+    const run = spawnSync('node', [CLI, 'replay', '--traces', '/nonexistent/rollout.jsonl'], { encoding: 'utf8' });
+    expect(run.status).toBe(2);
+    expect(run.stderr.trim()).toMatch(/^TRACE_INVALID: .*cannot read \/nonexistent\/rollout\.jsonl: ENOENT$/);
+  });
+
+  it('refuses drafting flags with --via: the running sidecar\'s config decides how it drafts', () => {
+    const run = spawnSync('node', [CLI, 'replay', '--via', 'uds', '--drafter', 'seed', '--min-match', '2'], { encoding: 'utf8' });
+    expect(run.status).toBe(2);
+    expect(run.stderr).toMatch(/INVALID_ARGUMENT.*--drafter, --min-match would not apply/);
+  });
+
+  it('replays steps in sequence from several files and reports AL per step, the tail and engines', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-cli-'));
+    const rows = syntheticTraces({ groups: 3, samplesPerGroup: 4 });
+    const [first, second] = [join(dir, 'a.jsonl'), join(dir, 'b.jsonl')];
+    writeFileSync(first, rows.filter((_, i) => i % 4 < 2).map((r) => JSON.stringify(r)).join('\n'));
+    writeFileSync(second, rows.filter((_, i) => i % 4 >= 2).map((r) => JSON.stringify({ ...r, id: `${r.id}-b` })).join('\n'));
+    const stdout = execFileSync('node', [CLI, 'replay', '--traces', first, '--traces', second, '--engines', '2', '--turns', '--json', '--quiet'], { encoding: 'utf8' });
+    const summary = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(summary).toMatchObject({ rolloutSteps: 2, engines: 2, turns: true, maxNumSeqs: 128 });
+    expect(summary.alPerStep).toHaveLength(2);
+    expect(summary.alPerEngine).toHaveLength(2);
+    expect(summary.alTail).toBeGreaterThan(1);
+  });
 });

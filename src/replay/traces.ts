@@ -69,7 +69,16 @@ export function parseTraceJsonl(text: string, source: string): TraceRow[] {
 }
 
 export function loadTraceFile(path: string): TraceRow[] {
-  return parseTraceJsonl(readFileSync(path, 'utf8'), path);
+  return parseTraceJsonl(readTraceText(path), path);
+}
+
+/** A trace file's text; a file that cannot be read is a coded error naming it, not a stack trace. */
+export function readTraceText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw sidecarError('TRACE_INVALID', `cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, 'file');
+  }
 }
 
 /**

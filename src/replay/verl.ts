@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { sidecarError } from '../core/errors.js';
-import type { TraceRow } from './traces.js';
+import { readTraceText, type TraceRow } from './traces.js';
 
 /** Loads a tokenizer from a tokenizer.json path or a folder holding one (plus tokenizer_config.json). */
 export function loadTokenizer(path: string): Tokenizer {
@@ -38,11 +38,14 @@ export function parseVerlDump(text: string, source: string, tokenizer: Tokenizer
       group = `prompt-${groups.size}`;
       groups.set(value.input, group);
     }
-    rows.push({ id: `${group}-row${index + 1}`, group, prompt: encode(value.input), output: encode(value.output), env: [] });
+    const row: TraceRow = { id: `${group}-row${index + 1}`, group, prompt: encode(value.input), output: encode(value.output), env: [] };
+    // verl writes the training step it dumped with each row: steps replay in sequence.
+    if (typeof value.step === 'number' || typeof value.step === 'string') row.step = String(value.step);
+    rows.push(row);
   });
   return rows;
 }
 
 export function loadVerlDump(path: string, tokenizer: Tokenizer): TraceRow[] {
-  return parseVerlDump(readFileSync(path, 'utf8'), path, tokenizer);
+  return parseVerlDump(readTraceText(path), path, tokenizer);
 }
