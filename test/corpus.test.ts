@@ -164,7 +164,7 @@ describe('corpus', () => {
     ];
     for (const step of steps) {
       const a = eager.step(step, 0);
-      eager.flushCorpus();
+      eager.doIdleWork();
       const b = lazy.step(step, 0);
       expect(Array.from(b.drafts)).toEqual(Array.from(a.drafts));
     }

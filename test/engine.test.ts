@@ -70,6 +70,20 @@ describe('draft engine', () => {
     expect(engine.stats().historyGroups).toBe(0);
   });
 
+  it('compacts a retired group as idle work, not inside the release that retired it', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 100_000 });
+    engine.open('long', [...prompt, ...Array.from({ length: 5000 }, (_, i) => i % 977)], prompt.length);
+    const groupBytes = () => engine.stats().bytes - engine.stats().corpusBytes;
+    engine.flushCorpus();
+    engine.release('long');
+    const released = groupBytes();
+    expect(engine.idleWorkPending).toBe(true);
+    engine.compactRetired();
+    expect(groupBytes()).toBeLessThan(released);
+    engine.flushCorpus(); // the released request's stream ends
+    expect(engine.idleWorkPending).toBe(false);
+  });
+
   it('evicts least recently used history beyond its token budget', () => {
     const engine = new DraftEngine({ drafter: 'sam', historyTokens: 20 });
     for (let i = 0; i < 4; i++) {

@@ -102,6 +102,10 @@ export class SuffixAutomaton {
   private cursorLength: Int32Array;
   private cursorOpen: Uint8Array;
   private cursorsEverOpened = 0;
+  /** Ids handed out so far, and the closed ones free for reuse (a stack). */
+  private cursorIds = 0;
+  private freeCursors: Int32Array = new Int32Array(4);
+  private freeCursorCount = 0;
   private openCursors = 0;
   private tokensAppended = 0;
 
@@ -128,8 +132,8 @@ export class SuffixAutomaton {
 
   /** Starts a new sequence; returns its cursor id. */
   openCursor(): number {
-    let id = 0;
-    while (id < this.cursorOpen.length && this.cursorOpen[id] === 1) id++;
+    // A closed cursor's id is reused (last closed first); O(1) however many sequences exist.
+    const id = this.freeCursorCount > 0 ? this.freeCursors[--this.freeCursorCount] : this.cursorIds++;
     if (id >= this.cursorOpen.length) {
       const capacity = this.cursorOpen.length * 2;
       this.cursorLast = resizedInt32(this.cursorLast, capacity);
@@ -158,6 +162,8 @@ export class SuffixAutomaton {
   closeCursor(cursor: number): void {
     if (this.cursorOpen[cursor] !== 1) return;
     this.cursorOpen[cursor] = 0;
+    if (this.freeCursorCount >= this.freeCursors.length) this.freeCursors = resizedInt32(this.freeCursors, this.freeCursors.length * 2);
+    this.freeCursors[this.freeCursorCount++] = cursor;
     this.openCursors--;
   }
 
@@ -291,6 +297,7 @@ export class SuffixAutomaton {
       this.logToken.byteLength +
       (this.logNext?.byteLength ?? 0) +
       this.cursorLast.byteLength * 3 +
+      this.freeCursors.byteLength +
       this.cursorOpen.byteLength
     );
   }

@@ -123,8 +123,9 @@ export interface EngineStats {
   tokensIndexed: number;
   bytes: number;
   historyEvictions: number;
-  /** Tokens in the corpus (also counted in tokensIndexed). */
+  /** Tokens in the corpus (also counted in tokensIndexed), and its bytes (also counted in bytes). */
   corpusTokens: number;
+  corpusBytes: number;
 }
 
 export class DraftEngine {
@@ -140,6 +141,8 @@ export class DraftEngine {
   private readonly corpus: Corpus | null;
   /** Requests keep their output tokens: for their own repetitions and for the corpus. */
   private readonly keepsOutputs: boolean;
+  /** Groups whose last member left, to be shrunk to what they use (see compactRetired). */
+  private readonly compactQueue: Group[] = [];
   /** Requests whose latest tokens wait to enter the corpus (see flushCorpus). */
   private readonly corpusQueue: RequestEntry[] = [];
   // Scratch for the draft walk over group and corpus (no allocation per draft).
@@ -257,9 +260,22 @@ export class DraftEngine {
     return true;
   }
 
-  /** Whether requests' latest tokens wait to enter the corpus. */
-  get corpusPending(): boolean {
-    return this.corpusQueue.length > 0;
+  /** Whether requests' latest tokens wait to enter the corpus, or retired groups to be compacted. */
+  get idleWorkPending(): boolean {
+    return this.corpusQueue.length > 0 || this.compactQueue.length > 0;
+  }
+
+  /**
+   * Shrinks the automata of groups retired since the last call to what they use (history keeps
+   * no growth slack). Copying a long group's arrays takes milliseconds, so it is idle work, off
+   * the step that released the group's last member; drafts do not depend on it.
+   */
+  compactRetired(): void {
+    for (const group of this.compactQueue) {
+      // Rejoined since (it grows again) or evicted: nothing to shrink.
+      if (group.activeMembers === 0 && this.groups.get(group.key) === group) group.automaton.compact();
+    }
+    this.compactQueue.length = 0;
   }
 
   /**
@@ -338,10 +354,9 @@ export class DraftEngine {
       if (entry.output !== null) bytes += entry.output.byteLength;
     }
     const corpusTokens = this.corpus?.tokenCount ?? 0;
-    if (this.corpus !== null) {
-      bytes += this.corpus.byteSize();
-      tokens += corpusTokens;
-    }
+    const corpusBytes = this.corpus?.byteSize() ?? 0;
+    bytes += corpusBytes;
+    tokens += corpusTokens;
     return {
       requests: this.requests.size,
       groups: this.groups.size,
@@ -351,6 +366,7 @@ export class DraftEngine {
       bytes,
       historyEvictions: this.historyEvictionCount,
       corpusTokens,
+      corpusBytes,
     };
   }
 
@@ -493,7 +509,7 @@ export class DraftEngine {
       this.dropGroup(group);
       return;
     }
-    group.automaton.compact();
+    this.compactQueue.push(group);
     this.history.set(group.key, group);
     this.historyTokenCount += group.automaton.tokenCount;
     this.enforceHistoryBudget(this.options.historyTokens);

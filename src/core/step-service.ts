@@ -205,13 +205,17 @@ export class StepService {
   }
 
   /** Releases requests of an engine (finished or aborted outside a step). Returns how many were held. */
-  /** Finished requests wait to enter the corpus; flushCorpus() when idle (each step starts with it). */
-  get corpusPending(): boolean {
-    return this.draftEngine.corpusPending;
+  /**
+   * Work that waits for an idle moment: requests' latest tokens into the corpus (each step also
+   * starts with that, so drafts never depend on when it ran) and compacting retired groups.
+   */
+  get idleWorkPending(): boolean {
+    return this.draftEngine.idleWorkPending;
   }
 
-  flushCorpus(): void {
+  doIdleWork(): void {
     this.draftEngine.flushCorpus();
+    this.draftEngine.compactRetired();
   }
 
   release(engineId: string, reqIds: readonly string[]): number {

@@ -218,6 +218,7 @@ const STATS_FIELDS = [
   ['historyTokens', 'history_tokens'],
   ['historyEvictions', 'history_evictions'],
   ['corpusTokens', 'corpus_tokens'],
+  ['corpusBytes', 'corpus_memory_bytes'],
   ['tokensIndexed', 'tokens'],
   ['bytes', 'memory_bytes'],
   ['maxTokens', 'max_tokens'],

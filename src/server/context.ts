@@ -34,23 +34,24 @@ export class SidecarContext {
     const outcome = this.service.step(batch, Date.now());
     // Ends a PING's window (the step it announced is here) unless configured to poll on.
     this.busyPoll.restart(this.config.busyPollUs);
-    if (this.service.corpusPending && !this.corpusFlushScheduled) {
-      // After the transport has written this reply, not before: indexing finished outputs is off
-      // the step's critical path unless the next step arrives first (it then flushes them itself).
-      this.corpusFlushScheduled = true;
-      setImmediate(this.flushCorpus);
+    if (this.service.idleWorkPending && !this.idleWorkScheduled) {
+      // After the transport has written this reply, not before: indexing requests' new tokens and
+      // compacting retired groups are off the step's critical path (a step that arrives first
+      // indexes the corpus itself).
+      this.idleWorkScheduled = true;
+      setImmediate(this.doIdleWork);
     }
     return outcome;
   }
 
-  private corpusFlushScheduled = false;
-  private readonly flushCorpus = (): void => {
-    this.corpusFlushScheduled = false;
+  private idleWorkScheduled = false;
+  private readonly doIdleWork = (): void => {
+    this.idleWorkScheduled = false;
     try {
-      this.service.flushCorpus();
+      this.service.doIdleWork();
     } catch (error) {
-      // Outside any call: nobody to answer, so logged; drafting goes on without those outputs.
-      this.logger.error({ err: error }, 'indexing finished requests into the corpus failed');
+      // Outside any call: nobody to answer, so logged; drafting goes on without those tokens.
+      this.logger.error({ err: error }, 'idle work (corpus indexing, group compaction) failed');
     }
   };
 
