@@ -106,7 +106,7 @@ export class SidecarMetrics {
     gauge('sam_sidecar_groups', 'Prompt groups held (live and history).', () => fresh().groups);
     gauge('sam_sidecar_history_groups', 'Finished prompt groups kept as history.', () => fresh().historyGroups);
     gauge('sam_sidecar_history_tokens', 'Tokens held in history groups.', () => fresh().historyTokens);
-    gauge('sam_sidecar_corpus_tokens', 'Tokens in the corpus of finished requests of every prompt.', () => fresh().corpusTokens);
+    gauge('sam_sidecar_corpus_tokens', 'Tokens in the corpus of every prompt\'s requests, running and finished.', () => fresh().corpusTokens);
     gauge('sam_sidecar_tokens', 'Tokens held in all automata.', () => fresh().tokensIndexed);
     gauge('sam_sidecar_memory_bytes', 'Bytes of automaton storage.', () => fresh().bytes);
     gauge('sam_sidecar_engines', 'Engines (vLLM instances) seen within the idle timeout.', () => fresh().engines);
