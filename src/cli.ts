@@ -20,7 +20,7 @@ import { WireBackend } from './replay/wire.js';
 import { DEMO_USAGE } from './usage.js';
 import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
-import { simulateRollout, type GatePolicy } from './replay/rollout.js';
+import { compareGates, COST_SHAPES, costModel, type GateComparison } from './replay/rollout.js';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_TAIL_BATCH, preloadHistory, replayRolloutSteps } from './replay/rollout-step.js';
 import { percentile, replay, type ReplayResult, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
 import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
@@ -267,11 +267,14 @@ async function runRollout(argv: string[]): Promise<void> {
       k: { type: 'string' },
       'max-num-seqs': { type: 'string' },
       threshold: { type: 'string' },
+      cost: { type: 'string', multiple: true },
+      noise: { type: 'string' },
       'base-ms': { type: 'string' },
       'per-seq-ms': { type: 'string' },
       'verify-cost': { type: 'string' },
       'k-by-batch': { type: 'string' },
       'corpus-tokens': { type: 'string' },
+      turns: { type: 'boolean' },
       json: { type: 'boolean' },
     },
     strict: true,
@@ -280,51 +283,58 @@ async function runRollout(argv: string[]): Promise<void> {
     z.object({
       traces: z.string().optional(),
       k: positiveInt.max(64).default(3),
-      'max-num-seqs': positiveInt.default(128),
+      'max-num-seqs': positiveInt.max(65_535).default(DEFAULT_MAX_NUM_SEQS),
       threshold: z.coerce.number().int().default(32),
+      cost: z.array(z.enum(COST_SHAPES)).default(['table']),
+      noise: z.coerce.number().min(0).max(1).default(0),
       'base-ms': z.coerce.number().positive().default(25),
       'per-seq-ms': z.coerce.number().nonnegative().default(0.1),
       'verify-cost': VerifyCostArg.optional(),
       'k-by-batch': KByBatchArg.default([]),
       'corpus-tokens': CorpusTokensArg,
+      turns: z.boolean().default(false),
       json: z.boolean().default(false),
     }),
     values,
   );
   const rows = args.traces === undefined ? syntheticTraces({ groups: 16, samplesPerGroup: 16 }) : loadTraceFile(args.traces);
   const verifyCost = args['verify-cost'] ?? DEFAULT_VERIFY_COST;
-  const cost = { baseMs: args['base-ms'], perSeqMs: args['per-seq-ms'], verifyCost };
-  const kByBatch = args['k-by-batch'];
-  const gate = (mode: 'threshold' | 'adaptive'): GateConfig => ({ mode, threshold: args.threshold, verifyCost, hysteresis: 0.05, smoothing: 0.01, minObservations: 200, kByBatch });
-  const policies: GatePolicy[] = [
-    { name: 'no speculation', speculate: false },
-    { name: 'always (threshold <= 0)', speculate: true, gate: { ...UNGATED, kByBatch } },
-    { name: `threshold ${args.threshold}`, speculate: true, gate: gate('threshold') },
-    { name: 'adaptive', speculate: true, gate: gate('adaptive') },
-  ];
-  const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], cost, engine: { corpusTokens: args['corpus-tokens'] } };
-  const results = [];
-  for (const policy of policies) results.push(await simulateRollout(rows, policy, options));
-  const baseline = results[0].timeMs;
-  const lines = [
-    `rollout: ${rows.length} rows, max-num-seqs ${options.maxNumSeqs}, K ${args.k}, step ${cost.baseMs} ms + ${cost.perSeqMs} ms x B`,
-    'policy                     time (s)  speed-up  engine steps  speculative  AL on spec. steps  tail time',
-    ...results.map((r) =>
-      [
-        r.policy.padEnd(25),
-        (r.timeMs / 1000).toFixed(1).padStart(9),
-        `${(baseline / r.timeMs).toFixed(3)}x`.padStart(9),
-        String(r.engineSteps).padStart(13),
-        `${((100 * r.speculativeSteps) / Math.max(1, r.engineSteps)).toFixed(0)}%`.padStart(12),
-        r.alSpeculative.toFixed(3).padStart(18),
-        `${(100 * r.tailTimeShare).toFixed(0)}%`.padStart(10),
-      ].join(' '),
-    ),
-  ];
+  const shapeOptions = { baseMs: args['base-ms'], perSeqMs: args['per-seq-ms'], verifyCost, k: args.k, noise: args.noise, seed: 1 };
+  const gate: GateConfig = { mode: 'threshold', threshold: args.threshold, verifyCost, hysteresis: 0.05, smoothing: 0.01, minObservations: 200, kByBatch: args['k-by-batch'] };
+  const options = { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, engine: { corpusTokens: args['corpus-tokens'] } };
+  const comparisons: GateComparison[] = [];
+  for (const shape of args.cost) comparisons.push(await compareGates(rows, () => costModel(shape, shapeOptions), options, gate));
+  const lines = [`rollout: ${rows.length} rows, max-num-seqs ${options.maxNumSeqs}, K ${args.k}, plain step ${shapeOptions.baseMs} ms + ${shapeOptions.perSeqMs} ms x B`];
+  for (const comparison of comparisons) {
+    const baseline = comparison.noSpeculation.timeMs;
+    lines.push(`true cost model: ${comparison.cost}; best fixed threshold in hindsight: ${comparison.bestThreshold.policy}`);
+    lines.push('  policy                       time (s)  speed-up  engine steps  speculative  AL on spec. steps  tail time');
+    for (const r of comparison.results) {
+      lines.push(
+        [
+          `  ${r.policy.padEnd(27)}`,
+          (r.timeMs / 1000).toFixed(1).padStart(9),
+          `${(baseline / r.timeMs).toFixed(3)}x`.padStart(9),
+          String(r.engineSteps).padStart(13),
+          `${((100 * r.speculativeSteps) / Math.max(1, r.engineSteps)).toFixed(0)}%`.padStart(12),
+          r.alSpeculative.toFixed(3).padStart(18),
+          `${(100 * r.tailTimeShare).toFixed(0)}%`.padStart(10),
+        ].join(' '),
+      );
+    }
+    const versus = comparison.calibrated.timeMs / comparison.bestThreshold.timeMs - 1;
+    lines.push(`  calibrated vs the best fixed threshold: ${(100 * versus).toFixed(2)} % time; vs no speculation: ${(100 * (comparison.calibrated.timeMs / baseline - 1)).toFixed(2)} %`);
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
   if (args.json) {
-    const summary = results.map((r) => ({ ...r, timeMs: round(r.timeMs, 1), speedUp: round(baseline / r.timeMs, 4), tailTimeShare: round(r.tailTimeShare, 4), alSpeculative: round(r.alSpeculative, 4) }));
-    process.stdout.write(`${JSON.stringify({ rows: rows.length, k: args.k, maxNumSeqs: options.maxNumSeqs, cost, results: summary })}\n`);
+    const summary = comparisons.map((c) => ({
+      cost: c.cost,
+      bestThreshold: c.bestThreshold.policy,
+      calibratedVsBestThreshold: round(c.calibrated.timeMs / c.bestThreshold.timeMs, 4),
+      calibratedVsNoSpeculation: round(c.calibrated.timeMs / c.noSpeculation.timeMs, 4),
+      results: c.results.map((r) => ({ ...r, timeMs: round(r.timeMs, 1), speedUp: round(c.noSpeculation.timeMs / r.timeMs, 4), tailTimeShare: round(r.tailTimeShare, 4), alSpeculative: round(r.alSpeculative, 4) })),
+    }));
+    process.stdout.write(`${JSON.stringify({ rows: rows.length, k: args.k, maxNumSeqs: options.maxNumSeqs, noise: args.noise, comparisons: summary })}\n`);
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
-import { BatchGate, type GateConfig, GateReason } from './gate.js';
+import { BatchGate, type GateConfig, GateReason, type StepTiming } from './gate.js';
 import { grownCapacity } from './typed.js';
 
 /** `promptLengths[i]` of an item that carries a delta, not a full context. */
@@ -39,6 +39,8 @@ export interface StepBatch {
   tokens: ArrayLike<number>;
   /** Requests finished or aborted since the engine's last step. */
   finished: readonly string[];
+  /** The runner's timing of the step before this call (the calibrated gate learns from it). */
+  timing?: Readonly<StepTiming>;
 }
 
 export interface ItemError {
@@ -268,11 +270,12 @@ export class StepService {
     const counters = this.counters;
     const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
+    if (batch.timing !== undefined) engine.gate.observeStep(batch.timing);
     const decision = engine.gate.decide(batch.numReqs, batch.prefill, k);
     counters.steps++;
     counters.items += n;
     counters.decisions[decision.reason]++;
-    const shadow = !decision.speculate && this.gateConfig.mode === 'adaptive' && k > 0;
+    const shadow = !decision.speculate && engine.gate.learnsWhileOff && k > 0;
     const stamp = ++this.stamp;
     // One backing store for both columns: typed-array allocations dominate a small step's overhead.
     const columns = new Uint8Array(2 * n);
@@ -306,6 +309,8 @@ export class StepService {
     }
     if (errors.length > 1) errors.sort((a, b) => a.index - b.index);
     let written = 0;
+    let drafted = 0;
+    let shadowTokens = 0;
     for (let i = 0; i < n; i++) {
       const state = ingested[i];
       if (state === undefined) continue;
@@ -320,6 +325,7 @@ export class StepService {
         state.predictionServed = true;
         written += length;
         if (length > 0) {
+          drafted++;
           counters.drafts++;
           counters.draftTokens += length;
         }
@@ -331,7 +337,13 @@ export class StepService {
       } else if (!shadow) {
         state.predictionLength = 0;
       }
+      if (shadow && state.predictionLength > 0) {
+        // A shadow draft (new, or still pending from an earlier step) stands for the one it would serve.
+        drafted++;
+        shadowTokens += state.predictionLength;
+      }
     }
+    if (decision.speculate || shadow) engine.gate.observeDrafts(n, drafted, written + shadowTokens);
     return Object.freeze({
       stepId: batch.stepId,
       speculate: decision.speculate,

@@ -42,6 +42,8 @@ export interface EngineStep {
   proposed: number;
   accepted: number;
   emitted: number;
+  /** Tokens the step's requests held when it ran (prompt and output so far). */
+  contextTokens: number;
 }
 
 export const DEFAULT_MAX_NUM_SEQS = 128;
@@ -127,7 +129,9 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
           return item;
         });
         const drafts = await backends[e].step(items, finished[e].splice(0), k);
-        const step: EngineStep = { engine: e, batch: live.length, proposed: 0, accepted: 0, emitted: 0 };
+        let contextTokens = 0;
+        for (const request of live) contextTokens += request.cursor.held;
+        const step: EngineStep = { engine: e, batch: live.length, proposed: 0, accepted: 0, emitted: 0, contextTokens };
         for (let i = 0; i < live.length; i++) {
           const scored = scoreStep(live[i].cursor, drafts[i], k, live.length, e, result);
           step.proposed += scored.proposed;

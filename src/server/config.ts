@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
-import { batchSizesIncrease, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
+import { batchSizesIncrease, CALIBRATION_DEFAULTS, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -67,6 +67,14 @@ export const ConfigSchema = z
           .array(z.tuple([positiveInt, nonNegativeInt.max(255)]))
           .refine(batchSizesIncrease, 'batch sizes must increase')
           .default([]),
+        /** mode "calibrated": how the step-cost model gathers its samples (see CalibrationConfig). */
+        calibration: z
+          .strictObject({
+            minSamples: positiveInt.max(10_000).default(CALIBRATION_DEFAULTS.minSamples),
+            explorePeriod: positiveInt.max(1_000_000).default(CALIBRATION_DEFAULTS.explorePeriod),
+            refreshPeriod: positiveInt.max(1_000_000).default(CALIBRATION_DEFAULTS.refreshPeriod),
+          })
+          .prefault({}),
       })
       .prefault({}),
     limits: z
