@@ -17,7 +17,7 @@
  *   timed; once it knows a size, one step in `refreshPeriod` still goes the other way so the model
  *   follows drift. Counters, not randomness: the same steps give the same decisions.
  */
-import { bucketOf, COST_BUCKETS, StepCostModel } from './step-cost.js';
+import { bucketOf, COARSE_BUCKETS, coarseBucketOf, COST_BUCKETS, StepCostModel } from './step-cost.js';
 
 export const GATE_MODES = ['threshold', 'adaptive', 'calibrated'] as const;
 export type GateMode = (typeof GATE_MODES)[number];
@@ -127,7 +127,8 @@ export class BatchGate {
   private slotsPerRequest = 0;
   private draftSteps = 0;
   private readonly bucketOn = new Uint8Array(COST_BUCKETS).fill(1);
-  private readonly bucketSteps = new Float64Array(COST_BUCKETS);
+  /** Steps seen per coarse bucket: the clock of exploration (the tail passes each size briefly). */
+  private readonly bucketSteps = new Float64Array(COARSE_BUCKETS);
 
   constructor(readonly config: Readonly<GateConfig>) {
     this.cost = config.mode === 'calibrated' ? new StepCostModel() : null;
@@ -193,8 +194,9 @@ export class BatchGate {
   /** Tokens per unit of time with drafts over without, at `batch` requests (calibrated model). */
   private gainAt(batch: number): number {
     const cost = this.cost!;
-    const plain = cost.predictUs(batch, 0);
-    const drafting = cost.predictUs(batch, batch * this.slotsPerRequest);
+    const min = (this.config.calibration ?? CALIBRATION_DEFAULTS).minSamples;
+    const plain = cost.predictUs(batch, 0, min);
+    const drafting = cost.predictUs(batch, batch * this.slotsPerRequest, min);
     if (!(plain > 0 && drafting > 0)) return 1;
     return ((1 + this.draftedShare * this.meanAccepted) * plain) / drafting;
   }
@@ -203,7 +205,7 @@ export class BatchGate {
     const cost = this.cost!;
     const calibration = this.config.calibration ?? CALIBRATION_DEFAULTS;
     const bucket = bucketOf(numReqs);
-    const seen = ++this.bucketSteps[bucket];
+    const seen = ++this.bucketSteps[coarseBucketOf(numReqs)];
     if (cost.knows(numReqs, calibration.minSamples) && this.observations >= this.config.minObservations) {
       const bound = this.bucketOn[bucket] === 1 ? 1 - this.config.hysteresis : 1 + this.config.hysteresis;
       const on = this.gainAt(numReqs) > bound;

@@ -11,12 +11,33 @@
  * steps, a weight update).
  */
 
-/** Bucket b holds batch sizes in (2^(b-1), 2^b]; bucket 0 holds 1. Up to 65,536 requests. */
-export const COST_BUCKETS = 17;
+/**
+ * Two levels of batch-size buckets. Fine: sizes 1 to 16 each have their own; above, four per
+ * doubling (sizes within 19 % of each other share one), up to 65,536 requests: a step's cost
+ * changes with the batch size within a bucket too. Coarse: one per doubling, which fills about
+ * ten times faster; a size whose fine bucket has too few samples is estimated from its coarse one
+ * (the tail of a rollout passes each small size in a few steps).
+ */
+const EXACT_SIZES = 16;
+const PER_DOUBLING = 4;
+export const COST_BUCKETS = EXACT_SIZES + PER_DOUBLING * 12;
 
 export function bucketOf(batch: number): number {
+  if (batch <= EXACT_SIZES) return Math.max(0, batch - 1);
+  return Math.min(COST_BUCKETS - 1, EXACT_SIZES + Math.floor(PER_DOUBLING * Math.log2((batch - 1) / EXACT_SIZES)));
+}
+
+/** The coarse bucket of a batch size: (2^(c-1), 2^c], 1 in bucket 0. */
+export const COARSE_BUCKETS = 17;
+export function coarseBucketOf(batch: number): number {
   if (batch <= 1) return 0;
-  return Math.min(COST_BUCKETS - 1, 32 - Math.clz32(batch - 1));
+  return Math.min(COARSE_BUCKETS - 1, 32 - Math.clz32(batch - 1));
+}
+
+/** The largest batch size of bucket `b`. */
+export function bucketUpTo(b: number): number {
+  if (b < EXACT_SIZES) return b + 1;
+  return Math.ceil(EXACT_SIZES * 2 ** ((b - EXACT_SIZES + 1) / PER_DOUBLING) - 1e-9);
 }
 
 export interface StepCostOptions {
@@ -47,6 +68,8 @@ class Bucket {
 }
 
 export interface CostPoint {
+  /** The bucket's largest batch size. */
+  upTo: number;
   /** Mean batch size of the bucket's samples. */
   batch: number;
   plainUs: number;
@@ -57,13 +80,18 @@ export interface CostPoint {
 
 export class StepCostModel {
   private readonly buckets = Array.from({ length: COST_BUCKETS }, () => new Bucket());
+  private readonly coarse = Array.from({ length: COARSE_BUCKETS }, () => new Bucket());
 
   constructor(readonly options: Readonly<StepCostOptions> = DEFAULT_STEP_COST_OPTIONS) {}
 
   /** One step: `batch` requests, `slots` draft tokens verified, `us` from the runner's clock. */
   observe(batch: number, slots: number, us: number): void {
     if (!(batch >= 1 && us > 0 && slots >= 0) || !Number.isFinite(us)) return;
-    const b = this.buckets[bucketOf(batch)];
+    this.add(this.buckets[bucketOf(batch)], batch, slots, us);
+    this.add(this.coarse[coarseBucketOf(batch)], batch, slots, us);
+  }
+
+  private add(b: Bucket, batch: number, slots: number, us: number): void {
     const known = b.plainSamples > 0 && b.draftSamples > 0;
     if (known && us > this.options.outlierFactor * (b.plainUs + b.perSlotUs * slots)) return;
     let weight = 1;
@@ -86,31 +114,44 @@ export class StepCostModel {
     if (!known && b.scale === 0 && b.plainSamples > 0 && b.draftSamples > 0) b.scale = 0.05 * b.plainUs;
   }
 
-  /** Whether the bucket of `batch` has seen both plain and drafting steps, `min` of each. */
+  /** Whether either level has seen both plain and drafting steps of `batch`'s size, `min` of each. */
   knows(batch: number, min: number): boolean {
-    const b = this.buckets[bucketOf(batch)];
-    return b.plainSamples >= min && b.draftSamples >= min;
+    return this.bucketFor(batch, min) !== null;
   }
 
+  /** Timed plain steps around this size (its coarse bucket). */
   plainSamplesAt(batch: number): number {
-    return this.buckets[bucketOf(batch)].plainSamples;
+    return this.coarse[coarseBucketOf(batch)].plainSamples;
   }
 
+  /** Timed drafting steps around this size (its coarse bucket). */
   draftSamplesAt(batch: number): number {
-    return this.buckets[bucketOf(batch)].draftSamples;
+    return this.coarse[coarseBucketOf(batch)].draftSamples;
   }
 
-  /** The model's step time at `batch` requests and `slots` verified draft tokens, in us. */
-  predictUs(batch: number, slots: number): number {
-    const b = this.buckets[bucketOf(batch)];
+  /**
+   * The model's step time at `batch` requests and `slots` verified draft tokens, in us: from the
+   * fine bucket once it has `min` samples of each kind, else the coarse one.
+   */
+  predictUs(batch: number, slots: number, min = 1): number {
+    const b = this.bucketFor(batch, min) ?? this.coarse[coarseBucketOf(batch)];
     return b.plainUs + b.perSlotUs * slots;
+  }
+
+  private bucketFor(batch: number, min: number): Bucket | null {
+    const fine = this.buckets[bucketOf(batch)];
+    if (fine.plainSamples >= min && fine.draftSamples >= min) return fine;
+    const coarse = this.coarse[coarseBucketOf(batch)];
+    return coarse.plainSamples >= min && coarse.draftSamples >= min ? coarse : null;
   }
 
   /** The learnt curve: one point per bucket that has samples. */
   curve(): CostPoint[] {
-    return this.buckets
-      .filter((b) => b.w > 0)
-      .map((b) => ({ batch: b.batch / b.w, plainUs: b.plainUs, perSlotUs: b.perSlotUs, plainSamples: b.plainSamples, draftSamples: b.draftSamples }));
+    const points: CostPoint[] = [];
+    this.buckets.forEach((b, i) => {
+      if (b.w > 0) points.push({ upTo: bucketUpTo(i), batch: b.batch / b.w, plainUs: b.plainUs, perSlotUs: b.perSlotUs, plainSamples: b.plainSamples, draftSamples: b.draftSamples });
+    });
+    return points;
   }
 
   private fit(b: Bucket): void {

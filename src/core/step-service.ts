@@ -12,6 +12,7 @@
 import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason, type StepTiming } from './gate.js';
+import type { CostPoint } from './step-cost.js';
 import { grownCapacity } from './typed.js';
 
 /** `promptLengths[i]` of an item that carries a delta, not a full context. */
@@ -146,6 +147,15 @@ export interface RequestView {
   pendingDraft: number[];
 }
 
+export interface GateView {
+  engine: string;
+  mode: string;
+  meanAccepted: number;
+  observations: number;
+  breakEvenBatch: number;
+  curve: CostPoint[];
+}
+
 export interface ServiceStats extends EngineStats {
   engines: number;
   maxTokens: number;
@@ -256,6 +266,25 @@ export class StepService {
       lastSeenMs: state.lastSeenMs,
       pendingDraft: Array.from(state.prediction.subarray(state.predictionMatched, state.predictionLength)),
     };
+  }
+
+  /**
+   * Each engine's gate (at most `limit`, the most recently seen first): its mode, the acceptance
+   * it observed and, in calibrated mode, the step cost it learnt and the smallest batch size at
+   * which drafting stops paying (0: at none it knows).
+   */
+  gates(limit = 64): GateView[] {
+    const engines = [...this.engines.values()].sort((a, b) => b.lastSeenMs - a.lastSeenMs).slice(0, limit);
+    return engines.map((engine) => {
+      const gate = engine.gate;
+      return {
+        engine: engine.id,
+        mode: gate.config.mode,
+        ...gate.acceptance,
+        breakEvenBatch: gate.breakEvenBatch,
+        curve: gate.cost?.curve() ?? [],
+      };
+    });
   }
 
   gateAcceptance(engineId: string): { meanAccepted: number; observations: number } | undefined {

@@ -10,7 +10,7 @@
  */
 import { sidecarError, SidecarError } from '../core/errors.js';
 import { NO_PROMPT, type StepBatch, type StepOutcome } from '../core/step-service.js';
-import type { GateReason } from '../core/gate.js';
+import type { GateReason, StepTiming } from '../core/gate.js';
 
 export const MAGIC = 0x5341;
 export const VERSION = 1;
@@ -29,6 +29,12 @@ export const FrameKind = {
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
 const STEP_FIXED = 32;
+/** STEP flags: bit 0 prefill step; bit 1 a STEP_TIMING block follows the fixed part. */
+const STEP_FLAG_PREFILL = 1;
+const STEP_FLAG_TIMING = 2;
+const STEP_FLAGS_KNOWN = STEP_FLAG_PREFILL | STEP_FLAG_TIMING;
+/** u32 step_us, u32 step_reqs, u32 verified_slots, u32 flags (bit 0: the step had prefill). */
+const STEP_TIMING = 16;
 const REPLY_FIXED = 28;
 
 export interface FrameHeader {
@@ -212,6 +218,12 @@ export function decodeStep(frame: Buffer, idCache?: IdBlockCache): StepBatch {
   const totalTokens = r.u32('n_tokens');
   const engineBytes = r.u16('engine_id_bytes');
   r.u16('reserved');
+  // An unknown bit could announce a block this build would misread: refused, not guessed at.
+  if ((flags & ~STEP_FLAGS_KNOWN) !== 0) throw sidecarError('MALFORMED_FRAME', `unknown flag bits 0x${(flags & ~STEP_FLAGS_KNOWN).toString(16)}`, 'flags');
+  let timing: StepTiming | undefined;
+  if ((flags & STEP_FLAG_TIMING) !== 0) {
+    timing = { stepUs: r.u32('timing.step_us'), stepReqs: r.u32('timing.step_reqs'), verifiedSlots: r.u32('timing.verified_slots'), hadPrefill: (r.u32('timing.flags') & 1) !== 0 };
+  }
   // Sizes are checked against the frame before any array is allocated.
   r.need(n * 14 + nFinished * 2 + engineBytes + totalTokens * 4, 'items');
   const starts = r.u32s(n, 'starts');
@@ -225,7 +237,9 @@ export function decodeStep(frame: Buffer, idCache?: IdBlockCache): StepBatch {
   r.align4();
   const tokens = r.u32s(totalTokens, 'tokens');
   r.end();
-  return { engineId, stepId, numReqs, prefill: (flags & 1) !== 0, k, reqIds, starts, counts, promptLengths, tokens, finished };
+  const batch: StepBatch = { engineId, stepId, numReqs, prefill: (flags & STEP_FLAG_PREFILL) !== 0, k, reqIds, starts, counts, promptLengths, tokens, finished };
+  if (timing !== undefined) batch.timing = timing;
+  return batch;
 }
 
 /** Encodes a step (the Node client's side; the Python shim builds the same bytes). */
@@ -235,7 +249,8 @@ export function encodeStep(batch: StepBatch, callId: number): Buffer {
   const ids = batch.reqIds.map((id) => Buffer.from(id, 'utf8'));
   const finished = batch.finished.map((id) => Buffer.from(id, 'utf8'));
   const textBytes = engine.length + sum(ids) + sum(finished);
-  const beforeTokens = FRAME_PREFIX + HEADER_BYTES + STEP_FIXED + n * 14 + finished.length * 2 + textBytes;
+  const timing = batch.timing;
+  const beforeTokens = FRAME_PREFIX + HEADER_BYTES + STEP_FIXED + (timing === undefined ? 0 : STEP_TIMING) + n * 14 + finished.length * 2 + textBytes;
   const tokensAt = (beforeTokens + 3) & ~3;
   const frame = Buffer.alloc(tokensAt + batch.tokens.length * 4);
   writeHeader(frame, FrameKind.STEP, callId);
@@ -243,13 +258,19 @@ export function encodeStep(batch: StepBatch, callId: number): Buffer {
   o = frame.writeBigUInt64LE(batch.stepId, o);
   o = frame.writeUInt32LE(batch.numReqs, o);
   o = frame.writeUInt16LE(batch.k, o);
-  o = frame.writeUInt8(batch.prefill ? 1 : 0, o);
+  o = frame.writeUInt8((batch.prefill ? STEP_FLAG_PREFILL : 0) | (timing === undefined ? 0 : STEP_FLAG_TIMING), o);
   o = frame.writeUInt8(0, o);
   o = frame.writeUInt32LE(n, o);
   o = frame.writeUInt32LE(finished.length, o);
   o = frame.writeUInt32LE(batch.tokens.length, o);
   o = frame.writeUInt16LE(engine.length, o);
   o = frame.writeUInt16LE(0, o);
+  if (timing !== undefined) {
+    o = frame.writeUInt32LE(timing.stepUs >>> 0, o);
+    o = frame.writeUInt32LE(timing.stepReqs >>> 0, o);
+    o = frame.writeUInt32LE(timing.verifiedSlots >>> 0, o);
+    o = frame.writeUInt32LE(timing.hadPrefill ? 1 : 0, o);
+  }
   for (const column of [batch.starts, batch.counts, batch.promptLengths]) for (let i = 0; i < n; i++) o = frame.writeUInt32LE(column[i] >>> 0, o);
   for (const id of ids) o = frame.writeUInt16LE(id.length, o);
   for (const id of finished) o = frame.writeUInt16LE(id.length, o);

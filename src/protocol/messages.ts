@@ -26,6 +26,14 @@ export interface StepRequestMessage {
   k?: number;
   requests?: RequestDeltaMessage[];
   finished_req_ids?: string[];
+  timing?: StepTimingMessage | null;
+}
+
+export interface StepTimingMessage {
+  step_us?: number;
+  step_reqs?: number;
+  verified_slots?: number;
+  had_prefill?: boolean;
 }
 
 export interface DraftMessage {
@@ -63,6 +71,14 @@ export const StepRequestJson = z.object({
     )
     .default([]),
   finished_req_ids: z.array(z.string()).default([]),
+  timing: z
+    .object({
+      step_us: z.number().int().nonnegative().max(0xffffffff).default(0),
+      step_reqs: z.number().int().nonnegative().max(0xffffffff).default(0),
+      verified_slots: z.number().int().nonnegative().max(0xffffffff).default(0),
+      had_prefill: z.boolean().default(false),
+    })
+    .optional(),
 });
 
 export function parseStepJson(body: unknown): StepRequestMessage {
@@ -104,7 +120,7 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
     if (request.prompt_len === NO_PROMPT) throw sidecarError('INVALID_ARGUMENT', `prompt_len ${NO_PROMPT} is reserved (it marks a delta)`, `requests[${i}].prompt_len`);
     promptLengths[i] = request.prompt_len === undefined || request.prompt_len === null ? NO_PROMPT : request.prompt_len;
   }
-  return {
+  const batch: StepBatch = {
     engineId: message.engine_id,
     stepId: toUint64(message.step_id, 'step_id'),
     numReqs: message.num_reqs ?? 0,
@@ -117,6 +133,11 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
     tokens,
     finished: message.finished_req_ids ?? [],
   };
+  const timing = message.timing;
+  if (timing !== undefined && timing !== null) {
+    batch.timing = { stepUs: timing.step_us ?? 0, stepReqs: timing.step_reqs ?? 0, verifiedSlots: timing.verified_slots ?? 0, hadPrefill: timing.had_prefill ?? false };
+  }
+  return batch;
 }
 
 export function messageFromOutcome(outcome: StepOutcome): StepResponseMessage {
@@ -147,7 +168,7 @@ export function messageFromBatch(batch: StepBatch): StepRequestMessage {
     if (batch.promptLengths[i] !== NO_PROMPT) delta.prompt_len = batch.promptLengths[i];
     requests.push(delta);
   }
-  return {
+  const message: StepRequestMessage = {
     engine_id: batch.engineId,
     step_id: batch.stepId.toString(),
     num_reqs: batch.numReqs,
@@ -156,6 +177,9 @@ export function messageFromBatch(batch: StepBatch): StepRequestMessage {
     requests,
     finished_req_ids: [...batch.finished],
   };
+  const timing = batch.timing;
+  if (timing !== undefined) message.timing = { step_us: timing.stepUs, step_reqs: timing.stepReqs, verified_slots: timing.verifiedSlots, had_prefill: timing.hadPrefill };
+  return message;
 }
 
 export function outcomeFromMessage(message: { step_id: Uint64Like; speculate?: boolean; reason?: number; off_above?: number; drafts?: Array<Partial<DraftMessage>> }): StepOutcome {

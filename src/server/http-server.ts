@@ -74,6 +74,7 @@ export class HttpServer {
       return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
     });
     app.get('/v1/config', async () => this.context.config);
+    app.get('/v1/gates', async () => ({ gates: this.context.service.gates() }));
     app.get<{ Params: { engine: string; req: string } }>('/v1/engines/:engine/requests/:req', async (request, reply) => {
       const view = this.context.service.describe(request.params.engine, request.params.req);
       if (view === undefined) {

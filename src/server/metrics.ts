@@ -80,6 +80,33 @@ export class SidecarMetrics {
         });
       },
     });
+    // Calibrated gates: what each engine learnt (the 16 most recently seen engines: bounded series).
+    new client.Gauge({
+      name: 'sam_sidecar_gate_break_even_batch',
+      help: 'Smallest batch size at which the calibrated gate finds that drafting stops paying (0: none it knows).',
+      labelNames: ['engine'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const gate of service.gates(16)) if (gate.mode === 'calibrated') this.labels(gate.engine).set(gate.breakEvenBatch);
+      },
+    });
+    new client.Gauge({
+      name: 'sam_sidecar_gate_step_cost_us',
+      help: 'Learnt step cost of batches of up to `batch` requests: a plain decode step (kind="plain") and each verified draft token (kind="per_slot"), microseconds.',
+      labelNames: ['engine', 'batch', 'kind'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const gate of service.gates(16)) {
+          for (const point of gate.curve) {
+            const batch = String(point.upTo);
+            this.labels(gate.engine, batch, 'plain').set(point.plainUs);
+            this.labels(gate.engine, batch, 'per_slot').set(point.perSlotUs);
+          }
+        }
+      },
+    });
     new client.Counter({
       name: 'sam_sidecar_errors_total',
       help: 'Coded errors, per request (scope="request") or per call (scope="call").',

@@ -44,7 +44,9 @@ def _packed(number: int, values: Sequence[int]) -> bytes:
     return _bytes_field(number, b"".join(_varint(int(v)) for v in values))
 
 
-def encode_step_request(engine_id: str, step_id: int, num_reqs: int, prefill: bool, k: int, deltas, finished: Sequence[str] = ()) -> bytes:
+def encode_step_request(
+    engine_id: str, step_id: int, num_reqs: int, prefill: bool, k: int, deltas, finished: Sequence[str] = (), timing: "Optional[wire.StepTiming]" = None
+) -> bytes:
     """deltas: (req_id, start, tokens, prompt_len or None) per request, in batch order."""
     parts = [_bytes_field(1, engine_id.encode()), _field(2, 0) + _varint(step_id), _field(3, 0) + _varint(num_reqs)]
     if prefill:
@@ -57,6 +59,12 @@ def encode_step_request(engine_id: str, step_id: int, num_reqs: int, prefill: bo
         parts.append(_bytes_field(6, body))
     for req_id in finished:
         parts.append(_bytes_field(7, req_id.encode()))
+    if timing is not None:
+        body = b"".join(
+            _field(number, 0) + _varint(min(max(int(value), 0), 0xFFFFFFFF))
+            for number, value in ((1, timing.step_us), (2, timing.step_reqs), (3, timing.verified_slots), (4, 1 if timing.had_prefill else 0))
+        )
+        parts.append(_bytes_field(8, body))
     return b"".join(parts)
 
 
@@ -71,7 +79,9 @@ def encode_request(request: "wire.StepRequest") -> bytes:
     for i, req_id in enumerate(request.req_ids):
         deltas.append((req_id.decode(), starts[i], tokens[at : at + counts[i]], None if prompts[i] == wire.NO_PROMPT else prompts[i]))
         at += counts[i]
-    return encode_step_request(request.engine_id.decode(), request.step_id, request.num_reqs, request.prefill, request.k, deltas, [f.decode() for f in request.finished])
+    return encode_step_request(
+        request.engine_id.decode(), request.step_id, request.num_reqs, request.prefill, request.k, deltas, [f.decode() for f in request.finished], request.timing
+    )
 
 
 def _read_varint(data: bytes, at: int):

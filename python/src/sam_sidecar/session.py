@@ -74,6 +74,10 @@ class _SentStep:
     step_id: int = 0
 
 
+# A gap between two step calls longer than this is a pause, not a decode step.
+MAX_STEP_SECONDS = 10.0
+
+
 class DraftSession:
     def __init__(
         self,
@@ -99,6 +103,10 @@ class DraftSession:
         self._refused: Set[str] = set()  # requests the sidecar rejected as invalid: not resent
         self._finished_pending: List[str] = []
         self._log = RateLimitedLog()
+        # The runner's clock: when the last step call started, and the draft tokens it returned
+        # (verified by the step that runs before the next call).
+        self._last_started: Optional[float] = None
+        self._last_draft_tokens = 0
 
     def set_engine_id(self, engine_id: str) -> None:
         self._base_engine_id = engine_id
@@ -138,6 +146,7 @@ class DraftSession:
         bigger than the sidecar's announced bound returns at once with no drafts: its tokens are
         sent, and its reply is applied at the start of the next step."""
         started = time.perf_counter()
+        timing = self._timing_of_last_step(started, num_reqs, prefill)
         self.step_id += 1
         if not self._sent_unawaited(num_reqs, prefill) and hasattr(self.client, "wake"):
             self.client.wake()  # the sidecar wakes while this step is built
@@ -174,7 +183,7 @@ class DraftSession:
         finished_now = [r.encode() for r in self._finished_pending]
 
         request = wire.StepRequest(
-            self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text
+            self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text, timing
         )
         sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady, step_id=self.step_id)
         unawaited = self._sent_unawaited(num_reqs, prefill)  # the bound as the last reply announced it
@@ -206,6 +215,7 @@ class DraftSession:
             lengths = reply.draft_lengths
             drafted_rows = int(np.count_nonzero(lengths))
             draft_tokens = int(lengths.sum())
+            self._last_draft_tokens = draft_tokens
             self.stats.drafted_rows += drafted_rows
             self.stats.draft_tokens += draft_tokens
             if drafted_rows:
@@ -213,6 +223,16 @@ class DraftSession:
                 metrics.inc("draft_tokens", draft_tokens)
         self._record(started)
         return StepResult(drafts, reply.speculate, reply.reason, "sidecar")
+
+    def _timing_of_last_step(self, started: float, num_reqs: int, prefill: bool) -> Optional[wire.StepTiming]:
+        """The step the runner ran since the last call: its wall time (start to start of the calls),
+        batch, and the draft tokens it verified (those the last call returned). None for the first
+        call and after a pause longer than any decode step (between rollout steps, a weight sync)."""
+        last, self._last_started = self._last_started, started
+        verified, self._last_draft_tokens = self._last_draft_tokens, 0
+        if last is None or started - last > MAX_STEP_SECONDS:
+            return None
+        return wire.StepTiming(int((started - last) * 1e6), num_reqs, verified, prefill)
 
     def _sent_unawaited(self, num_reqs: int, prefill: bool) -> bool:
         return self._off_above > 0 and not prefill and num_reqs > self._off_above and hasattr(self.client, "send")

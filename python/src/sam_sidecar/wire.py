@@ -37,11 +37,18 @@ GATE_REASONS = (
     "adaptive_gain",
     "adaptive_no_gain",
     "k_zero",
+    "calibrated_gain",
+    "calibrated_no_gain",
+    "explore_drafts",
+    "explore_plain",
 )
 
 HEADER = struct.Struct("<IHBBI")  # length, magic, version, kind, call id
 STEP_FIXED = struct.Struct("<QIHBBIIIHH")  # step id, num_reqs, k, flags, 0, n, n_finished, n_tokens, engine bytes, 0
 REPLY_FIXED = struct.Struct("<QBBHIIII")  # step id, speculate, reason, 0, n, n_draft_tokens, error bytes, off_above
+STEP_TIMING = struct.Struct("<IIII")  # step_us, step_reqs, verified_slots, flags (bit 0: had prefill)
+FLAG_PREFILL = 1
+FLAG_TIMING = 2  # a STEP_TIMING block follows the fixed part
 HEADER_BYTES = HEADER.size  # 12, length prefix included
 
 
@@ -93,6 +100,8 @@ class StepRequest:
     # encode_ids(req_ids), when the caller keeps it across steps
     req_id_lengths: Optional[np.ndarray] = None
     req_id_text: Optional[bytes] = None
+    # The runner's timing of the step it just ran (the calibrated gate learns from it)
+    timing: Optional["StepTiming"] = None
 
     def encode(self, call_id: int) -> bytes:
         return encode_step(
@@ -110,7 +119,22 @@ class StepRequest:
             self.finished,
             self.req_id_lengths,
             self.req_id_text,
+            self.timing,
         )
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """A decode step as the runner timed it: the one that ran just before the call carrying it."""
+
+    step_us: int  # wall time, microseconds (0: unknown)
+    step_reqs: int  # requests it ran
+    verified_slots: int  # draft tokens it verified (0: a plain decode step)
+    had_prefill: bool  # it also ran prefill tokens (left out of the cost model)
+
+
+def _u32(value: int) -> int:
+    return min(max(int(value), 0), 0xFFFFFFFF)
 
 
 def encode_ids(ids: Sequence[bytes]) -> Tuple[np.ndarray, bytes]:
@@ -133,6 +157,7 @@ def encode_step(
     finished: Sequence[bytes] = (),
     req_id_lengths: Optional[np.ndarray] = None,
     req_id_text: Optional[bytes] = None,
+    timing: Optional[StepTiming] = None,
 ) -> bytes:
     """One STEP frame. starts/counts/prompt_lens: one entry per item; tokens: all items' tokens.
     req_id_lengths/req_id_text: encode_ids(req_ids), if the caller has it already."""
@@ -141,12 +166,17 @@ def encode_step(
         req_id_lengths, req_id_text = encode_ids(req_ids)
     finished_lengths, finished_text = encode_ids(finished)
     text_bytes = len(engine_id) + len(req_id_text) + len(finished_text)
-    before_tokens = HEADER_BYTES + STEP_FIXED.size + 14 * n + 2 * len(finished) + text_bytes
+    timing_block = b"" if timing is None else STEP_TIMING.pack(
+        _u32(timing.step_us), _u32(timing.step_reqs), _u32(timing.verified_slots), 1 if timing.had_prefill else 0
+    )
+    flags = (FLAG_PREFILL if prefill else 0) | (0 if timing is None else FLAG_TIMING)
+    before_tokens = HEADER_BYTES + STEP_FIXED.size + len(timing_block) + 14 * n + 2 * len(finished) + text_bytes
     padding = b"\0" * ((-before_tokens) % 4)
     token_bytes = np.ascontiguousarray(tokens, dtype="<u4").tobytes()
     body = b"".join(
         (
-            STEP_FIXED.pack(step_id, num_reqs, k, 1 if prefill else 0, 0, n, len(finished), len(token_bytes) // 4, len(engine_id), 0),
+            STEP_FIXED.pack(step_id, num_reqs, k, flags, 0, n, len(finished), len(token_bytes) // 4, len(engine_id), 0),
+            timing_block,
             np.ascontiguousarray(starts, dtype="<u4").tobytes(),
             np.ascontiguousarray(counts, dtype="<u4").tobytes(),
             np.ascontiguousarray(prompt_lens, dtype="<u4").tobytes(),
