@@ -70,6 +70,23 @@ describe.skipIf(!available)('acceptance on shared traces (K=3, the rollout-step 
   });
 });
 
+describe.skipIf(!available)('the calibrated gate on shared traces, under true cost models it never sees (10 % noise)', () => {
+  for (const file of ['grpo-gsm8k-step2.jsonl', 'math-l5-Qwen2.5-7B-Instruct.jsonl']) {
+    it(`${file}: within 2 % of the best fixed threshold chosen in hindsight, never more than 1 % slower than no speculation`, async () => {
+      const { compareGates, costModel } = await import('../src/replay/rollout.js');
+      const { DEFAULT_VERIFY_COST } = await import('../src/core/gate.js');
+      const rows = loadTraceFile(DATA + file);
+      const gate = { mode: 'threshold' as const, threshold: 32, verifyCost: DEFAULT_VERIFY_COST, hysteresis: 0.05, smoothing: 0.01, minObservations: 200 };
+      for (const shape of ['flat', 'steep', 'context', 'table'] as const) {
+        const shapeOptions = { baseMs: 25, perSeqMs: 0.1, verifyCost: DEFAULT_VERIFY_COST, k: 3, noise: 0.1, seed: 1 };
+        const comparison = await compareGates(rows, () => costModel(shape, shapeOptions), { k: 3, maxNumSeqs: 128 }, gate);
+        expect(comparison.calibrated.timeMs / comparison.bestThreshold.timeMs, shape).toBeLessThanOrEqual(1.02);
+        expect(comparison.calibrated.timeMs / comparison.noSpeculation.timeMs, shape).toBeLessThanOrEqual(1.01);
+      }
+    }, 300_000);
+  }
+});
+
 describe.skipIf(!available)('the same drafts through a running sidecar (shared traces)', () => {
   it('replay --via uds gives the in-process AL on the GRPO trace with live siblings', async () => {
     const { mkdtempSync } = await import('node:fs');

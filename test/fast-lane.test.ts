@@ -24,6 +24,17 @@ describe('fast-lane frames', () => {
     expect({ ...decoded, starts: Array.from(decoded.starts), counts: Array.from(decoded.counts), promptLengths: Array.from(decoded.promptLengths), tokens: Array.from(decoded.tokens) }).toEqual(sample);
   });
 
+  it('carries the runner\'s timing of the step before (flag bit 1), and refuses flag bits it does not know', () => {
+    const timed = { ...sample, timing: { stepUs: 41_250, stepReqs: 130, verifiedSlots: 388, hadPrefill: false } };
+    const frame = encodeStep(timed, 3);
+    expect(decodeStep(frame).timing).toEqual(timed.timing);
+    expect(decodeStep(encodeStep(sample, 3)).timing).toBeUndefined();
+    const flagsAt = 4 + 8 + 8 + 4 + 2; // length prefix, header, step id, num_reqs, k
+    expect(frame[flagsAt]).toBe(1 | 2);
+    frame[flagsAt] |= 0x80;
+    expect(() => decodeStep(frame)).toThrowError(expect.objectContaining({ code: 'MALFORMED_FRAME', field: 'flags' }));
+  });
+
   it('reuses the request-id strings of a connection\'s last step only when the ids are byte-identical', () => {
     const cache = new IdBlockCache();
     const first = decodeStep(encodeStep(sample, 1), cache).reqIds;

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_VERIFY_COST, UNGATED } from '../src/core/gate.js';
-import { simulateRollout } from '../src/replay/rollout.js';
+import { compareGates, costModel, simulateRollout } from '../src/replay/rollout.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 
 const rows = syntheticTraces({ groups: 4, samplesPerGroup: 8 });
 const modelTokens = rows.reduce((sum, row) => sum + row.output.length - row.env.reduce((s, [a, b]) => s + (b - a), 0), 0);
-const cost = { baseMs: 20, perSeqMs: 0.1, verifyCost: DEFAULT_VERIFY_COST };
+const shape = { baseMs: 20, perSeqMs: 0.1, verifyCost: DEFAULT_VERIFY_COST, k: 3, noise: 0, seed: 1 };
+const cost = costModel('table', shape);
 const options = { k: 3, maxNumSeqs: 16, cost };
 const gate = (mode: 'threshold' | 'adaptive', threshold: number) => ({ mode, threshold, verifyCost: DEFAULT_VERIFY_COST, hysteresis: 0.05, smoothing: 0.01, minObservations: 50 });
 
@@ -44,5 +45,20 @@ describe('rollout simulation (continuous batching, gate policies)', async () => 
     // keeps speculating where the fixed switch turns off, and is faster.
     expect(adaptive.speculativeSteps / adaptive.engineSteps).toBeGreaterThan(switched.speculativeSteps / switched.engineSteps);
     expect(adaptive.timeMs).toBeLessThan(switched.timeMs);
+  });
+
+  it('feeds the calibrated gate only the true cost model\'s step times: it learns to draft where verification is nearly free and to stop where it is costly', async () => {
+    const many = syntheticTraces({ groups: 8, samplesPerGroup: 16 });
+    const base = { k: 3, maxNumSeqs: 64 };
+    const gateConfig = { mode: 'threshold' as const, threshold: 8, verifyCost: DEFAULT_VERIFY_COST, hysteresis: 0.05, smoothing: 0.01, minObservations: 50 };
+    const flat = await compareGates(many, () => costModel('flat', { ...shape, noise: 0.1 }), base, gateConfig, [8, 64]);
+    // Verification nearly free: the best fixed threshold is "always"-like, and the calibrated gate gets close to it.
+    expect(flat.bestThreshold.policy).toBe('threshold 64');
+    expect(flat.calibrated.timeMs).toBeLessThan(flat.results.find((r) => r.policy === 'threshold 8')!.timeMs);
+    expect(flat.calibrated.timeMs / flat.bestThreshold.timeMs).toBeLessThan(1.05);
+    // Verification that costs more than drafting gains at every size: close to no speculation.
+    const hostile = await compareGates(many, () => costModel('table', { ...shape, verifyCost: [[1, 6], [64, 8]] }), base, gateConfig, [8, 64]);
+    expect(hostile.calibrated.timeMs / hostile.noSpeculation.timeMs).toBeLessThan(1.1);
+    expect(hostile.calibrated.speculativeSteps).toBeLessThan(hostile.calibrated.engineSteps / 4);
   });
 });

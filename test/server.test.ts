@@ -89,6 +89,39 @@ describe('sidecar server', () => {
     }
   });
 
+  it('learns the same step cost and decides the same through the fast lane, gRPC and HTTP (calibrated gate, timed steps)', async () => {
+    // Steps of 4, 40 and 120 requests in turn, each carrying the timing of the step before it.
+    const timedSteps = (engineId: string) => {
+      const held = new Map<string, number>();
+      return Array.from({ length: 120 }, (_, i) => {
+        const size = [4, 40, 120][i % 3];
+        const items = Array.from({ length: size }, (_, r) => {
+          const id = `r${r}`;
+          const length = held.get(id);
+          held.set(id, (length ?? 4) + 1);
+          return length === undefined ? { id, tokens: [...prompt, r % 7], prompt: 4 } : { id, start: length, tokens: [(i + r) % 7] };
+        });
+        const timing = { stepUs: 20_000 + 100 * size + 50 * size * (i % 5), stepReqs: size, verifiedSlots: i % 2 === 0 ? 0 : size * (i % 5), hadPrefill: i < 3 };
+        return { ...batch(items, { stepId: BigInt(i + 1), k: 3, numReqs: size }), engineId, timing };
+      });
+    };
+    const decisions: Record<string, unknown> = {};
+    for (const via of ['uds', 'grpc', 'http'] as const) {
+      const sidecar = await start({ gate: { mode: 'calibrated', minObservations: 0 } });
+      const client = via === 'uds' ? await fastLane(sidecar) : via === 'grpc' ? grpcClient(sidecar) : httpClient(sidecar);
+      const reasons: number[] = [];
+      for (const step of timedSteps(`engine-${via}`)) {
+        reasons.push((await client.step(step)).reason);
+      }
+      const [gate] = sidecar.context.service.gates();
+      decisions[via] = { reasons, curve: gate.curve };
+      expect(gate.curve.length).toBeGreaterThan(0);
+      await client.close();
+    }
+    expect(decisions.grpc).toEqual(decisions.uds);
+    expect(decisions.http).toEqual(decisions.uds);
+  });
+
   it('answers tensor-parallel duplicates of a step byte-identically, on any connection, and applies them once', async () => {
     const sidecar = await start();
     const rank0 = await fastLane(sidecar);

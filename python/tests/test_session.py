@@ -322,3 +322,43 @@ def test_a_poisoned_step_id_costs_one_step_then_drafting_resumes_under_a_new_epo
     resumed = batch.step(session)
     assert resumed.source == "sidecar" and resumed.drafts == [[1, 2, 3]]
     assert session.engine_id.endswith("~1")
+
+
+def test_each_step_reports_the_runners_timing_of_the_step_before_and_a_calibrated_sidecar_learns_from_it(socket_dir):
+    import json
+    import urllib.request
+
+    from conftest import SidecarProcess
+
+    sidecar = SidecarProcess(os.path.join(socket_dir, "calibrated.sock"), env={"SAM_SIDECAR_GATE_MODE": "calibrated"}).start()
+    try:
+        session = session_for(sidecar)
+        sent = []
+        original = session.client.step
+
+        def recording_step(request, *args, **kwargs):
+            sent.append(request.timing)
+            return original(request, *args, **kwargs)
+
+        session.client.step = recording_step
+        batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7, 8, 7]})
+        first = batch.step(session)
+        time.sleep(0.02)  # the runner's forward pass
+        batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
+        batch.step(session)
+        for i in range(8):
+            batch.set_row(1, PROMPT + [7, 8, 7] + [8, 7] * (i + 1))
+            batch.step(session)
+        # The first call has no step before it; the second reports the ~20 ms between the two calls,
+        # its batch, and the draft tokens the first call returned (which that step verified).
+        assert sent[0] is None
+        timing = sent[1]
+        assert 20_000 <= timing.step_us < 2_000_000
+        assert (timing.step_reqs, timing.verified_slots, timing.had_prefill) == (2, sum(len(d) for d in first.drafts), False)
+        with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.http_port}/v1/gates", timeout=5) as response:
+            gates = json.loads(response.read())["gates"]
+        [gate] = [g for g in gates if g["engine"] == session.engine_id]
+        assert gate["mode"] == "calibrated"
+        assert sum(p["plainSamples"] + p["draftSamples"] for p in gate["curve"]) == 9
+    finally:
+        sidecar.stop()
