@@ -8,7 +8,8 @@ import threading
 import time
 from types import SimpleNamespace
 
-from conftest import CLI, REPO
+import pytest
+from conftest import CLI, REPO, SidecarProcess
 
 from sam_sidecar.client import FastLaneClient
 from sam_sidecar.proposer import SamProposerCore
@@ -16,6 +17,17 @@ from sam_sidecar.session import DraftSession
 from sam_sidecar.sim import Runner, load_rows
 
 NODE = shutil.which("node") or "node"
+
+
+@pytest.fixture
+def sidecar(socket_dir):
+    """A sidecar that drafts at every batch size, as the in-process replay does (its default gate
+    would stop drafting above 32 requests, and a rollout step runs 128)."""
+    if not os.path.exists(CLI):
+        pytest.skip("dist/cli.js is missing: run `npm run build` (npm test does)")
+    process = SidecarProcess(os.path.join(socket_dir, "sidecar.sock"), env={"VLLM_SPECULATIVE_BATCH_SIZE_THRE": "0"}).start()
+    yield process
+    process.stop()
 
 
 def in_process_replay(traces):
@@ -27,7 +39,7 @@ def run_sim(socket, traces, deadline_ms=50.0, on_step=None, preempt_every=0):
     rows = load_rows(traces)
     client = FastLaneClient(socket, deadline_s=deadline_ms / 1000.0, backoff_initial_s=0.01, backoff_max_s=0.1)
     proposer = SamProposerCore(3, session=DraftSession(3, client, engine_id=f"e2e-{time.monotonic_ns()}"))
-    runner = Runner(proposer, 3, max_rows=32, preempt_every=preempt_every, on_step=on_step)
+    runner = Runner(proposer, 3, max_rows=min(len(rows), 128) + 1, preempt_every=preempt_every, on_step=on_step)
     return runner.run(rows, "live"), proposer
 
 
@@ -72,7 +84,7 @@ def test_sidecar_killed_halfway_and_restarted(sidecar, synthetic_traces):
     rows = load_rows(synthetic_traces)
     client = FastLaneClient(sidecar.socket, deadline_s=deadline_ms / 1000.0, backoff_initial_s=0.01, backoff_max_s=0.05)
     proposer = SamProposerCore(3, session=DraftSession(3, client, engine_id="e2e-kill"))
-    runner = Runner(proposer, 3, max_rows=32, on_step=on_step)
+    runner = Runner(proposer, 3, max_rows=min(len(rows), 128) + 1, on_step=on_step)
     proposer_box["runner"] = runner
     result = runner.run(rows, "live")
 

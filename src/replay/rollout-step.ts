@@ -111,12 +111,24 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
       queues[trajectory.engine].push({ cursor: new RowCursor(trajectory.turns.shift()!), trajectory });
     }
     const before = { steps: result.steps, emitted: result.emitted, proposed: result.proposed, accepted: result.accepted };
+    /** A request that is done: released with the engine's next step; its trajectory's next turn queued. */
+    const settle = (request: Request, e: number): void => {
+      if (request.cursor.stepsTaken > 0) finished[e].push(request.cursor.row.id);
+      const next = request.trajectory.turns.shift();
+      if (next !== undefined) queues[e].push({ cursor: new RowCursor(next), trajectory: request.trajectory });
+      else rowsDone++;
+    };
     for (;;) {
       let busy = false;
       for (let e = 0; e < engines; e++) {
         const live = running[e];
         const queue = queues[e];
-        while (live.length < options.maxNumSeqs && heads[e] < queue.length) live.push(queue[heads[e]++]);
+        while (live.length < options.maxNumSeqs && heads[e] < queue.length) {
+          const request = queue[heads[e]++];
+          request.cursor.skipEnvironment(); // an output may open with a tool response
+          if (!request.cursor.done) live.push(request);
+          else settle(request, e);
+        }
         if (live.length === 0) {
           if (finished[e].length > 0) await backends[e].step([], finished[e].splice(0), k);
           continue;
@@ -143,14 +155,8 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
         let kept = 0;
         for (const request of live) {
           request.cursor.skipEnvironment();
-          if (!request.cursor.done) {
-            live[kept++] = request;
-            continue;
-          }
-          finished[e].push(request.cursor.row.id);
-          const next = request.trajectory.turns.shift();
-          if (next !== undefined) queue.push({ cursor: new RowCursor(next), trajectory: request.trajectory });
-          else rowsDone++;
+          if (!request.cursor.done) live[kept++] = request;
+          else settle(request, e);
         }
         live.length = kept;
       }

@@ -209,14 +209,18 @@ class Runner:
         self.result = SimResult()
         self.global_step = 0
 
-    def run_group(self, rows: List[Row]) -> None:
+    def run_group(self, rows: List[Row], max_num_seqs: Optional[int] = None) -> None:
+        """Runs rows as an engine runs a rollout step: all queued at once, first come first served up
+        to max_num_seqs running (all of them when None), a finished request's slot taken by the next
+        queued one at the following step."""
         seqs: Dict[str, Sequence] = {r.id: Sequence(r) for r in rows}
-        for seq in seqs.values():
-            self.batch.add(seq)
-        running = dict(seqs)
+        queue = [seqs[r.id] for r in rows]
+        limit = len(queue) if max_num_seqs is None else max_num_seqs
+        running: Dict[str, Sequence] = {}
         preempted: Dict[str, int] = {}  # id -> step it comes back
         finished_pending: List[str] = []
-        while running or preempted:
+        next_row = 0
+        while running or preempted or next_row < len(queue):
             self.global_step += 1
             for req_id, back in list(preempted.items()):
                 if back <= self.global_step:
@@ -237,6 +241,16 @@ class Runner:
                 finished_pending.append(req_id)
             if done:
                 self.batch.remove(set(done))
+            # Freed slots are taken by the next queued requests (continuous batching).
+            while len(running) + len(preempted) < limit and next_row < len(queue):
+                seq = queue[next_row]
+                next_row += 1
+                seq.skip_environment()
+                if seq.done:  # nothing for the model to generate
+                    self.result.outputs[seq.row.id] = seq.tokens[len(seq.row.prompt) :]
+                    continue
+                running[seq.row.id] = seq
+                self.batch.add(seq)
             if not running:
                 continue
             # Every row's tokens so far are in the batch (this step's sampled tokens included).
@@ -266,17 +280,19 @@ class Runner:
                 seq.steps += 1
         self._flush(finished_pending)
 
-    def run(self, rows: List[Row], siblings: str) -> SimResult:
-        groups: Dict[str, List[Row]] = {}
-        for row in rows:
-            groups.setdefault(row.group, []).append(row)
-        for group in groups.values():
-            if siblings == "live":
-                self.run_group(group)
-            else:
-                ordered = sorted(group, key=lambda r: len(r.output)) if siblings == "finished" else group
-                for row in ordered:
+    def run(self, rows: List[Row], siblings: str, max_num_seqs: int = 128) -> SimResult:
+        """`live` and `none`: one rollout step (replay's schedule; whether requests share is the
+        sidecar's drafting config). `finished`: the shared data's reference order, each group's rows
+        one by one, shortest output first."""
+        if siblings == "finished":
+            groups: Dict[str, List[Row]] = {}
+            for row in rows:
+                groups.setdefault(row.group, []).append(row)
+            for group in groups.values():
+                for row in sorted(group, key=lambda r: len(r.output)):
                     self.run_group([row])
+        else:
+            self.run_group(rows, max_num_seqs)
         self.result.rows = len(rows)
         session = self.proposer.session
         self.result.failed_steps = session.stats.failed_steps
@@ -312,9 +328,8 @@ def _run(args, tp=None):
     client = FastLaneClient(args.socket, deadline_s=args.deadline_ms / 1000.0, backoff_initial_s=0.01, backoff_max_s=0.2)
     session = DraftSession(args.k, client, engine_id=args.engine_id)
     proposer = SamProposerCore(args.k, session=session, tp=tp)
-    max_rows = max((sum(1 for r in rows if r.group == g) for g in {r.group for r in rows}), default=1) + 1
-    runner = Runner(proposer, args.k, max_rows, args.preempt_every, seed=args.seed)
-    result = runner.run(rows, args.siblings)
+    runner = Runner(proposer, args.k, min(len(rows), args.max_num_seqs) + 1, args.preempt_every, seed=args.seed)
+    result = runner.run(rows, args.siblings, args.max_num_seqs)
     return result, result.summary(args.k)
 
 
@@ -325,6 +340,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--siblings", choices=["none", "finished", "live"], default="live")
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--max-num-seqs", type=int, default=128, help="requests running together (vLLM max_num_seqs)")
     parser.add_argument("--deadline-ms", type=float, default=float(os.environ.get("SAM_SIDECAR_DEADLINE_MS", "50")))
     parser.add_argument("--preempt-every", type=int, default=0, help="preempt a running request every N steps (0: never)")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks, as processes in a gloo group")
