@@ -83,4 +83,16 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
     expect(summary.alPerEngine).toHaveLength(2);
     expect(summary.alTail).toBeGreaterThan(1);
   });
+
+  it('runs the demo end to end and explains it: outputs unchanged, AL against the baselines, how often the gate drafted', () => {
+    const run = spawnSync('node', [CLI, 'demo', '--limit', '24'], { encoding: 'utf8', timeout: 120_000 });
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/outputs unchanged\s+yes/);
+    expect(run.stdout).toMatch(/drafting quality\s+AL \d\.\d\d with sam-sidecar, against \d\.\d\d for the seed policy and \d\.\d\d for vLLM's n-gram/);
+    expect(run.stdout).toContain('What the figures mean');
+    const json = spawnSync('node', [CLI, 'demo', '--limit', '24', '--json'], { encoding: 'utf8', timeout: 120_000 });
+    const summary = JSON.parse(json.stdout.trim().split('\n').pop()!);
+    expect(summary).toMatchObject({ rows: 24, outputMismatches: 0 });
+    expect(summary.inProcessAl.sam).toBeGreaterThan(summary.inProcessAl.seed);
+  }, 240_000);
 });

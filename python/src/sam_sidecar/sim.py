@@ -133,6 +133,10 @@ class SimResult:
     proposed: int = 0
     accepted: int = 0
     mismatches: int = 0
+    drafted_steps: int = 0  # request steps that got a draft
+    emitted_drafted: int = 0
+    engine_steps: int = 0
+    engine_steps_drafting: int = 0  # engine steps in which the sidecar's gate let drafts through
     failed_steps: int = 0
     resyncs: int = 0
     max_propose_ms: float = 0.0
@@ -153,6 +157,10 @@ class SimResult:
             "al": round(self.emitted / self.steps, 4) if self.steps else 0.0,
             "proposed": self.proposed,
             "accepted": self.accepted,
+            "draftedSteps": self.drafted_steps,
+            "alDrafted": round(self.emitted_drafted / self.drafted_steps, 4) if self.drafted_steps else 0.0,
+            "engineSteps": self.engine_steps,
+            "engineStepsDrafting": self.engine_steps_drafting,
             "shimUsP50": pct(0.5),
             "shimUsP99": pct(0.99),
             "maxProposeMs": round(self.max_propose_ms, 3),
@@ -208,6 +216,8 @@ class Runner:
         self.on_step = on_step
         self.result = SimResult()
         self.global_step = 0
+        self.progress = None  # called with (rows done, rows) after each engine step
+        self.total_rows = 0
 
     def run_group(self, rows: List[Row], max_num_seqs: Optional[int] = None) -> None:
         """Runs rows as an engine runs a rollout step: all queued at once, first come first served up
@@ -265,6 +275,11 @@ class Runner:
             self.result.max_propose_ms = max(self.result.max_propose_ms, elapsed * 1e3)
             if self.on_step is not None:
                 self.on_step(self.global_step)
+            self.result.engine_steps += 1
+            if any(drafts):
+                self.result.engine_steps_drafting += 1
+            if self.progress is not None:
+                self.progress(len(self.result.outputs), self.total_rows)
             seqs_in_rows = [running[req_id] for req_id in self.batch.req_ids]
             limits = [max(0, min(self.k, seq.run_end() - seq.position - 1)) for seq in seqs_in_rows]
             for (tokens, proposed), seq in zip(greedy_sample(drafts, seqs_in_rows, limits), seqs_in_rows):
@@ -275,6 +290,9 @@ class Runner:
                 self.result.emitted += len(tokens)
                 self.result.proposed += proposed
                 self.result.accepted += len(tokens) - 1 if len(tokens) - 1 <= proposed else proposed
+                if proposed > 0:
+                    self.result.drafted_steps += 1
+                    self.result.emitted_drafted += len(tokens)
                 seq.tokens.extend(tokens)
                 seq.position += len(tokens)
                 seq.steps += 1
@@ -284,6 +302,7 @@ class Runner:
         """`live` and `none`: one rollout step (replay's schedule; whether requests share is the
         sidecar's drafting config). `finished`: the shared data's reference order, each group's rows
         one by one, shortest output first."""
+        self.total_rows = len(rows)
         if siblings == "finished":
             groups: Dict[str, List[Row]] = {}
             for row in rows:
@@ -329,8 +348,28 @@ def _run(args, tp=None):
     session = DraftSession(args.k, client, engine_id=args.engine_id)
     proposer = SamProposerCore(args.k, session=session, tp=tp)
     runner = Runner(proposer, args.k, min(len(rows), args.max_num_seqs) + 1, args.preempt_every, seed=args.seed)
+    if getattr(args, "progress", False):
+        runner.progress = _progress_line()
     result = runner.run(rows, args.siblings, args.max_num_seqs)
+    if runner.progress is not None:
+        runner.progress(len(result.outputs), len(rows))
+        sys.stderr.write("\n")
     return result, result.summary(args.k)
+
+
+def _progress_line():
+    """A progress line on stderr, redrawn at most every half second."""
+    last = [0.0]
+
+    def draw(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5 and done < total:
+            return
+        last[0] = now
+        sys.stderr.write(f"\rsimulated runner: {done} of {total} requests done")
+        sys.stderr.flush()
+
+    return draw
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -347,6 +386,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--engine-id", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument("--progress", action="store_true", help="a progress line on stderr")
     parser.add_argument("--outputs", default=None, help="write every request's emitted tokens (JSON) here")
     args = parser.parse_args(argv)
     if args.socket is None:
