@@ -59,6 +59,8 @@ const USAGE = `usage:
                             HTTP port from the same config and env as serve); its config decides
                             drafting and gating, so --drafter, --siblings, --min-match,
                             --corpus-tokens and --k-by-batch are refused
+      --redis URL           the engines share siblings, corpus-free text and history only through
+                            this Redis (each its own connections, as one sidecar per engine pod)
       --plot FILE.svg       AL and acceptance by context length, with the seed and n-gram baselines
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
@@ -105,11 +107,13 @@ const ReplayArgs = z
     'k-by-batch': KByBatchArg.optional(),
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
+    redis: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
     plot: z.string().optional(),
     json: z.boolean().default(false),
     quiet: z.boolean().default(false),
   })
   .superRefine((args, ctx) => {
+    if (args.redis !== undefined && (args.via !== undefined || args.siblings !== 'live')) ctx.addIssue({ code: 'custom', path: ['redis'], message: '--redis shares between in-process engines (siblings live, no --via)' });
     if (args.traces !== undefined && args.verl !== undefined) ctx.addIssue({ code: 'custom', path: ['traces'], message: 'give --traces or --verl, not both' });
     if (args.verl !== undefined && args.tokenizer === undefined) ctx.addIssue({ code: 'custom', path: ['tokenizer'], message: '--verl needs --tokenizer' });
     if (args.history.length > 0 && args.siblings === 'none') ctx.addIssue({ code: 'custom', path: ['history'], message: 'history is only drafted from with siblings (finished or live)' });
@@ -170,6 +174,7 @@ async function runReplay(argv: string[]): Promise<void> {
       'k-by-batch': { type: 'string' },
       limit: { type: 'string' },
       via: { type: 'string' },
+      redis: { type: 'string' },
       plot: { type: 'string' },
       json: { type: 'boolean' },
       quiet: { type: 'boolean' },
@@ -189,17 +194,29 @@ async function runReplay(argv: string[]): Promise<void> {
   const history = args.history.flatMap((file) => loadRows(file, args));
   const engineOptions = { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] };
   const inProcess = (options: Partial<EngineOptions>) => Array.from({ length: args.engines }, () => new InProcessBackend({ ...engineOptions, ...options }, args['k-by-batch']));
-  const run = async (backends: StepBackend[], progress: boolean): Promise<ReplayResult> => {
+  const run = async (backends: StepBackend[], progress: boolean, afterRound?: () => Promise<void>): Promise<ReplayResult> => {
     const onProgress = progressBar(progress && !args.quiet && process.stderr.isTTY === true);
     if (args.siblings === 'finished') {
       await preloadHistory(history, backends, () => 0);
       return replay(steps[0], backends[0], { k: args.k, siblings: 'finished', onProgress });
     }
-    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress });
+    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress, afterRound });
   };
   if (args.via !== undefined) process.stderr.write('note: a running sidecar keeps what earlier runs taught it (history, corpus); restart it for a run from a clean state\n');
   const wire = args.via === undefined ? null : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
-  const result = await run(wire === null ? inProcess({}) : [wire], true);
+  let result: ReplayResult;
+  if (args.redis !== undefined) {
+    const backends = inProcess({ shareText: true });
+    const shared = await (await import('./replay/shared-engines.js')).shareThroughRedis(backends, args.redis);
+    try {
+      result = await run(backends, true, () => shared.afterRound());
+      if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.sharings.map((s) => s.counters))}\n`);
+    } finally {
+      await shared.close();
+    }
+  } else {
+    result = await run(wire === null ? inProcess({}) : [wire], true);
+  }
   result.siblings = args.siblings;
   const label = `${source} drafter=${args.drafter}`;
   process.stdout.write(`${formatTable(label, result)}\n`);

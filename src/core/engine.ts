@@ -18,6 +18,7 @@ import { sidecarError } from './errors.js';
 import { NgramIndex } from './ngram.js';
 import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
 import { PrefixHash, promptKey, samePrefix } from './prompt-hash.js';
+import type { OutboundText, TextDelta } from './shared-text.js';
 import { grownCapacity, resizedInt32 } from './typed.js';
 
 export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
@@ -37,6 +38,8 @@ export interface EngineOptions {
   ngramMax: number;
   /** Shortest context the sam policy drafts from. */
   minMatch: number;
+  /** Collect this engine's text for other engines (takeOutbound) and accept theirs (applyRemote). */
+  shareText: boolean;
 }
 
 export const DEFAULT_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze({
@@ -48,7 +51,11 @@ export const DEFAULT_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze({
   ngramMin: 2,
   ngramMax: 5,
   minMatch: 1,
+  shareText: false,
 });
+
+/** Sequences from other engines one group keeps open at once (more are ignored until some finish). */
+const REMOTE_SEQUENCES_PER_GROUP = 256;
 
 /**
  * Tokens of context a request's corpus stream restarts with in a new generation (or after its
@@ -69,9 +76,20 @@ const PREFIX_CANDIDATES_VERIFIED = 4;
  */
 const OWN_REPEAT_WINDOW = 64;
 
+/** A request of another engine whose text this group indexes. */
+interface RemoteSequence {
+  cursor: number;
+  /** Output tokens applied so far. */
+  length: number;
+  /** Its text in the corpus too, as a local request's streams there. */
+  corpusStream: CorpusStream | null;
+}
+
 class Group {
   readonly automaton = new SuffixAutomaton();
   activeMembers = 0;
+  /** Other engines' requests of this prompt, by source (shared text). */
+  remote: Map<string, RemoteSequence> | null = null;
   /** Corpus epoch at which the prompt was last indexed there (siblings share it: indexed once). */
   promptInCorpusEpoch = Number.NEGATIVE_INFINITY;
   constructor(
@@ -103,6 +121,9 @@ export class RequestEntry {
   corpusFed = 0;
   /** Waiting in the corpus queue. */
   corpusQueued = false;
+  /** Output tokens handed to other engines (shared text), and whether it waits in that queue. */
+  published = 0;
+  publishQueued = false;
   constructor(
     readonly id: string,
     readonly promptLength: number,
@@ -145,6 +166,10 @@ export class DraftEngine {
   private readonly compactQueue: Group[] = [];
   /** Requests whose latest tokens wait to enter the corpus (see flushCorpus). */
   private readonly corpusQueue: RequestEntry[] = [];
+  /** Shared text: requests with tokens not yet handed out, and groups opened since (takeOutbound). */
+  private readonly publishQueue: RequestEntry[] = [];
+  private opened: string[] = [];
+  private remoteIgnored = 0;
   // Scratch for the draft walk over group and corpus (no allocation per draft).
   private readonly corpusScratch = new Match();
   private readonly groupScratch = new Match();
@@ -249,8 +274,9 @@ export class DraftEngine {
     this.requests.delete(id);
     entry.released = true;
     entry.corpusMatch = null;
+    if (this.options.shareText && entry.group !== null) this.queueForPublish(entry); // its last tokens, and that it ended
     if (entry.corpusStream !== null) this.queueForCorpus(entry); // its last tokens, then the stream ends
-    else entry.output = null;
+    else if (!entry.publishQueued) entry.output = null;
     const group = entry.group;
     if (group !== null) {
       group.automaton.closeCursor(entry.cursor);
@@ -295,7 +321,7 @@ export class DraftEngine {
         entry.corpusQueued = false;
         if (entry.released) {
           corpus.end(entry.corpusStream!);
-          entry.output = null;
+          if (!entry.publishQueued) entry.output = null;
         }
       }
       this.corpusQueue.length = 0; // whatever happens, a bad entry is not retried at every step
@@ -333,6 +359,101 @@ export class DraftEngine {
     }
     corpus.append(stream, output, entry.corpusFed, produced);
     entry.corpusFed = produced;
+  }
+
+  private queueForPublish(entry: RequestEntry): void {
+    if (entry.publishQueued) return;
+    entry.publishQueued = true;
+    this.publishQueue.push(entry);
+  }
+
+  /**
+   * This engine's text since the last call, for other engines (shareText): each request's new
+   * output tokens (a released one's last, marked finished), and the groups opened meanwhile.
+   */
+  takeOutbound(): OutboundText {
+    const deltas: TextDelta[] = [];
+    for (const entry of this.publishQueue) {
+      entry.publishQueued = false;
+      const output = entry.output;
+      const produced = Math.max(0, entry.length - entry.sharedPromptLength);
+      if (output !== null && (produced > entry.published || entry.released)) {
+        const tokens = output.slice(entry.published, produced);
+        deltas.push({ group: entry.group!.key, source: entry.id, at: entry.published, tokens, finished: entry.released, output: entry.released ? output.slice(0, produced) : undefined });
+        entry.published = produced;
+      }
+      if (entry.released && !entry.corpusQueued) entry.output = null;
+    }
+    this.publishQueue.length = 0;
+    const opened = this.opened;
+    this.opened = [];
+    return { opened, deltas };
+  }
+
+  /**
+   * Text another engine produced for one of this engine's groups: indexed in the group as that
+   * request's sequence (after the group's prompt, so contexts run across), continued by its later
+   * deltas, closed when it finishes. A delta for a group this engine does not hold is ignored; an
+   * overlap is trimmed; after a gap (lost messages) the sequence starts over from the delta.
+   */
+  applyRemote(delta: TextDelta): void {
+    const group = this.groups.get(delta.group);
+    if (group === undefined || delta.tokens.length === 0 && !delta.finished) {
+      if (group === undefined) this.remoteIgnored++;
+      return;
+    }
+    this.validateTokens(delta.tokens, 0, delta.tokens.length, 'remote');
+    const automaton = group.automaton;
+    const remote = (group.remote ??= new Map());
+    let sequence = remote.get(delta.source);
+    if (sequence !== undefined && delta.at > sequence.length) {
+      automaton.closeCursor(sequence.cursor);
+      remote.delete(delta.source);
+      sequence = undefined;
+    }
+    if (sequence === undefined) {
+      if (remote.size >= REMOTE_SEQUENCES_PER_GROUP) {
+        this.remoteIgnored++;
+        return;
+      }
+      sequence = { cursor: automaton.openCursor(), length: delta.at, corpusStream: this.corpus === null ? null : new CorpusStream() };
+      if (delta.at === 0) for (let i = 0; i < group.prompt.length; i++) automaton.append(sequence.cursor, group.prompt[i]);
+      remote.set(delta.source, sequence);
+    }
+    const tokens = delta.tokens;
+    const from = Math.max(0, sequence.length - delta.at); // an overlap with what was applied
+    const before = automaton.tokenCount;
+    for (let i = from; i < tokens.length; i++) automaton.append(sequence.cursor, tokens[i]);
+    if (sequence.corpusStream !== null && from < tokens.length) this.feedCorpusRemote(group, sequence, delta.at === 0 && from === 0, tokens, from);
+    sequence.length = Math.max(sequence.length, delta.at + tokens.length);
+    if (group.activeMembers === 0) this.historyTokenCount += automaton.tokenCount - before;
+    if (delta.finished) {
+      automaton.closeCursor(sequence.cursor);
+      if (sequence.corpusStream !== null) this.corpus!.end(sequence.corpusStream);
+      remote.delete(delta.source);
+    }
+  }
+
+  /** A remote sequence's new tokens into the corpus, as feedCorpus streams a local request's. */
+  private feedCorpusRemote(group: Group, sequence: RemoteSequence, fromStart: boolean, tokens: Int32Array, from: number): void {
+    const corpus = this.corpus!;
+    const stream = sequence.corpusStream!;
+    if (!corpus.reserve(stream, tokens.length - from + group.prompt.length)) {
+      corpus.start(stream);
+      const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
+      if (fromStart && !promptHeld) {
+        corpus.append(stream, group.prompt, 0, group.prompt.length);
+        group.promptInCorpusEpoch = corpus.currentEpoch;
+      } else if (fromStart) {
+        corpus.append(stream, group.prompt, Math.max(0, group.prompt.length - CORPUS_RESTART_CONTEXT), group.prompt.length);
+      }
+    }
+    corpus.append(stream, tokens, from, tokens.length);
+  }
+
+  /** Deltas of shared text dropped: for groups this engine does not hold, or beyond a group's bound. */
+  get remoteDeltasIgnored(): number {
+    return this.remoteIgnored;
   }
 
   stats(): EngineStats {
@@ -398,6 +519,7 @@ export class DraftEngine {
       if (entry.output !== null) {
         this.keepOutput(entry, tokens, from, to);
         if (entry.corpusStream !== null) this.queueForCorpus(entry);
+        if (this.options.shareText) this.queueForPublish(entry);
       }
     } else if (entry.own !== null) {
       for (let i = from; i < to; i++) entry.own.append(entry.cursor, tokens[i]);
@@ -464,9 +586,11 @@ export class DraftEngine {
       group = new Group(key, prompt);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
+      if (this.options.shareText) this.opened.push(key);
     } else if (group.activeMembers === 0) {
       this.history.delete(group.key);
       this.historyTokenCount -= group.automaton.tokenCount;
+      if (this.options.shareText) this.opened.push(group.key);
     }
     group.activeMembers++;
     return group;

@@ -12,6 +12,7 @@
 import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason, type StepTiming } from './gate.js';
+import type { SharedTextSource, TextDelta } from './shared-text.js';
 import type { CostPoint } from './step-cost.js';
 import { grownCapacity } from './typed.js';
 
@@ -93,6 +94,8 @@ export class StepCounters {
   readonly callErrors = new Map<ErrorCode, number>();
   evictedIdle = 0;
   evictedForMemory = 0;
+  /** Shared-text deltas refused by validation (token ids out of range). */
+  remoteRejected = 0;
   constructor(maxK: number) {
     this.acceptedPerPos = new Float64Array(maxK);
   }
@@ -175,6 +178,16 @@ export class StepService {
   // another kind would throw that code away at the first real step.
   private ingested: Array<RequestState | undefined> = new Array(256).fill(undefined);
   private tokensSinceMaintenance = 0;
+  /** Text from other engines (shared text), when a sharing adapter is attached. */
+  sharedText: SharedTextSource | null = null;
+  private readonly applyRemote = (delta: TextDelta): void => {
+    try {
+      this.draftEngine.applyRemote(delta);
+    } catch (error) {
+      if (!(error instanceof SidecarError)) throw error;
+      this.counters.remoteRejected++;
+    }
+  };
 
   constructor(
     readonly limits: Readonly<ServiceLimits>,
@@ -296,6 +309,9 @@ export class StepService {
   private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
     const n = validateBatch(batch, this.limits.maxK);
     this.draftEngine.flushCorpus();
+    // Other engines' text that arrived since the last step: applied here, and only here, so a
+    // step's answer depends on the steps before it, not on when messages happened to land.
+    this.sharedText?.drain(this.applyRemote);
     const counters = this.counters;
     const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);

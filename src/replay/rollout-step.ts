@@ -33,6 +33,8 @@ export interface RolloutStepOptions {
   onProgress?: (rowsDone: number, rowsTotal: number) => void;
   /** Called after every engine step (the rollout simulator's cost model and gates). */
   onEngineStep?: (step: EngineStep) => void;
+  /** Awaited after every round of engine steps (engines sharing text exchange it here). */
+  afterRound?: () => Promise<void> | void;
 }
 
 export interface EngineStep {
@@ -162,6 +164,7 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
       }
       options.onProgress?.(rowsDone, result.rows);
       if (!busy) break;
+      await options.afterRound?.();
     }
     result.perStep.push({ steps: result.steps - before.steps, emitted: result.emitted - before.emitted, proposed: result.proposed - before.proposed, accepted: result.accepted - before.accepted });
   }

@@ -1,0 +1,41 @@
+/**
+ * Engines of a replay that share only through Redis: each in-process backend's Step service gets
+ * its own RedisSharing (its own connections and instance id, as a sidecar per engine pod would),
+ * and after every round of engine steps each publishes what it produced, then reads what the
+ * others did. Text therefore arrives one step late, as a deployed sidecar's would at best.
+ */
+import { randomUUID } from 'node:crypto';
+import { RedisSharing, REDIS_SHARING_DEFAULTS } from '../sharing/redis-sharing.js';
+import { sidecarError } from '../core/errors.js';
+import type { InProcessBackend } from './in-process.js';
+
+export interface SharedEngines {
+  afterRound(): Promise<void>;
+  readonly sharings: readonly RedisSharing[];
+  close(): Promise<void>;
+}
+
+/** `keyPrefix`: a fresh one per run unless given (a given one lets a later run find this one's history). */
+export async function shareThroughRedis(backends: readonly InProcessBackend[], url: string, keyPrefix = `sam-replay-${randomUUID()}`): Promise<SharedEngines> {
+  const sharings = backends.map((backend) => {
+    const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix });
+    backend.service.sharedText = sharing;
+    return sharing;
+  });
+  const connected = await Promise.all(sharings.map((sharing) => sharing.ready()));
+  if (!connected.every(Boolean)) {
+    await Promise.all(sharings.map((sharing) => sharing.close()));
+    throw sidecarError('INVALID_ARGUMENT', `cannot reach Redis at ${url}`, 'redis');
+  }
+  return {
+    sharings,
+    async afterRound() {
+      backends.forEach((backend, i) => sharings[i].publish(backend.service.draftEngine.takeOutbound()));
+      await Promise.all(sharings.map((sharing) => sharing.settle()));
+      await Promise.all(sharings.map((sharing) => sharing.poll(0)));
+    },
+    async close() {
+      await Promise.all(sharings.map((sharing) => sharing.close()));
+    },
+  };
+}

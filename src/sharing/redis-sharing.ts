@@ -1,0 +1,364 @@
+/**
+ * Shared text through Redis: each sidecar publishes the new tokens of its live requests per prompt
+ * group (a Stream per group) and its finished outputs (a capped list per prompt, with a TTL), and
+ * reads, for the groups it holds, what the sidecars of other engines publish. Reads land in an
+ * inbox the Step service drains at the start of each step; nothing on a step's path waits on Redis.
+ *
+ * Redis down, slow, full or restarted: commands fail fast (no offline queue), drafting goes on
+ * from local state, one log line says so (and one when it is back), the client reconnects with
+ * backoff. Every buffer is bounded: bytes published per flush, watched groups, inbox tokens.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
+
+export interface RedisSharingConfig {
+  url: string;
+  /** Prefix of every key (one per training job, so jobs never read each other's text). */
+  keyPrefix: string;
+  /** Password (else from the URL); a Secret in the chart. */
+  password?: string;
+  /** Finished outputs kept per prompt for later steps, and how long. */
+  historyOutputsPerPrompt: number;
+  historyTtlSeconds: number;
+  /** A group's live stream: entries kept (approximately) and how long after its last write. */
+  liveMaxEntries: number;
+  liveTtlSeconds: number;
+  /** A group opened here reads its live stream from this far back. */
+  liveWindowSeconds: number;
+  /** Bounds: bytes written per flush, groups read, tokens waiting for the next step. */
+  maxPublishBytes: number;
+  maxWatchedGroups: number;
+  maxInboxTokens: number;
+  /** Wait for new entries this long per read (the server's background loop). */
+  readBlockMs: number;
+}
+
+export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.freeze({
+  keyPrefix: 'sam',
+  historyOutputsPerPrompt: 64,
+  historyTtlSeconds: 24 * 3600,
+  liveMaxEntries: 20_000,
+  liveTtlSeconds: 3600,
+  liveWindowSeconds: 600,
+  maxPublishBytes: 8 * 1024 * 1024,
+  maxWatchedGroups: 4096,
+  maxInboxTokens: 4_000_000,
+  readBlockMs: 20,
+});
+
+export interface SharingLog {
+  info(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+export class SharingCounters {
+  connected = false;
+  publishedTokens = 0;
+  publishedBytes = 0;
+  publishDropped = 0;
+  receivedTokens = 0;
+  receivedBytes = 0;
+  inboxDropped = 0;
+  historyHits = 0;
+  historyMisses = 0;
+  errors = 0;
+  /** Age of the newest live entry read, when read (ms). */
+  lagMs = 0;
+}
+
+/** Streams read per XREAD call. */
+const STREAMS_PER_READ = 256;
+/** Live entries read per stream per call. */
+const ENTRIES_PER_STREAM = 512;
+/** Groups whose history this process fetched (LRU-bounded; fetched once per process lifetime). */
+const HISTORY_FETCHED_MAX = 65_536;
+
+export class RedisSharing implements SharedTextSource {
+  /** This process's name in what it publishes: sources are `${instance}/${request id}`. */
+  readonly instance = randomUUID();
+  readonly counters = new SharingCounters();
+  private readonly client: Redis;
+  private readonly reader: Redis;
+  private inbox: TextDelta[] = [];
+  private inboxTokens = 0;
+  /** Groups read: the last stream id seen, LRU by last opening. */
+  private readonly watched = new Map<string, string>();
+  private readonly historyFetched = new Set<string>();
+  /** Sources a group's history already gave (their live entries would repeat it). */
+  private readonly fromHistory = new Map<string, Set<string>>();
+  private pending: Promise<unknown>[] = [];
+  private closed = false;
+  private loop: Promise<void> | null = null;
+  private unavailableLogged = false;
+
+  constructor(
+    readonly config: Readonly<RedisSharingConfig>,
+    private readonly log: SharingLog | null = null,
+  ) {
+    const options = {
+      lazyConnect: false,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
+      ...(config.password === undefined ? {} : { password: config.password }),
+    };
+    this.client = new Redis(config.url, options);
+    this.reader = new Redis(config.url, options);
+    this.client.on('ready', () => {
+      this.counters.connected = true;
+      if (this.unavailableLogged) this.log?.info({ url: redactedUrl(config.url) }, 'shared text: Redis is back; sharing resumes');
+      this.unavailableLogged = false;
+    });
+    const down = (error: Error) => {
+      this.counters.connected = false;
+      if (!this.unavailableLogged) this.log?.warn({ url: redactedUrl(config.url), err: error.message }, 'shared text: Redis unavailable; drafting goes on from local state, reconnecting');
+      this.unavailableLogged = true;
+    };
+    this.client.on('error', down);
+    this.reader.on('error', () => {}); // the command connection reports; a reader error retries with it
+    this.client.on('end', () => (this.counters.connected = false));
+  }
+
+  private liveKey(group: string): string {
+    return `${this.config.keyPrefix}:live:${group}`;
+  }
+
+  private historyKey(group: string): string {
+    return `${this.config.keyPrefix}:hist:${group}`;
+  }
+
+  /** Resolves when connected, or after `timeoutMs` (false then): a replay waits for it, a server does not. */
+  ready(timeoutMs = 5000): Promise<boolean> {
+    if (this.counters.connected) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.client.once('ready', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  /** Hands over what arrived since the last step (the Step service calls this as a step starts). */
+  drain(apply: (delta: TextDelta) => void): void {
+    const inbox = this.inbox;
+    if (inbox.length === 0) return;
+    this.inbox = [];
+    this.inboxTokens = 0;
+    for (const delta of inbox) apply(delta);
+  }
+
+  /**
+   * Writes this engine's new text (never awaited by a step): live deltas to their groups' streams,
+   * finished outputs to their prompts' history, in one pipeline, within maxPublishBytes; and starts
+   * reading the groups that opened (their history first).
+   */
+  publish(outbound: OutboundText): void {
+    for (const group of outbound.opened) this.open(group);
+    if (outbound.deltas.length === 0 || !this.counters.connected) {
+      if (outbound.deltas.length > 0) this.counters.publishDropped += outbound.deltas.length;
+      return;
+    }
+    const pipeline = this.client.pipeline();
+    const touched = new Set<string>();
+    let bytes = 0;
+    for (const delta of outbound.deltas) {
+      const tokens = Buffer.from(delta.tokens.buffer, delta.tokens.byteOffset, delta.tokens.byteLength);
+      const size = tokens.length + (delta.output?.byteLength ?? 0) + 64;
+      if (bytes + size > this.config.maxPublishBytes) {
+        this.counters.publishDropped++;
+        continue;
+      }
+      bytes += size;
+      const source = `${this.instance}/${delta.source}`;
+      const key = this.liveKey(delta.group);
+      const fields: Array<string | Buffer> = ['s', source, 'a', String(delta.at), 't', tokens];
+      if (delta.finished) fields.push('f', '1');
+      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', ...fields);
+      touched.add(key);
+      this.counters.publishedTokens += delta.tokens.length;
+      if (delta.finished && delta.output !== undefined) {
+        const history = this.historyKey(delta.group);
+        pipeline.rpush(history, encodeHistoryEntry(source, delta.output));
+        pipeline.ltrim(history, -this.config.historyOutputsPerPrompt, -1);
+        pipeline.expire(history, this.config.historyTtlSeconds);
+      }
+    }
+    for (const key of touched) pipeline.expire(key, this.config.liveTtlSeconds);
+    this.counters.publishedBytes += bytes;
+    this.track(pipeline.exec());
+  }
+
+  /** Every write and history fetch started so far has finished (the replay's step boundary). */
+  async settle(): Promise<void> {
+    while (this.pending.length > 0) {
+      const pending = this.pending;
+      this.pending = [];
+      await Promise.allSettled(pending);
+    }
+  }
+
+  /** One read of every watched group's stream; `blockMs` 0 returns at once. */
+  async poll(blockMs = 0): Promise<void> {
+    const groups = [...this.watched.keys()];
+    for (let from = 0; from < groups.length; from += STREAMS_PER_READ) {
+      const chunk = groups.slice(from, from + STREAMS_PER_READ);
+      const keys = chunk.map((group) => this.liveKey(group));
+      const ids = chunk.map((group) => this.watched.get(group)!);
+      const args: Array<string | number> = ['COUNT', ENTRIES_PER_STREAM];
+      if (blockMs > 0 && from === 0) args.push('BLOCK', blockMs);
+      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+      try {
+        reply = (await (this.reader as unknown as { xreadBuffer(...args: unknown[]): Promise<typeof reply> }).xreadBuffer(...args, 'STREAMS', ...keys, ...ids)) ?? null;
+      } catch {
+        this.counters.errors++;
+        return;
+      }
+      if (reply === null) continue;
+      for (const [keyBuffer, entries] of reply) {
+        const group = keyBuffer.toString().slice(this.config.keyPrefix.length + ':live:'.length);
+        for (const [idBuffer, fields] of entries) this.receiveLive(group, idBuffer.toString(), fields);
+      }
+    }
+  }
+
+  /** The server's background reader: polls until closed, backing off while Redis is away. */
+  start(): void {
+    if (this.loop !== null) return;
+    this.loop = (async () => {
+      while (!this.closed) {
+        if (this.watched.size === 0 || !this.counters.connected) {
+          await sleep(this.counters.connected ? this.config.readBlockMs : 200);
+          continue;
+        }
+        await this.poll(this.config.readBlockMs);
+      }
+    })();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.loop;
+    await this.settle();
+    this.client.disconnect();
+    this.reader.disconnect();
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private track(promise: Promise<unknown>): void {
+    const tracked = promise.catch(() => {
+      this.counters.errors++;
+    });
+    this.pending.push(tracked);
+    if (this.pending.length > 1024) this.pending = this.pending.slice(-512); // settled ones are dropped by settle()
+  }
+
+  /** A group became active here: fetch its history once, then read its live stream from liveWindowSeconds back. */
+  private open(group: string): void {
+    const since = `${Date.now() - this.config.liveWindowSeconds * 1000}-0`;
+    if (this.historyFetched.has(group)) {
+      this.watch(group, this.watched.get(group) ?? since);
+      return;
+    }
+    this.historyFetched.add(group);
+    if (this.historyFetched.size > HISTORY_FETCHED_MAX) this.historyFetched.delete(this.historyFetched.values().next().value!);
+    if (!this.counters.connected) {
+      this.watch(group, since);
+      return;
+    }
+    this.track(
+      this.client.lrangeBuffer(this.historyKey(group), 0, -1).then(
+        (entries) => {
+          if (entries.length === 0) this.counters.historyMisses++;
+          else this.counters.historyHits++;
+          const sources = new Set<string>();
+          for (const entry of entries) {
+            const { source, tokens } = decodeHistoryEntry(entry);
+            if (source.startsWith(`${this.instance}/`)) continue;
+            sources.add(source);
+            this.deliver({ group, source, at: 0, tokens, finished: true }, entry.length);
+          }
+          if (sources.size > 0) this.fromHistory.set(group, sources);
+          this.watch(group, since);
+        },
+        (error: unknown) => {
+          this.counters.errors++;
+          this.watch(group, since);
+          throw error;
+        },
+      ),
+    );
+  }
+
+  private watch(group: string, from: string): void {
+    this.watched.delete(group);
+    this.watched.set(group, from);
+    if (this.watched.size > this.config.maxWatchedGroups) {
+      const oldest = this.watched.keys().next().value!;
+      this.watched.delete(oldest);
+      this.fromHistory.delete(oldest);
+    }
+  }
+
+  private receiveLive(group: string, id: string, fields: Buffer[]): void {
+    if (!this.watched.has(group)) return;
+    this.watched.set(group, id);
+    let source = '';
+    let at = 0;
+    let tokens: Buffer | null = null;
+    let finished = false;
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const name = fields[i].toString();
+      if (name === 's') source = fields[i + 1].toString();
+      else if (name === 'a') at = Number(fields[i + 1].toString());
+      else if (name === 't') tokens = fields[i + 1];
+      else if (name === 'f') finished = true;
+    }
+    if (tokens === null || !Number.isSafeInteger(at) || at < 0 || tokens.length % 4 !== 0) return;
+    if (source.startsWith(`${this.instance}/`) || this.fromHistory.get(group)?.has(source)) return;
+    this.counters.lagMs = Math.max(0, Date.now() - Number(id.split('-')[0]));
+    this.deliver({ group, source, at, tokens: int32View(tokens), finished }, tokens.length);
+  }
+
+  private deliver(delta: TextDelta, bytes: number): void {
+    if (this.inboxTokens + delta.tokens.length > this.config.maxInboxTokens) {
+      this.counters.inboxDropped++;
+      return;
+    }
+    this.inbox.push(delta);
+    this.inboxTokens += delta.tokens.length;
+    this.counters.receivedTokens += delta.tokens.length;
+    this.counters.receivedBytes += bytes;
+  }
+}
+
+/** [u16 source bytes][source][int32 tokens...] */
+function encodeHistoryEntry(source: string, output: Int32Array): Buffer {
+  const name = Buffer.from(source, 'utf8');
+  const entry = Buffer.alloc(2 + name.length + output.byteLength);
+  entry.writeUInt16LE(name.length, 0);
+  name.copy(entry, 2);
+  Buffer.from(output.buffer, output.byteOffset, output.byteLength).copy(entry, 2 + name.length);
+  return entry;
+}
+
+function decodeHistoryEntry(entry: Buffer): { source: string; tokens: Int32Array } {
+  const length = entry.readUInt16LE(0);
+  const source = entry.toString('utf8', 2, 2 + length);
+  return { source, tokens: int32View(entry.subarray(2 + length)) };
+}
+
+/** The tokens of a buffer as int32 (copied: a Redis reply's buffer may not be 4-byte aligned). */
+function int32View(bytes: Buffer): Int32Array {
+  const out = new Int32Array(Math.floor(bytes.length / 4));
+  for (let i = 0; i < out.length; i++) out[i] = bytes.readInt32LE(4 * i);
+  return out;
+}
+
+function redactedUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
