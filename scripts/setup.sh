@@ -12,7 +12,7 @@ if [ "$(id -u)" != "0" ]; then
   if command -v sudo >/dev/null; then SUDO="sudo"; else echo "setup: run as root or install sudo" >&2; exit 1; fi
 fi
 PACKAGES=(python3 python3-pytest python3-numpy python3-grpcio python3-torch python3-packaging python3-prometheus-client
-          golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev git)
+          golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev git redis-server)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

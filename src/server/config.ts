@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
 import { batchSizesIncrease, CALIBRATION_DEFAULTS, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
+import { REDIS_SHARING_DEFAULTS } from '../sharing/redis-sharing.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -99,6 +100,32 @@ export const ConfigSchema = z
         maintenanceIntervalMs: positiveInt.default(1000),
       })
       .prefault({}),
+    /**
+     * Share siblings' text, the corpus's and history across engines (and restarts) through an
+     * existing Redis. Off (url null) by default: a single sidecar needs nothing.
+     */
+    sharing: z
+      .strictObject({
+        redis: z
+          .strictObject({
+            url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL (rediss: TLS)').nullable().default(null),
+            /** Better from SAM_SIDECAR_REDIS_PASSWORD (a Secret) than in the file. */
+            password: z.string().optional(),
+            /** One per training job: jobs never read each other's text. */
+            keyPrefix: z.string().min(1).max(200).regex(/^[\w.:-]+$/, 'letters, digits and _ . : -').default(REDIS_SHARING_DEFAULTS.keyPrefix),
+            historyOutputsPerPrompt: positiveInt.max(100_000).default(REDIS_SHARING_DEFAULTS.historyOutputsPerPrompt),
+            historyTtlSeconds: positiveInt.default(REDIS_SHARING_DEFAULTS.historyTtlSeconds),
+            liveMaxEntries: positiveInt.default(REDIS_SHARING_DEFAULTS.liveMaxEntries),
+            liveTtlSeconds: positiveInt.default(REDIS_SHARING_DEFAULTS.liveTtlSeconds),
+            liveWindowSeconds: nonNegativeInt.default(REDIS_SHARING_DEFAULTS.liveWindowSeconds),
+            maxPublishBytes: positiveInt.default(REDIS_SHARING_DEFAULTS.maxPublishBytes),
+            maxWatchedGroups: positiveInt.max(1_000_000).default(REDIS_SHARING_DEFAULTS.maxWatchedGroups),
+            maxInboxTokens: positiveInt.default(REDIS_SHARING_DEFAULTS.maxInboxTokens),
+            readBlockMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.readBlockMs),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     /** Synthetic steps run at start so the hot path is compiled before the first real step. */
     warmUpSteps: nonNegativeInt.default(1000),
     /**
@@ -150,6 +177,9 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
   ['SAM_SIDECAR_BUSY_POLL_US', ['busyPollUs'], 'int'],
   ['SAM_SIDECAR_WAKE_POLL_US', ['wakePollUs'], 'int'],
+  ['SAM_SIDECAR_REDIS_URL', ['sharing', 'redis', 'url'], 'string'],
+  ['SAM_SIDECAR_REDIS_PASSWORD', ['sharing', 'redis', 'password'], 'string'],
+  ['SAM_SIDECAR_REDIS_KEY_PREFIX', ['sharing', 'redis', 'keyPrefix'], 'string'],
 ];
 
 /** config/sam-sidecar.json of the installed package. */

@@ -9,6 +9,7 @@ import { decision, GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
 import type { StepService } from '../core/step-service.js';
 import { packageVersion } from '../package-root.js';
 import type { Transport } from '../protocol/transports.js';
+import type { RedisSharing } from '../sharing/redis-sharing.js';
 
 
 const STEP_BUCKETS_SECONDS = [5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25];
@@ -17,7 +18,7 @@ export class SidecarMetrics {
   readonly registry = new client.Registry();
   private readonly stepDuration: Record<Transport, client.Histogram.Internal<string>>;
 
-  constructor(service: StepService) {
+  constructor(service: StepService, sharing: RedisSharing | null = null) {
     const registry = this.registry;
     const counters = service.counters;
     const counter = (name: string, help: string, read: () => number): void => {
@@ -156,6 +157,21 @@ export class SidecarMetrics {
       registers: [registry],
     });
     buildInfo.labels(packageVersion(), process.version).set(1);
+    if (sharing !== null) {
+      const shared = sharing.counters;
+      gauge('sam_sidecar_sharing_connected', '1 while the Redis of shared text answers, else 0 (drafting goes on from local state).', () => (shared.connected ? 1 : 0));
+      counter('sam_sidecar_sharing_published_tokens_total', 'Tokens of this engine\'s requests written to Redis.', () => shared.publishedTokens);
+      counter('sam_sidecar_sharing_published_bytes_total', 'Bytes written to Redis.', () => shared.publishedBytes);
+      counter('sam_sidecar_sharing_publish_dropped_total', 'Deltas not written: Redis away, or beyond sharing.redis.maxPublishBytes per flush.', () => shared.publishDropped);
+      counter('sam_sidecar_sharing_received_tokens_total', 'Tokens of other engines\' requests read from Redis.', () => shared.receivedTokens);
+      counter('sam_sidecar_sharing_received_bytes_total', 'Bytes read from Redis.', () => shared.receivedBytes);
+      counter('sam_sidecar_sharing_inbox_dropped_total', 'Deltas read but dropped: the inbox held sharing.redis.maxInboxTokens.', () => shared.inboxDropped);
+      counter('sam_sidecar_sharing_history_hits_total', 'Prompts opened here whose history Redis held.', () => shared.historyHits);
+      counter('sam_sidecar_sharing_history_misses_total', 'Prompts opened here with no history in Redis.', () => shared.historyMisses);
+      counter('sam_sidecar_sharing_errors_total', 'Redis commands that failed.', () => shared.errors);
+      gauge('sam_sidecar_sharing_lag_seconds', 'Age of the newest entry read from another engine, when read.', () => shared.lagMs / 1000);
+      counter('sam_sidecar_sharing_remote_ignored_total', 'Deltas for groups this engine no longer holds, or beyond a group\'s bound of remote sequences.', () => service.draftEngine.remoteDeltasIgnored);
+    }
   }
 
   observeStep(transport: Transport, startedNs: bigint): void {

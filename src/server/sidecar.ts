@@ -11,6 +11,7 @@ import { FastLaneServer } from './fast-lane-server.js';
 import { GrpcServer } from './grpc-server.js';
 import { HttpServer } from './http-server.js';
 import { SidecarMetrics } from './metrics.js';
+import { RedisSharing } from '../sharing/redis-sharing.js';
 import { warmUp } from './warm-up.js';
 
 export interface Sidecar {
@@ -35,7 +36,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       stepCacheSize: config.limits.stepCacheSize,
     },
     config.gate,
-    { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens },
+    { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens, shareText: config.sharing.redis.url !== null },
   );
 }
 
@@ -46,8 +47,12 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
 export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logger = createLogger(config), configSource = 'given by the caller'): Promise<Sidecar> {
   if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('sam-sidecar needs a little-endian host (the fast lane copies token arrays as bytes)');
   const service = createService(config);
-  const metrics = new SidecarMetrics(service);
-  const context = new SidecarContext(config, service, metrics, logger);
+  const { url, ...redis } = config.sharing.redis;
+  // Connects in the background: a sidecar whose Redis is away starts, and drafts from local state.
+  const sharing = url === null ? null : new RedisSharing({ ...redis, url }, logger);
+  service.sharedText = sharing;
+  const metrics = new SidecarMetrics(service, sharing);
+  const context = new SidecarContext(config, service, metrics, logger, sharing);
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
@@ -65,6 +70,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   warmUp(createService(config), config.warmUpSteps);
   const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
   maintenance.unref();
+  sharing?.start();
   context.ready = true;
   logger.info(
     {
@@ -75,6 +81,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       http: http.address,
       gate: config.gate.mode,
       threshold: config.gate.threshold,
+      sharing: url === null ? 'off' : { redis: url.replace(/\/\/[^@/]*@/, '//***@'), keyPrefix: redis.keyPrefix },
       warmUpMs: Date.now() - warmUpStarted,
     },
     'sam-sidecar ready',
@@ -92,6 +99,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       // (the shim fails open) and probes report not ready, then the sockets close.
       if (config.shutdown.drainMs > 0) await new Promise((resolve) => setTimeout(resolve, config.shutdown.drainMs));
       await Promise.all([fastLane.close(), grpcServer.close()]);
+      await sharing?.close();
       await http.close();
       logger.info('sam-sidecar closed');
     })();

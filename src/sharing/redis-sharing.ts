@@ -117,6 +117,9 @@ export class RedisSharing implements SharedTextSource {
     };
     this.client.on('error', down);
     this.reader.on('error', () => {}); // the command connection reports; a reader error retries with it
+    this.client.on('close', () => {
+      if (this.counters.connected) down(new Error('connection closed'));
+    });
     this.client.on('end', () => (this.counters.connected = false));
   }
 

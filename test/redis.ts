@@ -1,0 +1,56 @@
+/** A real redis-server for the tests that need one: on loopback, a free port, no persistence. */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+
+export const REDIS_SERVER = (() => {
+  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+  return found.status === 0 ? found.stdout.trim() : null;
+})();
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export class RedisServer {
+  private process: ChildProcess | null = null;
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<RedisServer> {
+    const server = new RedisServer(await freePort());
+    await server.restart();
+    return server;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts it again on the same port (after kill), empty. */
+  async restart(): Promise<void> {
+    this.process = spawn(REDIS_SERVER!, ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    for (let i = 0; i < 100; i++) {
+      const ping = spawnSync('redis-cli', ['-p', String(this.port), 'ping'], { encoding: 'utf8' });
+      if (ping.stdout?.trim() === 'PONG') return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`redis-server did not come up on port ${this.port}`);
+  }
+
+  /** SIGKILL: gone at once, as a crashed or evicted Redis pod is. */
+  async kill(): Promise<void> {
+    const process = this.process;
+    if (process === null) return;
+    this.process = null;
+    await new Promise<void>((resolve) => {
+      process.once('exit', () => resolve());
+      process.kill('SIGKILL');
+    });
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * Sharing siblings' text and history across engines and restarts through a real Redis
+ * (redis-server on loopback; skipped, with a message, where it is not installed).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UNGATED } from '../src/core/gate.js';
+import { StepService } from '../src/core/step-service.js';
+import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
+import { draftLists, PROMPT, stepBatch } from './helpers.js';
+import { REDIS_SERVER, RedisServer } from './redis.js';
+
+if (REDIS_SERVER === null) console.warn('sharing tests skipped: no redis-server (apt-get install redis-server)');
+
+const limits = { maxK: 8, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 4 };
+
+/** One engine's sidecar core with its own Redis connections, as a sidecar per engine pod. */
+async function engine(url: string, keyPrefix: string, log: SharingLog | null = null) {
+  const service = new StepService(limits, UNGATED, { shareText: true });
+  const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix }, log);
+  service.sharedText = sharing;
+  expect(await sharing.ready()).toBe(true);
+  let stepId = 0n;
+  return {
+    service,
+    sharing,
+    step(items: Parameters<typeof stepBatch>[0], finished: string[] = []) {
+      return draftLists(service.step(stepBatch(items, { engineId: 'e', stepId: ++stepId, finished }), 0));
+    },
+    /** What the sidecar does after each reply, then what its reader does meanwhile. */
+    async exchange() {
+      sharing.publish(service.draftEngine.takeOutbound());
+      await sharing.settle();
+      await sharing.poll(0);
+    },
+  };
+}
+
+describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
+  let redis: RedisServer;
+  let prefix = 0;
+  const nextPrefix = () => `test-${process.pid}-${++prefix}`;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+  });
+  afterAll(async () => {
+    await redis.kill();
+  });
+
+  it('a request on one engine drafts what its sibling on another engine wrote, one step later', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const b = await engine(redis.url, key);
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 4, 5, 6], prompt: 4 }]);
+    await a.exchange();
+    expect(b.step([{ id: 'b', tokens: [...PROMPT, 1, 2], prompt: 4 }])).toEqual([[]]); // its group opens here
+    await b.exchange(); // subscribes to the group's stream and reads a's text
+    await b.exchange();
+    expect(b.step([{ id: 'b', start: 6, tokens: [3] }])).toEqual([[4, 5, 6]]);
+    expect(b.sharing.counters.receivedTokens).toBe(6);
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
+  it('a restarted sidecar drafts from outputs finished before it started, for the prompts it meets again', async () => {
+    const key = nextPrefix();
+    const before = await engine(redis.url, key);
+    before.step([{ id: 'old', tokens: [...PROMPT, 7, 8, 9, 10, 11], prompt: 4 }]);
+    before.step([], ['old']);
+    await before.exchange();
+    await before.sharing.close();
+    const restarted = await engine(redis.url, key); // a new process: nothing local
+    restarted.step([{ id: 'new', tokens: [...PROMPT, 7], prompt: 4 }]);
+    await restarted.exchange(); // the prompt is new here: its history is fetched
+    expect(restarted.sharing.counters.historyHits).toBe(1);
+    expect(restarted.step([{ id: 'new', start: 5, tokens: [8] }])).toEqual([[9, 10, 11]]);
+    await restarted.sharing.close();
+  });
+
+  it('every rank of an engine gets the same answer for a step, whatever arrives between their calls', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const b = await engine(redis.url, key);
+    b.step([{ id: 'b', tokens: [...PROMPT, 1], prompt: 4 }]);
+    await b.exchange();
+    const batch = stepBatch([{ id: 'b', start: 5, tokens: [2] }], { engineId: 'e', stepId: 2n });
+    const first = b.service.step(batch, 0);
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 4], prompt: 4 }]);
+    await a.exchange();
+    await b.exchange(); // a's text is in b's inbox now
+    expect(b.service.step(batch, 0)).toBe(first); // the repeated step: the first answer, nothing applied
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
+  it('Redis killed mid-run: steps go on from local state without waiting, one log line says so, and sharing resumes once it is back', async () => {
+    const key = nextPrefix();
+    const lines: string[] = [];
+    const a = await engine(redis.url, key, { info: (_fields, message) => lines.push(`info ${message}`), warn: (_fields, message) => lines.push(`warn ${message}`) });
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 1, 2], prompt: 4 }]);
+    await a.exchange();
+    await redis.kill();
+    let length = 9;
+    for (let i = 0; i < 20; i++) {
+      const started = process.hrtime.bigint();
+      const drafts = a.step([{ id: 'a', start: length, tokens: [3] }]);
+      length++;
+      await a.exchange(); // fails fast: no offline queue
+      expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(1000);
+      expect(drafts[0].length).toBeGreaterThan(0); // drafting from its own text
+    }
+    expect(a.sharing.counters.connected).toBe(false);
+    await redis.restart();
+    expect(await a.sharing.ready(10_000)).toBe(true);
+    const published = a.sharing.counters.publishedTokens;
+    a.step([{ id: 'a', start: length, tokens: [1] }]);
+    await a.exchange();
+    expect(a.sharing.counters.publishedTokens).toBeGreaterThan(published);
+    expect(lines.filter((line) => line.startsWith('warn'))).toHaveLength(1);
+    expect(lines.filter((line) => line.includes('is back'))).toHaveLength(1);
+    await a.sharing.close();
+  }, 30_000);
+});
+
+describe.skipIf(REDIS_SERVER === null)('sidecars sharing through Redis (sharing.redis.url)', () => {
+  it('two sidecars of one job share siblings over their own connections; one whose Redis is unreachable starts and drafts locally', async () => {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { FastLaneClient } = await import('../src/client/clients.js');
+    const { loadConfig } = await import('../src/server/config.js');
+    const { startSidecar } = await import('../src/server/sidecar.js');
+    const redis = await RedisServer.start();
+    const sidecars: Array<Awaited<ReturnType<typeof startSidecar>>> = [];
+    const clients: Array<InstanceType<typeof FastLaneClient>> = [];
+    try {
+      const launch = async (url: string) => {
+        const socket = join(mkdtempSync(join(tmpdir(), 'sam-share-')), 's.sock');
+        const config = loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, warmUpSteps: 0, gate: { threshold: 0 }, sharing: { redis: { url, keyPrefix: `job-${process.pid}` } } } });
+        const sidecar = await startSidecar(config);
+        sidecars.push(sidecar);
+        const client = await FastLaneClient.connect(socket);
+        clients.push(client);
+        return client;
+      };
+      const a = await launch(redis.url);
+      const b = await launch(redis.url);
+      await a.step(stepBatch([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 4, 5, 6], prompt: 4 }], { engineId: 'engine-a', stepId: 1n }));
+      await b.step(stepBatch([{ id: 'b', tokens: [...PROMPT, 1, 2], prompt: 4 }], { engineId: 'engine-b', stepId: 1n }));
+      // B's background reader picks a's text up within a few of its read intervals.
+      let drafts: number[][] = [[]];
+      for (let step = 2n; step < 100n && drafts[0].length === 0; step++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        drafts = draftLists(await b.step(stepBatch([{ id: 'b', start: 6, tokens: [] }], { engineId: 'engine-b', stepId: step })));
+      }
+      expect(drafts).toEqual([[3, 4, 5]]);
+      const metrics = await (await fetch(`${sidecars[1].http.address}/metrics`)).text();
+      expect(metrics).toMatch(/sam_sidecar_sharing_connected 1/);
+      expect(metrics).toMatch(/sam_sidecar_sharing_received_tokens_total [1-9]/);
+      // Nobody listens on this port: the sidecar starts all the same and drafts from its own text.
+      await redis.kill();
+      const alone = await launch(redis.url);
+      const own = await alone.step(stepBatch([{ id: 'x', tokens: [...PROMPT, 1, 2, 3, 1, 2], prompt: 4 }], { engineId: 'engine-x', stepId: 1n }));
+      expect(draftLists(own)).toEqual([[3, 1, 2]]);
+    } finally {
+      for (const client of clients) await client.close();
+      for (const sidecar of sidecars) await sidecar.close();
+      await redis.kill();
+    }
+  }, 30_000);
+});
