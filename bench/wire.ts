@@ -87,6 +87,7 @@ async function main(): Promise<void> {
       stepsPerSec4Engines = engines.reduce((sum, e) => sum + e.stepsPerSec, 0);
     }
     const round1 = (x: number) => Math.round(x * 10) / 10;
+    const sharing = await sharingCost(rows, dir);
     const result = {
       batch: BATCH,
       gate: 'off: every step drafts',
@@ -98,11 +99,72 @@ async function main(): Promise<void> {
       nodeGrpcUsP50: round1(percentile(nodeGrpc, 0.5)),
       nodeGrpcUsP99: round1(percentile(nodeGrpc, 0.99)),
       stepsPerSec4Engines: Math.round(stepsPerSec4Engines),
+      ...sharing,
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Sharing through Redis on vs off, side by side: one sidecar without sharing, one with it (and a
+ * peer sidecar of the same job stepping the same prompts every 20 ms, so the measured one also
+ * reads another engine's text), stepped flat out by the Node fast-lane client in alternated
+ * blocks; then Redis is killed and the sharing sidecar stepped on. Needs redis-server (skipped
+ * without).
+ */
+async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string, number | string>> {
+  if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) return { sharing: 'skipped: no redis-server' };
+  const port = 20_000 + (process.pid % 20_000);
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const env = { VLLM_SPECULATIVE_BATCH_SIZE_THRE: '0' };
+  const shared = { ...env, SAM_SIDECAR_REDIS_URL: `redis://127.0.0.1:${port}`, SAM_SIDECAR_REDIS_KEY_PREFIX: `bench-${process.pid}` };
+  const off = await startSidecarProcess(join(dir, 'off.sock'), env);
+  const on = await startSidecarProcess(join(dir, 'on.sock'), shared);
+  const peer = await startSidecarProcess(join(dir, 'peer.sock'), shared);
+  try {
+    const [offClient, onClient, peerClient] = await Promise.all([off, on, peer].map((server) => FastLaneClient.connect(server.socket)));
+    const blocks = 6;
+    const per = Math.max(100, Math.floor(STEPS / blocks));
+    const offSamples: number[] = [];
+    const onSamples: number[] = [];
+    let peerStepping = true;
+    const peerLoop = (async () => {
+      const work = new RollingBatch(rows, BATCH, 'peer-req-');
+      // Another engine of the job at a decode step's pace (20 ms), producing text the measured sidecar reads.
+      for (let step = 1; peerStepping; step++) {
+        await peerClient.step(work.next('bench-peer', step, 3));
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    for (let block = 0; block < blocks; block++) {
+      offSamples.push(...(await nodeLatency(offClient, rows, per, `bench-off-${block}`)));
+      onSamples.push(...(await nodeLatency(onClient, rows, per, `bench-on-${block}`)));
+    }
+    redis.kill('SIGKILL');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const afterKill = await nodeLatency(onClient, rows, per, 'bench-on-killed');
+    peerStepping = false;
+    await peerLoop;
+    await Promise.all([offClient, onClient, peerClient].map((client) => client.close()));
+    offSamples.sort((a, b) => a - b);
+    onSamples.sort((a, b) => a - b);
+    const p50Off = percentile(offSamples, 0.5);
+    const p50On = percentile(onSamples, 0.5);
+    const round1 = (x: number) => Math.round(x * 10) / 10;
+    return {
+      sharingOffUsP50: round1(p50Off),
+      sharingOnUsP50: round1(p50On),
+      sharingOnToOffP50: Math.round((p50On / p50Off) * 1000) / 1000,
+      sharingOnRedisKilledUsP50: round1(percentile(afterKill, 0.5)),
+      sharingOnRedisKilledUsMax: round1(afterKill[afterKill.length - 1]),
+    };
+  } finally {
+    redis.kill('SIGKILL');
+    await Promise.all([off.stop(), on.stop(), peer.stop()]);
   }
 }
 

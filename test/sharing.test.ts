@@ -106,6 +106,7 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
       expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(1000);
       expect(drafts[0].length).toBeGreaterThan(0); // drafting from its own text
     }
+    for (let i = 0; i < 60 && a.sharing.counters.connected; i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(a.sharing.counters.connected).toBe(false);
     await redis.restart();
     expect(await a.sharing.ready(10_000)).toBe(true);

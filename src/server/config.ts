@@ -122,6 +122,7 @@ export const ConfigSchema = z
             maxWatchedGroups: positiveInt.max(1_000_000).default(REDIS_SHARING_DEFAULTS.maxWatchedGroups),
             maxInboxTokens: positiveInt.default(REDIS_SHARING_DEFAULTS.maxInboxTokens),
             readBlockMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.readBlockMs),
+            publishIntervalMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.publishIntervalMs),
           })
           .prefault({}),
       })

@@ -8,7 +8,6 @@ import type { StepBatch, StepOutcome, StepService } from '../core/step-service.j
 import { type SidecarStats, sidecarStats } from '../protocol/messages.js';
 import { BusyPoll } from './busy-poll.js';
 import type { SidecarConfig } from './config.js';
-import type { RedisSharing } from '../sharing/redis-sharing.js';
 import type { SidecarMetrics } from './metrics.js';
 
 export class SidecarContext {
@@ -21,8 +20,6 @@ export class SidecarContext {
     readonly service: StepService,
     readonly metrics: SidecarMetrics,
     readonly logger: Logger,
-    /** Shared text through Redis (sharing.redis.url), or null. */
-    readonly sharing: RedisSharing | null = null,
   ) {
     this.busyPoll = new BusyPoll();
   }
@@ -37,7 +34,7 @@ export class SidecarContext {
     const outcome = this.service.step(batch, Date.now());
     // Ends a PING's window (the step it announced is here) unless configured to poll on.
     this.busyPoll.restart(this.config.busyPollUs);
-    if ((this.service.idleWorkPending || this.sharing !== null) && !this.idleWorkScheduled) {
+    if (this.service.idleWorkPending && !this.idleWorkScheduled) {
       // After the transport has written this reply, not before: indexing requests' new tokens and
       // compacting retired groups are off the step's critical path (a step that arrives first
       // indexes the corpus itself).
@@ -52,8 +49,6 @@ export class SidecarContext {
     this.idleWorkScheduled = false;
     try {
       this.service.doIdleWork();
-      // This step's new text, for the other engines' sidecars (never awaited).
-      this.sharing?.publish(this.service.draftEngine.takeOutbound());
     } catch (error) {
       // Outside any call: nobody to answer, so logged; drafting goes on without those tokens.
       this.logger.error({ err: error }, 'idle work (corpus indexing, group compaction) failed');

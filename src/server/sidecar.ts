@@ -52,7 +52,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   const sharing = url === null ? null : new RedisSharing({ ...redis, url }, logger);
   service.sharedText = sharing;
   const metrics = new SidecarMetrics(service, sharing);
-  const context = new SidecarContext(config, service, metrics, logger, sharing);
+  const context = new SidecarContext(config, service, metrics, logger);
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
@@ -70,7 +70,8 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   warmUp(createService(config), config.warmUpSteps);
   const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
   maintenance.unref();
-  sharing?.start();
+  // Publishes the engine's new text on a timer, off every step's path; reads in the background.
+  sharing?.start(() => service.draftEngine.takeOutbound());
   context.ready = true;
   logger.info(
     {

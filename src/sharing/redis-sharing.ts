@@ -32,6 +32,8 @@ export interface RedisSharingConfig {
   maxInboxTokens: number;
   /** Wait for new entries this long per read (the server's background loop). */
   readBlockMs: number;
+  /** The server publishes what its engine produced this often (ms): steps never pay for it. */
+  publishIntervalMs: number;
 }
 
 export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.freeze({
@@ -45,6 +47,7 @@ export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.fr
   maxWatchedGroups: 4096,
   maxInboxTokens: 4_000_000,
   readBlockMs: 20,
+  publishIntervalMs: 10,
 });
 
 export interface SharingLog {
@@ -91,6 +94,7 @@ export class RedisSharing implements SharedTextSource {
   private closed = false;
   private loop: Promise<void> | null = null;
   private unavailableLogged = false;
+  private publisher: NodeJS.Timeout | null = null;
 
   constructor(
     readonly config: Readonly<RedisSharingConfig>,
@@ -163,32 +167,35 @@ export class RedisSharing implements SharedTextSource {
       if (outbound.deltas.length > 0) this.counters.publishDropped += outbound.deltas.length;
       return;
     }
-    const pipeline = this.client.pipeline();
-    const touched = new Set<string>();
+    // One stream entry per group per flush, holding every delta of that group: a few large
+    // writes, not one per request.
+    const byGroup = new Map<string, TextDelta[]>();
     let bytes = 0;
     for (const delta of outbound.deltas) {
-      const tokens = Buffer.from(delta.tokens.buffer, delta.tokens.byteOffset, delta.tokens.byteLength);
-      const size = tokens.length + (delta.output?.byteLength ?? 0) + 64;
+      const size = delta.tokens.byteLength + (delta.output?.byteLength ?? 0) + 64;
       if (bytes + size > this.config.maxPublishBytes) {
         this.counters.publishDropped++;
         continue;
       }
       bytes += size;
-      const source = `${this.instance}/${delta.source}`;
-      const key = this.liveKey(delta.group);
-      const fields: Array<string | Buffer> = ['s', source, 'a', String(delta.at), 't', tokens];
-      if (delta.finished) fields.push('f', '1');
-      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', ...fields);
-      touched.add(key);
-      this.counters.publishedTokens += delta.tokens.length;
-      if (delta.finished && delta.output !== undefined) {
-        const history = this.historyKey(delta.group);
-        pipeline.rpush(history, encodeHistoryEntry(source, delta.output));
+      const list = byGroup.get(delta.group);
+      if (list === undefined) byGroup.set(delta.group, [delta]);
+      else list.push(delta);
+    }
+    const pipeline = this.client.pipeline();
+    for (const [group, deltas] of byGroup) {
+      const key = this.liveKey(group);
+      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', 'd', encodeDeltas(deltas, this.instance));
+      pipeline.expire(key, this.config.liveTtlSeconds);
+      for (const delta of deltas) {
+        this.counters.publishedTokens += delta.tokens.length;
+        if (!delta.finished || delta.output === undefined) continue;
+        const history = this.historyKey(group);
+        pipeline.rpush(history, encodeHistoryEntry(`${this.instance}/${delta.source}`, delta.output));
         pipeline.ltrim(history, -this.config.historyOutputsPerPrompt, -1);
         pipeline.expire(history, this.config.historyTtlSeconds);
       }
     }
-    for (const key of touched) pipeline.expire(key, this.config.liveTtlSeconds);
     this.counters.publishedBytes += bytes;
     this.track(pipeline.exec());
   }
@@ -226,9 +233,14 @@ export class RedisSharing implements SharedTextSource {
     }
   }
 
-  /** The server's background reader: polls until closed, backing off while Redis is away. */
-  start(): void {
+  /**
+   * The server's background work: publishes what `outbound` hands over every publishIntervalMs,
+   * and reads until closed, backing off while Redis is away.
+   */
+  start(outbound: () => OutboundText): void {
     if (this.loop !== null) return;
+    this.publisher = setInterval(() => this.publish(outbound()), this.config.publishIntervalMs);
+    this.publisher.unref();
     this.loop = (async () => {
       while (!this.closed) {
         if (this.watched.size === 0 || !this.counters.connected) {
@@ -242,6 +254,7 @@ export class RedisSharing implements SharedTextSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.publisher !== null) clearInterval(this.publisher);
     await this.loop;
     await this.settle();
     this.client.disconnect();
@@ -308,21 +321,20 @@ export class RedisSharing implements SharedTextSource {
   private receiveLive(group: string, id: string, fields: Buffer[]): void {
     if (!this.watched.has(group)) return;
     this.watched.set(group, id);
-    let source = '';
-    let at = 0;
-    let tokens: Buffer | null = null;
-    let finished = false;
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = fields[i].toString();
-      if (name === 's') source = fields[i + 1].toString();
-      else if (name === 'a') at = Number(fields[i + 1].toString());
-      else if (name === 't') tokens = fields[i + 1];
-      else if (name === 'f') finished = true;
+    let packed: Buffer | null = null;
+    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i].toString() === 'd') packed = fields[i + 1];
+    if (packed === null) return;
+    const own = `${this.instance}/`;
+    const seen = this.fromHistory.get(group);
+    let lagged = false;
+    for (const delta of decodeDeltas(packed, group)) {
+      if (delta.source.startsWith(own) || seen?.has(delta.source)) continue;
+      if (!lagged) {
+        this.counters.lagMs = Math.max(0, Date.now() - Number(id.split('-')[0]));
+        lagged = true;
+      }
+      this.deliver(delta, delta.tokens.byteLength);
     }
-    if (tokens === null || !Number.isSafeInteger(at) || at < 0 || tokens.length % 4 !== 0) return;
-    if (source.startsWith(`${this.instance}/`) || this.fromHistory.get(group)?.has(source)) return;
-    this.counters.lagMs = Math.max(0, Date.now() - Number(id.split('-')[0]));
-    this.deliver({ group, source, at, tokens: int32View(tokens), finished }, tokens.length);
   }
 
   private deliver(delta: TextDelta, bytes: number): void {
@@ -335,6 +347,47 @@ export class RedisSharing implements SharedTextSource {
     this.counters.receivedTokens += delta.tokens.length;
     this.counters.receivedBytes += bytes;
   }
+}
+
+/**
+ * A group's deltas of one flush, as one stream entry: per delta [u16 source bytes][source]
+ * [u32 at][u32 tokens][u8 finished][int32 tokens...]; sources are qualified by the instance.
+ */
+function encodeDeltas(deltas: readonly TextDelta[], instance: string): Buffer {
+  const sources = deltas.map((delta) => Buffer.from(`${instance}/${delta.source}`, 'utf8'));
+  let size = 0;
+  deltas.forEach((delta, i) => (size += 11 + sources[i].length + delta.tokens.byteLength));
+  const out = Buffer.alloc(size);
+  let o = 0;
+  deltas.forEach((delta, i) => {
+    o = out.writeUInt16LE(sources[i].length, o);
+    o += sources[i].copy(out, o);
+    o = out.writeUInt32LE(delta.at, o);
+    o = out.writeUInt32LE(delta.tokens.length, o);
+    o = out.writeUInt8(delta.finished ? 1 : 0, o);
+    o += Buffer.from(delta.tokens.buffer, delta.tokens.byteOffset, delta.tokens.byteLength).copy(out, o);
+  });
+  return out;
+}
+
+/** The deltas of one stream entry; a malformed entry yields what precedes the damage. */
+function decodeDeltas(packed: Buffer, group: string): TextDelta[] {
+  const deltas: TextDelta[] = [];
+  let o = 0;
+  while (o + 11 <= packed.length) {
+    const sourceBytes = packed.readUInt16LE(o);
+    if (o + 11 + sourceBytes > packed.length) break;
+    const source = packed.toString('utf8', o + 2, o + 2 + sourceBytes);
+    o += 2 + sourceBytes;
+    const at = packed.readUInt32LE(o);
+    const count = packed.readUInt32LE(o + 4);
+    const finished = packed.readUInt8(o + 8) === 1;
+    o += 9;
+    if (o + 4 * count > packed.length) break;
+    deltas.push({ group, source, at, tokens: int32View(packed.subarray(o, o + 4 * count)), finished });
+    o += 4 * count;
+  }
+  return deltas;
 }
 
 /** [u16 source bytes][source][int32 tokens...] */
