@@ -59,8 +59,10 @@ const USAGE = `usage:
                             HTTP port from the same config and env as serve); its config decides
                             drafting and gating, so --drafter, --siblings, --min-match,
                             --corpus-tokens and --k-by-batch are refused
-      --redis URL           the engines share siblings, corpus-free text and history only through
-                            this Redis (each its own connections, as one sidecar per engine pod)
+      --redis URL           the engines share siblings' text and history only through this Redis
+                            (each its own connections, as one sidecar per engine pod)
+      --restart-between-steps  every engine's sidecar restarts empty between rollout steps (with
+                            --redis it finds the earlier steps' outputs there again)
       --plot FILE.svg       AL and acceptance by context length, with the seed and n-gram baselines
       --json                print one JSON object on the last line of stdout
       --quiet               no progress bar
@@ -108,6 +110,7 @@ const ReplayArgs = z
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
     redis: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
+    'restart-between-steps': z.boolean().default(false),
     plot: z.string().optional(),
     json: z.boolean().default(false),
     quiet: z.boolean().default(false),
@@ -175,6 +178,7 @@ async function runReplay(argv: string[]): Promise<void> {
       limit: { type: 'string' },
       via: { type: 'string' },
       redis: { type: 'string' },
+      'restart-between-steps': { type: 'boolean' },
       plot: { type: 'string' },
       json: { type: 'boolean' },
       quiet: { type: 'boolean' },
@@ -194,13 +198,13 @@ async function runReplay(argv: string[]): Promise<void> {
   const history = args.history.flatMap((file) => loadRows(file, args));
   const engineOptions = { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] };
   const inProcess = (options: Partial<EngineOptions>) => Array.from({ length: args.engines }, () => new InProcessBackend({ ...engineOptions, ...options }, args['k-by-batch']));
-  const run = async (backends: StepBackend[], progress: boolean, afterRound?: () => Promise<void>): Promise<ReplayResult> => {
+  const run = async (backends: StepBackend[], progress: boolean, afterRound?: () => Promise<void>, restart?: () => Promise<StepBackend[]>): Promise<ReplayResult> => {
     const onProgress = progressBar(progress && !args.quiet && process.stderr.isTTY === true);
     if (args.siblings === 'finished') {
       await preloadHistory(history, backends, () => 0);
       return replay(steps[0], backends[0], { k: args.k, siblings: 'finished', onProgress });
     }
-    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress, afterRound });
+    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress, afterRound, restart });
   };
   if (args.via !== undefined) process.stderr.write('note: a running sidecar keeps what earlier runs taught it (history, corpus); restart it for a run from a clean state\n');
   const wire = args.via === undefined ? null : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
@@ -208,14 +212,20 @@ async function runReplay(argv: string[]): Promise<void> {
   if (args.redis !== undefined) {
     const backends = inProcess({ shareText: true });
     const shared = await (await import('./replay/shared-engines.js')).shareThroughRedis(backends, args.redis);
+    const restart = async () => {
+      const fresh = inProcess({ shareText: true });
+      await shared.restart(fresh);
+      return fresh;
+    };
     try {
-      result = await run(backends, true, () => shared.afterRound());
+      result = await run(backends, true, () => shared.afterRound(), args['restart-between-steps'] ? restart : undefined);
       if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.sharings.map((s) => s.counters))}\n`);
     } finally {
       await shared.close();
     }
   } else {
-    result = await run(wire === null ? inProcess({}) : [wire], true);
+    const restart = async () => inProcess({});
+    result = await run(wire === null ? inProcess({}) : [wire], true, undefined, args['restart-between-steps'] && wire === null ? restart : undefined);
   }
   result.siblings = args.siblings;
   const label = `${source} drafter=${args.drafter}`;

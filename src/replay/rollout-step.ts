@@ -35,6 +35,8 @@ export interface RolloutStepOptions {
   onEngineStep?: (step: EngineStep) => void;
   /** Awaited after every round of engine steps (engines sharing text exchange it here). */
   afterRound?: () => Promise<void> | void;
+  /** Between rollout steps: every engine's sidecar restarts (new, empty backends, one per engine). */
+  restart?: () => Promise<StepBackend[]>;
 }
 
 export interface EngineStep {
@@ -83,7 +85,8 @@ export function turnsOf(row: TraceRow): TraceRow[] {
 }
 
 /** Every row of every step through the engines' backends (one backend per engine), scored. */
-export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[], backends: readonly StepBackend[], options: RolloutStepOptions): Promise<ReplayResult> {
+export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[], initialBackends: readonly StepBackend[], options: RolloutStepOptions): Promise<ReplayResult> {
+  let backends = initialBackends;
   const { k } = options;
   const engines = backends.length;
   const result = newResult(steps.reduce((n, rows) => n + rows.length, 0), k, 'live', engines, options.tailBatch);
@@ -97,7 +100,11 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
   };
   if (options.history !== undefined) await preloadHistory(options.history, backends, leastAssigned);
   let rowsDone = 0;
-  for (const rows of steps) {
+  for (const [index, rows] of steps.entries()) {
+    if (index > 0 && options.restart !== undefined) {
+      for (const backend of backends) await backend.close?.();
+      backends = await options.restart();
+    }
     const order = rows.slice();
     if (options.seed !== undefined) shuffle(order, prng(options.seed));
     const queues: Request[][] = backends.map(() => []);

@@ -12,23 +12,37 @@ import type { InProcessBackend } from './in-process.js';
 export interface SharedEngines {
   afterRound(): Promise<void>;
   readonly sharings: readonly RedisSharing[];
+  /** Fresh engines in place of these (restarted sidecars, with new instance ids), sharing the same keys. */
+  restart(fresh: readonly InProcessBackend[]): Promise<void>;
   close(): Promise<void>;
 }
 
 /** `keyPrefix`: a fresh one per run unless given (a given one lets a later run find this one's history). */
-export async function shareThroughRedis(backends: readonly InProcessBackend[], url: string, keyPrefix = `sam-replay-${randomUUID()}`): Promise<SharedEngines> {
-  const sharings = backends.map((backend) => {
-    const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix });
-    backend.service.sharedText = sharing;
-    return sharing;
-  });
-  const connected = await Promise.all(sharings.map((sharing) => sharing.ready()));
-  if (!connected.every(Boolean)) {
-    await Promise.all(sharings.map((sharing) => sharing.close()));
-    throw sidecarError('INVALID_ARGUMENT', `cannot reach Redis at ${url}`, 'redis');
-  }
+export async function shareThroughRedis(initial: readonly InProcessBackend[], url: string, keyPrefix = `sam-replay-${randomUUID()}`): Promise<SharedEngines> {
+  let backends = initial;
+  let sharings: RedisSharing[] = [];
+  const attach = async () => {
+    sharings = backends.map((backend) => {
+      const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix });
+      backend.service.sharedText = sharing;
+      return sharing;
+    });
+    const connected = await Promise.all(sharings.map((sharing) => sharing.ready()));
+    if (!connected.every(Boolean)) {
+      await Promise.all(sharings.map((sharing) => sharing.close()));
+      throw sidecarError('INVALID_ARGUMENT', `cannot reach Redis at ${url}`, 'redis');
+    }
+  };
+  await attach();
   return {
-    sharings,
+    get sharings() {
+      return sharings;
+    },
+    async restart(fresh) {
+      await Promise.all(sharings.map((sharing) => sharing.close()));
+      backends = fresh;
+      await attach();
+    },
     async afterRound() {
       backends.forEach((backend, i) => sharings[i].publish(backend.service.draftEngine.takeOutbound()));
       await Promise.all(sharings.map((sharing) => sharing.settle()));
