@@ -108,6 +108,23 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(config.wakePollUs).toBe(300);
   });
 
+  it('points the sidecar at an existing Redis when asked: URL, key prefix, and the password from a Secret', () => {
+    const env = (extra: string[]) => {
+      const deployment = render(['example: {enabled: true}', ...extra]).manifests.find((m) => m.object.kind === 'Deployment')!.object;
+      const containers = [...(deployment.spec.template.spec.initContainers ?? []), ...deployment.spec.template.spec.containers];
+      return containers.find((c: { name: string }) => c.name === 'sam-sidecar').env as Array<{ name: string; value?: string; valueFrom?: unknown }>;
+    };
+    expect(env([]).map((e) => e.name)).not.toContain('SAM_SIDECAR_REDIS_URL');
+    const shared = env(['sharing: {redis: {url: "rediss://redis.rl:6380/0", keyPrefix: grpo-qwen-7b, passwordSecret: {name: redis-auth, key: pw}}}']);
+    expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_URL')?.value).toBe('rediss://redis.rl:6380/0');
+    expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_KEY_PREFIX')?.value).toBe('grpo-qwen-7b');
+    expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_PASSWORD')?.valueFrom).toEqual({ secretKeyRef: { name: 'redis-auth', key: 'pw' } });
+    const wrong = structuredClone(render().values);
+    wrong.sharing.redis.url = 'http://redis:6379';
+    expect(validate(wrong)).toBe(false);
+    expect(validate.errors!.map((e) => e.instancePath)).toContain('/sharing/redis/url');
+  });
+
   it('renders a ServiceMonitor and its Service only when asked', () => {
     expect(render().manifests.map((m) => m.object.kind)).toEqual(['ConfigMap']);
     const kinds = render(['serviceMonitor: {enabled: true, labels: {release: prometheus}}']).manifests.map((m) => m.object);

@@ -57,6 +57,23 @@ env:
     value: {{ .Values.http.jsonStep | default false | quote }}
   - name: SAM_SIDECAR_CONFIG
     value: /etc/sam-sidecar/config.json
+  {{- with .Values.sharing.redis }}
+  {{- if .url }}
+  - name: SAM_SIDECAR_REDIS_URL
+    value: {{ .url | quote }}
+  {{- if .keyPrefix }}
+  - name: SAM_SIDECAR_REDIS_KEY_PREFIX
+    value: {{ .keyPrefix | quote }}
+  {{- end }}
+  {{- if .passwordSecret.name }}
+  - name: SAM_SIDECAR_REDIS_PASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ .passwordSecret.name | quote }}
+        key: {{ .passwordSecret.key | default "password" | quote }}
+  {{- end }}
+  {{- end }}
+  {{- end }}
 ports:
   - name: sam-http
     containerPort: {{ .Values.http.port }}
