@@ -116,6 +116,10 @@ describe('sidecar server', () => {
       const [gate] = sidecar.context.service.gates();
       decisions[via] = { reasons, curve: gate.curve };
       expect(gate.curve.length).toBeGreaterThan(0);
+      // The learnt curve, break-even size and decisions by reason are in /v1/stats (and gRPC Stats).
+      const stats = (await (await fetch(`${sidecar.http.address}/v1/stats`)).json()) as { gates: Array<{ mode: string; curve: unknown[] }>; decisions: Record<string, number> };
+      expect(stats.gates[0]).toMatchObject({ mode: 'calibrated', curve: gate.curve });
+      expect(Object.values(stats.decisions).reduce((a, b) => a + b, 0)).toBe(120);
       await client.close();
     }
     expect(decisions.grpc).toEqual(decisions.uds);

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { sidecarError, type ErrorCode } from '../core/errors.js';
 import { GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
-import { ItemStatus, NO_PROMPT, type ServiceStats, type StepBatch, type StepCounters, type StepOutcome } from '../core/step-service.js';
+import { type GateView, ItemStatus, NO_PROMPT, type ServiceStats, type StepBatch, type StepCounters, type StepOutcome } from '../core/step-service.js';
 
 /** A uint64 as protobufjs hands it over (Long), as JSON carries it (number or string), or a bigint. */
 export type Uint64Like = bigint | number | string | { toString(): string };
@@ -217,9 +217,17 @@ export interface SidecarStats extends ServiceStats {
   acceptedPerPos: number[];
   evictedIdle: number;
   evictedForMemory: number;
+  /** Gate decisions by reason name (the reasons that occurred). */
+  decisions: Record<string, number>;
+  /** Each engine's gate, the most recently seen first. */
+  gates: GateView[];
 }
 
-export function sidecarStats(stats: ServiceStats, counters: StepCounters): SidecarStats {
+export function sidecarStats(stats: ServiceStats, counters: StepCounters, gates: GateView[]): SidecarStats {
+  const decisions: Record<string, number> = {};
+  counters.decisions.forEach((count, reason) => {
+    if (count > 0) decisions[GATE_REASON_NAMES[reason]] = count;
+  });
   return {
     ...stats,
     steps: counters.steps,
@@ -230,6 +238,8 @@ export function sidecarStats(stats: ServiceStats, counters: StepCounters): Sidec
     acceptedPerPos: Array.from(counters.acceptedPerPos),
     evictedIdle: counters.evictedIdle,
     evictedForMemory: counters.evictedForMemory,
+    decisions,
+    gates,
   };
 }
 
@@ -253,17 +263,46 @@ const STATS_FIELDS = [
   ['acceptedTokens', 'accepted_tokens'],
   ['evictedIdle', 'evicted_idle'],
   ['evictedForMemory', 'evicted_for_memory'],
-] as const satisfies ReadonlyArray<readonly [Exclude<keyof SidecarStats, 'acceptedPerPos'>, string]>;
+] as const satisfies ReadonlyArray<readonly [Exclude<keyof SidecarStats, 'acceptedPerPos' | 'decisions' | 'gates'>, string]>;
 
-export function statsToMessage(stats: SidecarStats): Record<string, number | number[]> {
-  const message: Record<string, number | number[]> = { accepted_per_pos: stats.acceptedPerPos };
+export function statsToMessage(stats: SidecarStats): Record<string, unknown> {
+  const message: Record<string, unknown> = {
+    accepted_per_pos: stats.acceptedPerPos,
+    decisions: stats.decisions,
+    gates: stats.gates.map((gate) => ({
+      engine: gate.engine,
+      mode: gate.mode,
+      mean_accepted: gate.meanAccepted,
+      observations: gate.observations,
+      break_even_batch: gate.breakEvenBatch,
+      curve: gate.curve.map((p) => ({ up_to: p.upTo, batch: p.batch, plain_us: p.plainUs, per_slot_us: p.perSlotUs, plain_samples: p.plainSamples, draft_samples: p.draftSamples })),
+    })),
+  };
   for (const [field, wire] of STATS_FIELDS) message[wire] = stats[field];
   return message;
 }
 
 /** The reply of the gRPC Stats call as SidecarStats (uint64s arrive as Long objects). */
-export function statsFromMessage(message: Record<string, Uint64Like | Uint64Like[] | undefined>): SidecarStats {
-  const stats = { acceptedPerPos: ((message.accepted_per_pos as Uint64Like[] | undefined) ?? []).map((v) => Number(v.toString())) } as SidecarStats;
-  for (const [field, wire] of STATS_FIELDS) stats[field] = Number((message[wire] as Uint64Like | undefined)?.toString() ?? 0);
+export function statsFromMessage(message: Record<string, unknown>): SidecarStats {
+  const number = (value: unknown) => Number((value as Uint64Like | undefined)?.toString() ?? 0);
+  const decisions: Record<string, number> = {};
+  for (const [reason, count] of Object.entries((message.decisions as Record<string, Uint64Like> | undefined) ?? {})) decisions[reason] = number(count);
+  const gates = ((message.gates as Array<Record<string, unknown>> | undefined) ?? []).map((gate) => ({
+    engine: String(gate.engine ?? ''),
+    mode: String(gate.mode ?? ''),
+    meanAccepted: Number(gate.mean_accepted ?? 0),
+    observations: number(gate.observations),
+    breakEvenBatch: number(gate.break_even_batch),
+    curve: ((gate.curve as Array<Record<string, unknown>> | undefined) ?? []).map((p) => ({
+      upTo: number(p.up_to),
+      batch: Number(p.batch ?? 0),
+      plainUs: Number(p.plain_us ?? 0),
+      perSlotUs: Number(p.per_slot_us ?? 0),
+      plainSamples: number(p.plain_samples),
+      draftSamples: number(p.draft_samples),
+    })),
+  }));
+  const stats = { acceptedPerPos: ((message.accepted_per_pos as Uint64Like[] | undefined) ?? []).map((v) => Number(v.toString())), decisions, gates } as SidecarStats;
+  for (const [field, wire] of STATS_FIELDS) stats[field] = number(message[wire]);
   return stats;
 }

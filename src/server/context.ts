@@ -56,7 +56,7 @@ export class SidecarContext {
   };
 
   stats(): SidecarStats {
-    return sidecarStats(this.service.stats(), this.service.counters);
+    return sidecarStats(this.service.stats(), this.service.counters, this.service.gates());
   }
 
   release(engineId: string, reqIds: readonly string[]): number {
