@@ -257,7 +257,7 @@ async function runReplay(argv: string[]): Promise<void> {
 
 function clientAddresses(config: ReturnType<typeof loadConfig>): ClientAddresses {
   const host = config.http.host === '0.0.0.0' ? '127.0.0.1' : config.http.host;
-  return { socket: config.socket, grpcSocket: config.grpc.socket!, httpUrl: `http://${host}:${config.http.port}` };
+  return { socket: config.socket, grpcSocket: config.grpc.socket!, httpUrl: `http://${host}:${config.http.port}`, httpToken: config.http.token };
 }
 
 function wireSummary(via: string, backend: WireBackend): Record<string, unknown> {

@@ -126,6 +126,45 @@ describe('sidecar server', () => {
     expect(decisions.http).toEqual(decisions.uds);
   });
 
+  it('refuses a socket directory others may write to, or another user owns, and creates a missing one owner-only', async () => {
+    const { chmodSync, statSync } = await import('node:fs');
+    const open = mkdtempSync(join(tmpdir(), 'sam-open-'));
+    chmodSync(open, 0o777); // as a squatter would leave it, or a shared /tmp subdirectory
+    await expect(start({}, open)).rejects.toMatchObject({ code: 'SOCKET_DIR_UNSAFE', field: 'socket' });
+    await expect(start({}, open)).rejects.toThrowError(/others may write to it \(mode 777\)/);
+    const created = join(mkdtempSync(join(tmpdir(), 'sam-new-')), 'sub', 'dir');
+    const sidecar = await start({ socket: join(created, 's.sock'), grpc: { socket: join(created, 's.sock.grpc') } });
+    expect(statSync(created).mode & 0o777).toBe(0o750); // socketMode 660: the group may search it
+    expect(sidecar.fastLane.socketProblem()).toBeNull();
+    // A directory another user made first (uid 65534, "nobody"); only root can stage that here.
+    if (process.getuid?.() !== 0) return;
+    const { chownSync } = await import('node:fs');
+    const squatted = mkdtempSync(join(tmpdir(), 'sam-squat-'));
+    chownSync(squatted, 65534, 65534);
+    await expect(start({}, squatted)).rejects.toThrowError(/belongs to uid 65534, not to this process/);
+  });
+
+  it('keeps the routes that change state or show requests\' text closed on a network host without a token, and behind it with one', async () => {
+    const open = await start({ http: { host: '0.0.0.0', port: 0 } });
+    const base = open.http.address.replace('0.0.0.0', '127.0.0.1');
+    const step = { engine_id: 'e', step_id: 1, num_reqs: 1, k: 3, requests: [{ req_id: 'r', tokens: [...prompt, 1], prompt_len: 4 }] };
+    const post = (url: string, body: unknown, headers: Record<string, string> = {}) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    for (const response of [await post(`${base}/v1/step`, step), await fetch(`${base}/v1/engines/e/requests/r`), await fetch(`${base}/v1/config`)]) {
+      expect(response.status).toBe(403);
+      expect(((await response.json()) as { code: string }).code).toBe('FORBIDDEN');
+    }
+    // Probes, metrics and the aggregate stats stay open (kubelet, Prometheus).
+    for (const path of ['/readyz', '/metrics', '/v1/stats']) expect((await fetch(`${base}${path}`)).status).toBe(200);
+    const token = 'a-token-of-sixteen-or-more';
+    const guarded = await start({ http: { host: '0.0.0.0', port: 0, token }, sharing: { redis: { url: 'redis://user:secret@127.0.0.1:1', password: 'secret' } } });
+    const guardedBase = guarded.http.address.replace('0.0.0.0', '127.0.0.1');
+    expect((await post(`${guardedBase}/v1/step`, step, { authorization: 'Bearer wrong-token-of-the-same-len' })).status).toBe(403);
+    expect((await post(`${guardedBase}/v1/step`, step, { authorization: `Bearer ${token}` })).status).toBe(200);
+    const config = await (await fetch(`${guardedBase}/v1/config`, { headers: { authorization: `Bearer ${token}` } })).text();
+    expect(config).not.toContain('secret');
+    expect(config).not.toContain(token);
+  });
+
   it('answers tensor-parallel duplicates of a step byte-identically, on any connection, and applies them once', async () => {
     const sidecar = await start();
     const rank0 = await fastLane(sidecar);

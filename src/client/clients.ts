@@ -33,12 +33,14 @@ export interface ClientAddresses {
   socket: string;
   grpcSocket: string;
   httpUrl: string;
+  /** The sidecar's http.token, when it has one. */
+  httpToken?: string;
 }
 
 export async function connectClient(via: Via, addresses: ClientAddresses): Promise<StepClient> {
   if (via === 'uds') return FastLaneClient.connect(addresses.socket);
   if (via === 'grpc') return new GrpcClient(`unix:${addresses.grpcSocket}`);
-  return new HttpClient(addresses.httpUrl);
+  return new HttpClient(addresses.httpUrl, addresses.httpToken);
 }
 
 interface Pending {
@@ -170,7 +172,11 @@ export class GrpcClient implements StepClient {
 
 /** HTTP JSON Step (debugging and tools; slowest of the three). */
 export class HttpClient implements StepClient {
-  constructor(private readonly baseUrl: string) {}
+  /** @param token the sidecar's http.token, if it has one (guarded routes). */
+  constructor(
+    private readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
 
   async step(batch: StepBatch): Promise<StepOutcome> {
     return outcomeFromMessage(await this.post('/v1/step', messageFromBatch(batch)));
@@ -183,7 +189,9 @@ export class HttpClient implements StepClient {
   async close(): Promise<void> {}
 
   private async post(path: string, body: unknown): Promise<never> {
-    const response = await fetch(`${this.baseUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (this.token !== undefined) headers.authorization = `Bearer ${this.token}`;
+    const response = await fetch(`${this.baseUrl}${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
     const json = (await response.json()) as { code?: string; field?: string | null; message?: string };
     if (!response.ok) throw remoteError({ code: json.code ?? 'INTERNAL', field: json.field ?? null, message: json.message ?? response.statusText });
     return json as never;

@@ -38,6 +38,12 @@ export const ConfigSchema = z
         port: z.number().int().min(0).max(65535).default(8479),
         /** POST /v1/step and /v1/release (debugging, replay --via http). Off where the port is reachable by others. */
         jsonStep: z.boolean().default(true),
+        /**
+         * Bearer token for the routes that change state or show a request's text (POST /v1/step,
+         * /v1/release, GET /v1/engines/..., /v1/config). Without one those routes answer only on a
+         * loopback host; probes, /metrics and the aggregate /v1/stats stay open.
+         */
+        token: z.string().min(16, 'at least 16 characters').optional(),
       })
       .prefault({}),
     drafting: z
@@ -167,6 +173,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_HTTP_HOST', ['http', 'host'], 'string'],
   ['SAM_SIDECAR_HTTP_PORT', ['http', 'port'], 'int'],
   ['SAM_SIDECAR_HTTP_JSON_STEP', ['http', 'jsonStep'], 'bool'],
+  ['SAM_SIDECAR_HTTP_TOKEN', ['http', 'token'], 'string'],
   ['VLLM_SPECULATIVE_BATCH_SIZE_THRE', ['gate', 'threshold'], 'int'],
   ['SAM_SIDECAR_GATE_MODE', ['gate', 'mode'], 'string'],
   ['SAM_SIDECAR_DRAFTER', ['drafting', 'drafter'], 'string'],

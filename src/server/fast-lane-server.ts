@@ -37,7 +37,7 @@ export class FastLaneServer {
   private readonly socketFile: SocketFile;
 
   async listen(): Promise<void> {
-    mkdirSync(dirname(this.path), { recursive: true });
+    prepareSocketDirectory(dirname(this.path), this.context.config.socketMode, 'socket');
     await removeStaleSocket(this.path, 'socket');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -146,6 +146,30 @@ export class SocketFile {
   remove(): void {
     if (this.inode !== null && this.problem() === null) rmSync(this.path, { force: true });
     this.inode = null;
+  }
+}
+
+/**
+ * The directory a socket is bound in. Whoever can write to it can replace the socket with their
+ * own and receive the shim's steps, so it must belong to this process's user (or root) and not be
+ * writable by others. Created here when missing: owner-only, plus group read and search when
+ * `socketMode` grants the group access (the shim of another user in the same group, as in a pod).
+ */
+export function prepareSocketDirectory(dir: string, socketMode: string, field: string): void {
+  const mode = (parseInt(socketMode, 8) & 0o070) !== 0 ? 0o750 : 0o700;
+  if (!existsSync(dir)) {
+    mkdirSync(dir, { recursive: true, mode });
+    chmodSync(dir, mode); // whatever the umask
+    return;
+  }
+  const stats = statSync(dir);
+  const uid = process.getuid?.();
+  const problems: string[] = [];
+  if (!stats.isDirectory()) problems.push('it is not a directory');
+  if (uid !== undefined && stats.uid !== uid && stats.uid !== 0) problems.push(`it belongs to uid ${stats.uid}, not to this process (uid ${uid}) or root`);
+  if ((stats.mode & 0o002) !== 0) problems.push(`others may write to it (mode ${(stats.mode & 0o7777).toString(8)})`);
+  if (problems.length > 0) {
+    throw sidecarError('SOCKET_DIR_UNSAFE', `${dir}: ${problems.join('; ')}. Use a directory of this user's that others cannot write to (or remove ${dir} to have it created owner-only)`, field);
   }
 }
 

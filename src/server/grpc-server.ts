@@ -3,13 +3,12 @@
  * health service, over the Unix socket and optionally TCP. Decodes, calls the core, encodes.
  */
 import * as grpc from '@grpc/grpc-js';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
 import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
 import { sidecarError } from '../core/errors.js';
-import { answerFrame, removeStaleSocket, SocketFile } from './fast-lane-server.js';
+import { answerFrame, prepareSocketDirectory, removeStaleSocket, SocketFile } from './fast-lane-server.js';
 
 export class GrpcServer {
   private readonly server: grpc.Server;
@@ -58,7 +57,7 @@ export class GrpcServer {
   async listen(): Promise<void> {
     const credentials = grpc.ServerCredentials.createInsecure();
     if (this.socketPath && this.socketFile) {
-      mkdirSync(dirname(this.socketPath), { recursive: true });
+      prepareSocketDirectory(dirname(this.socketPath), this.context.config.socketMode, 'grpc.socket');
       await removeStaleSocket(this.socketPath, 'grpc.socket');
       await this.bind(`unix:${this.socketPath}`, credentials, 'grpc.socket');
       this.socketFile.bound(this.context.config.socketMode);

@@ -2,7 +2,8 @@
  * HTTP transport (fastify, TCP, 127.0.0.1 by default): probes, Prometheus metrics, a JSON Step for
  * debugging and tools, and read-only introspection.
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { SidecarError, sidecarError } from '../core/errors.js';
 import { batchFromMessage, messageFromOutcome, parseStepJson } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
@@ -46,16 +47,32 @@ export class HttpServer {
     this.readOnlyRoutes();
   }
 
+  /**
+   * Routes that change state or show a request's text: with http.token, only with it
+   * (Authorization: Bearer <token>); without one, only on a loopback host (anyone who can reach a
+   * port bound to the network could otherwise read other engines' drafts or drop their requests).
+   */
+  private readonly guarded = async (request: FastifyRequest): Promise<void> => {
+    const { token, host } = this.context.config.http;
+    if (token === undefined) {
+      if (isLoopback(host)) return;
+      throw sidecarError('FORBIDDEN', `${request.method} ${request.url.split('?')[0]} is closed on ${host} without http.token (SAM_SIDECAR_HTTP_TOKEN)`, 'authorization');
+    }
+    const given = Buffer.from(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '');
+    const expected = Buffer.from(token);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw sidecarError('FORBIDDEN', 'missing or wrong bearer token', 'authorization');
+  };
+
   /** Step and release: they change state, so they can be turned off (http.jsonStep). */
   private jsonStepRoutes(): void {
     const app = this.app;
-    app.post('/v1/step', async (request) => {
+    app.post('/v1/step', { preHandler: this.guarded }, async (request) => {
       const started = process.hrtime.bigint();
       const reply = messageFromOutcome(this.context.step(batchFromMessage(parseStepJson(request.body))));
       this.context.metrics.observeStep('http', started);
       return reply;
     });
-    app.post('/v1/release', async (request) => {
+    app.post('/v1/release', { preHandler: this.guarded }, async (request) => {
       const body = request.body as { engine_id?: unknown; req_ids?: unknown } | null;
       if (typeof body?.engine_id !== 'string') throw sidecarError('INVALID_ARGUMENT', 'engine_id must be a string', 'engine_id');
       if (!Array.isArray(body.req_ids) || !body.req_ids.every((id) => typeof id === 'string')) {
@@ -73,9 +90,9 @@ export class HttpServer {
       const { tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens } = this.context.service.stats();
       return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
     });
-    app.get('/v1/config', async () => this.context.config);
+    app.get('/v1/config', { preHandler: this.guarded }, async () => redactedConfig(this.context.config));
     app.get('/v1/gates', async () => ({ gates: this.context.service.gates() }));
-    app.get<{ Params: { engine: string; req: string } }>('/v1/engines/:engine/requests/:req', async (request, reply) => {
+    app.get<{ Params: { engine: string; req: string } }>('/v1/engines/:engine/requests/:req', { preHandler: this.guarded }, async (request, reply) => {
       const view = this.context.service.describe(request.params.engine, request.params.req);
       if (view === undefined) {
         const error = sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(request.params.req)} of engine ${JSON.stringify(request.params.engine)}`, 'req_id');
@@ -118,4 +135,18 @@ function fromFastifyError(error: unknown): unknown {
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sidecarError('MESSAGE_TOO_LARGE', message, 'body');
   if (code.startsWith('FST_ERR_CTP') || (error as { statusCode?: number }).statusCode === 400) return sidecarError('INVALID_ARGUMENT', message, 'body');
   return error;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The config as served: secrets replaced. */
+function redactedConfig(config: SidecarContext['config']): unknown {
+  const redis = config.sharing.redis;
+  return {
+    ...config,
+    http: { ...config.http, token: config.http.token === undefined ? undefined : '***' },
+    sharing: { ...config.sharing, redis: { ...redis, password: redis.password === undefined ? undefined : '***', url: redis.url?.replace(/\/\/[^@/]*@/, '//***@') ?? null } },
+  };
 }

@@ -34,7 +34,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{- define "sam-sidecar.socketPath" -}}
-{{- printf "%s/%s" (.Values.socket.dir | trimSuffix "/") .Values.socket.file -}}
+{{- /* In a directory the sidecar creates itself (owner-only, group-searchable): the shared volume is writable by every container of the pod, and a socket there could be replaced. */ -}}
+{{- printf "%s/sock/%s" (.Values.socket.dir | trimSuffix "/") .Values.socket.file -}}
 {{- end -}}
 
 {{/* The sidecar container, one list item (without the leading dash). */}}
@@ -57,6 +58,13 @@ env:
     value: {{ .Values.http.jsonStep | default false | quote }}
   - name: SAM_SIDECAR_CONFIG
     value: /etc/sam-sidecar/config.json
+  {{- if .Values.http.tokenSecret.name }}
+  - name: SAM_SIDECAR_HTTP_TOKEN
+    valueFrom:
+      secretKeyRef:
+        name: {{ .Values.http.tokenSecret.name | quote }}
+        key: {{ .Values.http.tokenSecret.key | default "token" | quote }}
+  {{- end }}
   {{- with .Values.sharing.redis }}
   {{- if .url }}
   - name: SAM_SIDECAR_REDIS_URL
