@@ -72,6 +72,8 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     const envOf = (c: any, name: string) => c.env.find((e: any) => e.name === name)?.value;
     expect(envOf(vllm, 'SAM_SIDECAR_SOCKET')).toBe(envOf(sidecar, 'SAM_SIDECAR_SOCKET'));
     expect(envOf(vllm, 'VLLM_SPECULATIVE_BATCH_SIZE_THRE')).toBe('32');
+    expect(envOf(vllm, 'SAM_SIDECAR_PEER_UID')).toBe('1000'); // the shim checks who listens on the socket
+    expect(envOf(sidecar, 'SAM_SIDECAR_SOCKET')).toBe('/run/sam-sidecar/sock/sidecar.sock');
     // The state-changing JSON Step is off where the port is reachable from the cluster.
     expect(envOf(sidecar, 'SAM_SIDECAR_HTTP_JSON_STEP')).toBe('false');
     expect(vllm.command).toContain('--speculative-config={"method":"sam","num_speculative_tokens":3}');

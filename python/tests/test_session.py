@@ -362,3 +362,45 @@ def test_each_step_reports_the_runners_timing_of_the_step_before_and_a_calibrate
         assert sum(p["plainSamples"] + p["draftSamples"] for p in gate["curve"]) == 9
     finally:
         sidecar.stop()
+
+
+def test_the_shim_sends_nothing_to_a_socket_another_user_listens_on(socket_dir):
+    """Anyone who creates the socket path first would receive every step's tokens: the client checks
+    the listener's uid (SO_PEERCRED) and fails open instead."""
+    import pytest
+
+    from sam_sidecar.client import SidecarUnavailable
+
+    if os.getuid() != 0 or not hasattr(socket, "SO_PEERCRED"):
+        pytest.skip("staging a listener of another user needs root (and Linux peer credentials)")
+    path = os.path.join(socket_dir, "squatted.sock")
+    os.chmod(socket_dir, 0o777)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # a squatter running as nobody
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            listener.listen(1)
+            os.write(write_end, b"x")
+            listener.accept()
+            time.sleep(2)
+        finally:
+            os._exit(0)
+    try:
+        os.read(read_end, 1)
+        client = FastLaneClient(path, deadline_s=0.2)
+        assert client.ping() is False  # the step path fails open
+        with pytest.raises(SidecarUnavailable, match="runs as uid 65534"):
+            FastLaneClient(path, deadline_s=0.2)._connection()
+        # The same listener passes once its uid is declared the sidecar's.
+        os.environ["SAM_SIDECAR_PEER_UID"] = "65534"
+        try:
+            assert FastLaneClient(path, deadline_s=0.2)._connection() is not None
+        finally:
+            del os.environ["SAM_SIDECAR_PEER_UID"]
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)

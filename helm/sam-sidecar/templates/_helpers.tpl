@@ -137,4 +137,9 @@ volumeMounts:
   value: {{ .Values.client.deadlineMs | quote }}
 - name: VLLM_SPECULATIVE_BATCH_SIZE_THRE
   value: {{ .Values.config.gate.threshold | quote }}
+{{- if .Values.securityContext.runAsUser }}
+{{- /* The shim sends steps only to a socket whose listener runs as this user (SO_PEERCRED). */}}
+- name: SAM_SIDECAR_PEER_UID
+  value: {{ .Values.securityContext.runAsUser | quote }}
+{{- end }}
 {{- end -}}

@@ -19,6 +19,26 @@ from .log import logger
 DEFAULT_SOCKET = os.path.join(os.environ.get("TMPDIR", "/tmp"), "sam-sidecar", "sidecar.sock")
 
 
+def peer_problem(sock: socket.socket) -> Optional[str]:
+    """Why the process listening on this socket is not to be sent steps, or None. The socket's
+    peer (SO_PEERCRED) must run as this user, as root, or as SAM_SIDECAR_PEER_UID (the sidecar's
+    user where it differs, e.g. another container of the pod): anyone else who could create the
+    socket path first would otherwise receive every step's tokens."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None  # not Linux: no peer credentials to check
+    try:
+        _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        return None
+    allowed = {os.getuid(), 0}
+    expected = os.environ.get("SAM_SIDECAR_PEER_UID", "")
+    if expected.isdigit():
+        allowed.add(int(expected))
+    if uid in allowed:
+        return None
+    return f"the process listening there runs as uid {uid}, not this user ({os.getuid()}), root or SAM_SIDECAR_PEER_UID"
+
+
 def socket_path_from_env() -> str:
     return os.environ.get("SAM_SIDECAR_SOCKET", DEFAULT_SOCKET)
 
@@ -107,6 +127,11 @@ class FastLaneClient:
             sock.close()
             self._fail()
             raise SidecarUnavailable(f"cannot connect to {self.socket_path}: {error}") from error
+        problem = peer_problem(sock)
+        if problem is not None:
+            sock.close()
+            self._fail()
+            raise SidecarUnavailable(f"refusing {self.socket_path}: {problem}")
         # Blocking socket with kernel-side timeouts: one syscall per send or receive, where a
         # Python-level timeout would add a poll() to each.
         sock.settimeout(None)
