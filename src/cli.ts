@@ -9,7 +9,7 @@
  *   rollout compare gate policies over a whole rollout step under continuous batching
  */
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { Command, CommanderError } from 'commander';
 import { z } from 'zod';
 import { DEFAULT_ENGINE_OPTIONS, DRAFTERS, type EngineOptions } from './core/engine.js';
 import type { ClientAddresses } from './client/clients.js';
@@ -17,7 +17,7 @@ import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
 import { configFileOf, loadConfig } from './server/config.js';
 import { WireBackend } from './replay/wire.js';
-import { DEMO_USAGE } from './usage.js';
+import { packageVersion } from './package-root.js';
 import { InProcessBackend } from './replay/in-process.js';
 import { formatTable, renderPlot, round, summarize } from './replay/report.js';
 import { compareGates, COST_SHAPES, costModel, type GateComparison } from './replay/rollout.js';
@@ -27,53 +27,6 @@ import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig, UNGATED } fro
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, splitSteps, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
-
-const USAGE = `usage:
-  sam-sidecar serve   (config: config/sam-sidecar.json or SAM_SIDECAR_CONFIG, env overrides such as
-                      SAM_SIDECAR_SOCKET, SAM_SIDECAR_HTTP_PORT, VLLM_SPECULATIVE_BATCH_SIZE_THRE)
-  sam-sidecar replay [--traces FILE ... | --verl FILE ... --tokenizer PATH] [options]
-      (no input: built-in synthetic GRPO-like rollouts, 8 prompts x 8 samples)
-      replays a rollout step as an engine runs it: every row queued at once, first come first
-      served up to --max-num-seqs running, a finished request's slot refilled at the next step;
-      several files, or a "step" field in the rows, are rollout steps run in sequence
-      --k N                 draft length cap (num_speculative_tokens), default 3
-      --drafter NAME        sam (default policy) | seed (reference) | ngram (vLLM baseline)
-      --siblings MODE       live (default): requests share as they run (siblings, corpus, history)
-                            none: each request drafts from its own context only
-                            finished: the shared data's reference order (each group's rows one
-                            by one, shortest output first; one file, one engine)
-      --max-num-seqs N      requests running together on one engine (vLLM max_num_seqs), default 128
-      --engines N           engines, each its own sidecar core; trajectories spread as verl's
-                            agent loop spreads them (fewest assigned first), default 1
-      --turns               each model turn between tool responses is its own request, whose
-                            prompt is the conversation so far (verl's tool agent loop)
-      --seed N              shuffle the order of the rows within each step
-      --history FILE        finished outputs of earlier steps, loaded first (repeatable)
-      --min-match N         shortest context the sam policy drafts from, default 1
-      --corpus-tokens N     budget of the corpus of every prompt's requests (sam, siblings live
-                            or finished), default 4000000; 0: no corpus
-      --k-by-batch B:K,...  longest draft by batch size (the sidecar's gate.kByBatch): at most K
-                            tokens in steps of at most B requests, the last K beyond; capped by --k
-      --limit N             replay only the first N rows of each step
-      --via uds|grpc|http   drive a running sidecar instead of the in-process core (its socket and
-                            HTTP port from the same config and env as serve); its config decides
-                            drafting and gating, so --drafter, --siblings, --min-match,
-                            --corpus-tokens and --k-by-batch are refused
-      --redis URL           the engines share siblings' text and history only through this Redis
-                            (each its own connections, as one sidecar per engine pod)
-      --restart-between-steps  every engine's sidecar restarts empty between rollout steps (with
-                            --redis it finds the earlier steps' outputs there again)
-      --plot FILE.svg       AL and acceptance by context length, with the seed and n-gram baselines
-      --json                print one JSON object on the last line of stdout
-      --quiet               no progress bar
-  sam-sidecar synth --out FILE [--groups N] [--samples N] [--seed N]
-  sam-sidecar rollout [--traces FILE] [--k N] [--max-num-seqs N] [--threshold N]
-                      [--base-ms X] [--per-seq-ms X] [--verify-cost B:C,B:C,...] [--k-by-batch B:K,...]
-                      [--corpus-tokens N] [--json]
-      every row queued at once, at most max-num-seqs running; time from a step-cost model
-      (plain step: base-ms + per-seq-ms * B; verifying K drafts multiplies it by verify-cost(B));
-      compares no speculation, always, the threshold switch and the adaptive gate
-${DEMO_USAGE.replace('usage: ', '  ')}`;
 
 const positiveInt = z.coerce.number().int().positive();
 
@@ -131,11 +84,12 @@ type ReplayArgs = z.infer<typeof ReplayArgs>;
 /** Flags that set the in-process core's drafting, which a running sidecar takes from its config. */
 const VIA_IGNORES = ['drafter', 'siblings', 'min-match', 'corpus-tokens', 'k-by-batch'] as const;
 
-function parseOrExit<T>(schema: z.ZodType<T>, values: unknown): T {
+/** The values of a command's options, checked all at once: every problem named by its flag, exit 2. */
+function parseOrExit<T>(schema: z.ZodType<T>, values: unknown, command: string): T {
   const parsed = schema.safeParse(values);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => `  --${issue.path.join('.') || '?'}: ${issue.message}`);
-  process.stderr.write(`invalid arguments:\n${problems.join('\n')}\n\n${USAGE}\n`);
+  process.stderr.write(`sam-sidecar ${command}: invalid arguments:\n${problems.join('\n')}\n(sam-sidecar ${command} --help lists the options)\n`);
   process.exit(2);
 }
 
@@ -157,35 +111,8 @@ function loadRows(path: string, args: ReplayArgs): TraceRow[] {
   return args.verl !== undefined ? loadVerlDump(path, loadTokenizer(args.tokenizer!)) : loadTraceFile(path);
 }
 
-async function runReplay(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      traces: { type: 'string', multiple: true },
-      verl: { type: 'string', multiple: true },
-      tokenizer: { type: 'string' },
-      k: { type: 'string' },
-      drafter: { type: 'string' },
-      siblings: { type: 'string' },
-      history: { type: 'string', multiple: true },
-      'max-num-seqs': { type: 'string' },
-      engines: { type: 'string' },
-      turns: { type: 'boolean' },
-      seed: { type: 'string' },
-      'min-match': { type: 'string' },
-      'corpus-tokens': { type: 'string' },
-      'k-by-batch': { type: 'string' },
-      limit: { type: 'string' },
-      via: { type: 'string' },
-      redis: { type: 'string' },
-      'restart-between-steps': { type: 'boolean' },
-      plot: { type: 'string' },
-      json: { type: 'boolean' },
-      quiet: { type: 'boolean' },
-    },
-    strict: true,
-  });
-  const args = parseOrExit(ReplayArgs, values);
+async function runReplay(values: Record<string, unknown>): Promise<void> {
+  const args = parseOrExit(ReplayArgs, values, 'replay');
   // Through a sidecar its own config decides how it drafts: flags that would not apply are refused.
   if (args.via !== undefined) {
     const ignored = VIA_IGNORES.filter((flag) => values[flag] !== undefined);
@@ -265,8 +192,7 @@ function wireSummary(via: string, backend: WireBackend): Record<string, unknown>
   return { via, stepUsP50: round(percentile(latencies, 0.5), 1), stepUsP99: round(percentile(latencies, 0.99), 1), resyncs: backend.resyncs };
 }
 
-async function runServe(argv: string[]): Promise<void> {
-  if (argv.length > 0) throw sidecarError('INVALID_ARGUMENT', `serve takes no arguments (got ${argv.join(' ')}); configure it with the config file and env`, 'argv');
+async function runServe(): Promise<void> {
   const config = loadConfig();
   // Transports load only for the commands that use them (replay and synth need no gRPC or HTTP).
   const { createLogger, startSidecar } = await import('./server/sidecar.js');
@@ -286,26 +212,7 @@ async function runServe(argv: string[]): Promise<void> {
   }
 }
 
-async function runRollout(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      traces: { type: 'string' },
-      k: { type: 'string' },
-      'max-num-seqs': { type: 'string' },
-      threshold: { type: 'string' },
-      cost: { type: 'string', multiple: true },
-      noise: { type: 'string' },
-      'base-ms': { type: 'string' },
-      'per-seq-ms': { type: 'string' },
-      'verify-cost': { type: 'string' },
-      'k-by-batch': { type: 'string' },
-      'corpus-tokens': { type: 'string' },
-      turns: { type: 'boolean' },
-      json: { type: 'boolean' },
-    },
-    strict: true,
-  });
+async function runRollout(values: Record<string, unknown>): Promise<void> {
   const args = parseOrExit(
     z.object({
       traces: z.string().optional(),
@@ -323,6 +230,7 @@ async function runRollout(argv: string[]): Promise<void> {
       json: z.boolean().default(false),
     }),
     values,
+    'rollout',
   );
   const rows = args.traces === undefined ? syntheticTraces({ groups: 16, samplesPerGroup: 16 }) : loadTraceFile(args.traces);
   const verifyCost = args['verify-cost'] ?? DEFAULT_VERIFY_COST;
@@ -365,12 +273,7 @@ async function runRollout(argv: string[]): Promise<void> {
   }
 }
 
-function runSynth(argv: string[]): void {
-  const { values } = parseArgs({
-    args: argv,
-    options: { out: { type: 'string' }, groups: { type: 'string' }, samples: { type: 'string' }, seed: { type: 'string' } },
-    strict: true,
-  });
+function runSynth(values: Record<string, unknown>): void {
   const args = parseOrExit(
     z.object({
       out: z.string({ message: 'required' }),
@@ -379,40 +282,109 @@ function runSynth(argv: string[]): void {
       seed: z.coerce.number().int().default(DEFAULT_SYNTHETIC.seed),
     }),
     values,
+    'synth',
   );
   const rows = syntheticTraces({ groups: args.groups, samplesPerGroup: args.samples, seed: args.seed });
   writeFileSync(args.out, rows.map((row) => JSON.stringify(row)).join('\n') + '\n');
   process.stdout.write(`wrote ${rows.length} rows to ${args.out}\n`);
 }
 
-async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case 'serve':
-      return runServe(rest);
-    case 'replay':
-      return runReplay(rest);
-    case 'synth':
-      return runSynth(rest);
-    case 'rollout':
-      return runRollout(rest);
-    case 'demo':
-      process.exitCode = await (await import('./demo.js')).runDemo(rest);
-      return;
-    default:
-      process.stderr.write(`${USAGE}\n`);
-      process.exit(command === undefined || command === '--help' || command === 'help' ? 0 : 2);
-  }
+/** Repeatable options collect into an array. */
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** commander's camelCase option names back to the flags the value schemas name. */
+function flags(options: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(options).map(([key, value]) => [key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), value]));
 }
 
-main(process.argv.slice(2)).catch((error: unknown) => {
-  if (error instanceof SidecarError) {
-    process.stderr.write(`${error.message}\n`);
-    process.exit(2);
-  }
-  if (error instanceof TypeError && (error as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
-    process.stderr.write(`${error.message}\n\n${USAGE}\n`);
-    process.exit(2);
-  }
-  throw error;
-});
+function program(): Command {
+  const cli = new Command('sam-sidecar')
+    .description('Model-free, lossless speculative decoding drafts for LLM RL rollouts: a suffix-automaton sidecar for vLLM / vLLM-Ascend')
+    .version(packageVersion(), '-V, --version')
+    .exitOverride() // inherited by the commands below: usage errors exit 2, help and version 0
+    .showSuggestionAfterError()
+    .configureOutput({ outputError: (text, write) => write(`${text.trim()} (sam-sidecar --help lists the commands, sam-sidecar COMMAND --help the options)\n`) });
+  cli
+    .command('serve')
+    .description('run the sidecar: fast lane, gRPC and HTTP, on the embedded defaults, the config file (SAM_SIDECAR_CONFIG, else config/sam-sidecar.json) and env overrides (SAM_SIDECAR_SOCKET, SAM_SIDECAR_HTTP_PORT, VLLM_SPECULATIVE_BATCH_SIZE_THRE, ...; see the README)')
+    .action(() => runServe());
+  cli
+    .command('replay')
+    .description('replay a rollout step as an engine runs it (every row queued at once, first come first served up to --max-num-seqs, a freed slot refilled at the next step) and report acceptance; several files, or a "step" field, are steps in sequence. No input: built-in synthetic GRPO-like rollouts')
+    .option('--traces <file>', 'token-id JSONL rows {id, group, prompt, output, env, step?} (repeatable: steps in sequence)', collect)
+    .option('--verl <file>', 'verl rollout dump (trainer.rollout_data_dir JSONL), with --tokenizer (repeatable)', collect)
+    .option('--tokenizer <path>', "the model's tokenizer.json, or its folder")
+    .option('--k <n>', 'draft length cap (num_speculative_tokens), default 3')
+    .option('--drafter <name>', 'sam (default policy) | seed (reference) | ngram (vLLM baseline)')
+    .option('--siblings <mode>', 'live (default): requests share as they run; none: own context only; finished: the shared data\'s reference order')
+    .option('--max-num-seqs <n>', 'requests running together on one engine (vLLM max_num_seqs), default 128')
+    .option('--engines <n>', 'engines, each its own sidecar; trajectories spread as verl spreads them, default 1')
+    .option('--turns', 'each model turn between tool responses is its own request, its prompt the conversation so far')
+    .option('--seed <n>', 'shuffle the rows of each step')
+    .option('--history <file>', 'finished outputs of earlier steps, loaded first (repeatable)', collect)
+    .option('--min-match <n>', 'shortest context the sam policy drafts from, default 1')
+    .option('--corpus-tokens <n>', 'budget of the corpus of every prompt\'s requests, default 4000000; 0: none')
+    .option('--k-by-batch <pairs>', 'longest draft by batch size, B:K,... (the sidecar\'s gate.kByBatch)')
+    .option('--limit <n>', 'only the first N rows of each step')
+    .option('--via <transport>', 'uds | grpc | http: drive a running sidecar (its config decides drafting and gating)')
+    .option('--redis <url>', 'the engines share only through this Redis (one connection set per engine)')
+    .option('--restart-between-steps', 'every engine\'s sidecar restarts empty between rollout steps')
+    .option('--plot <file.svg>', 'AL and acceptance by context length, with the seed and n-gram baselines')
+    .option('--json', 'one JSON object on the last line of stdout')
+    .option('--quiet', 'no progress bar')
+    .action((options: Record<string, unknown>) => runReplay(flags(options)));
+  cli
+    .command('rollout')
+    .description('compare gate policies over a whole rollout step under a true step-cost model the gates never see: no speculation, always, every fixed threshold (the best in hindsight named), adaptive and calibrated')
+    .option('--traces <file>', 'token-id JSONL rows (default: synthetic, 16 prompts x 16 samples)')
+    .option('--k <n>', 'draft length, default 3')
+    .option('--max-num-seqs <n>', 'requests running together, default 128')
+    .option('--threshold <n>', "the threshold and adaptive gates' switch, default 32")
+    .option('--cost <shape>', 'true cost model: table (default) | flat | steep | context (repeatable)', collect)
+    .option('--noise <x>', 'multiplicative noise of step times (standard deviation, e.g. 0.1), default 0')
+    .option('--base-ms <x>', 'plain decode step: base ms, default 25')
+    .option('--per-seq-ms <x>', 'plain decode step: ms per request, default 0.1')
+    .option('--verify-cost <pairs>', 'table model and adaptive gate: B:C,... verification cost relative to a plain step')
+    .option('--k-by-batch <pairs>', 'longest draft by batch size, B:K,...')
+    .option('--corpus-tokens <n>', 'corpus budget, default 4000000')
+    .option('--turns', 'each model turn its own request')
+    .option('--json', 'one JSON object on the last line of stdout')
+    .action((options: Record<string, unknown>) => runRollout(flags(options)));
+  cli
+    .command('synth')
+    .description('write deterministic synthetic GRPO-like rollouts as token-id JSONL')
+    .requiredOption('--out <file>', 'where to write them')
+    .option('--groups <n>', `prompts, default ${DEFAULT_SYNTHETIC.groups}`)
+    .option('--samples <n>', `samples per prompt, default ${DEFAULT_SYNTHETIC.samplesPerGroup}`)
+    .option('--seed <n>', `default ${DEFAULT_SYNTHETIC.seed}`)
+    .action((options: Record<string, unknown>) => runSynth(flags(options)));
+  cli
+    .command('demo')
+    .description('end-to-end run on embedded defaults: a sidecar, the Python shim and a simulated vLLM runner on one rollout step; a summary a newcomer can read')
+    .allowUnknownOption(false)
+    .option('--traces <file>', 'token-id JSONL rows (default: synthetic, 8 prompts x 8 samples)')
+    .option('--siblings <mode>', 'none | finished | live (default)')
+    .option('--k <n>', 'draft length, default 3')
+    .option('--tp <n>', 'tensor-parallel ranks (processes in a gloo group)')
+    .option('--max-num-seqs <n>', 'requests running together, default 128')
+    .option('--preempt-every <n>', 'preempt a running request every N steps')
+    .option('--limit <n>', 'only the first N rows')
+    .option('--deadline-ms <x>', "the shim's per-step deadline")
+    .option('--json', 'one JSON object instead of the summary')
+    .action(async (options: Record<string, unknown>) => {
+      const argv = Object.entries(flags(options)).flatMap(([flag, value]) => (value === true ? [`--${flag}`] : [`--${flag}`, String(value)]));
+      process.exitCode = await (await import('./demo.js')).runDemo(argv);
+    });
+  return cli;
+}
+
+program()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    if (error instanceof CommanderError) process.exit(['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(error.code) ? 0 : 2);
+    if (error instanceof SidecarError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  });

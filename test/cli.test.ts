@@ -95,4 +95,26 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
     expect(summary).toMatchObject({ rows: 24, outputMismatches: 0 });
     expect(summary.inProcessAl.sam).toBeGreaterThan(summary.inProcessAl.seed);
   }, 240_000);
+
+  it('has --help for every command, --version, and one-line errors with exit code 2 for user mistakes', () => {
+    for (const command of ['serve', 'replay', 'rollout', 'synth', 'demo']) {
+      const help = spawnSync('node', [CLI, command, '--help'], { encoding: 'utf8' });
+      expect({ command, status: help.status }).toEqual({ command, status: 0 });
+      expect(help.stdout).toContain(`Usage: sam-sidecar ${command}`);
+    }
+    const version = spawnSync('node', [CLI, '--version'], { encoding: 'utf8' });
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    for (const [args, message] of [
+      [['bogus'], /unknown command 'bogus'/],
+      [['replay', '--bogus'], /unknown option '--bogus'/],
+      [['replay', '--k'], /option '--k <n>' argument missing/],
+      [['synth'], /required option '--out <file>' not specified/],
+    ] as const) {
+      const run = spawnSync('node', [CLI, ...args], { encoding: 'utf8' });
+      expect({ args, status: run.status }).toEqual({ args, status: 2 });
+      expect(run.stderr).toMatch(message);
+      expect(run.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    }
+  });
 });
