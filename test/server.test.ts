@@ -236,13 +236,13 @@ describe('sidecar server', () => {
     await expectCode(httpClient(sidecar).step(batch([], { k: 9 })), 'K_OUT_OF_RANGE');
     const badJson = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"engine_id": 5}' });
     expect(badJson.status).toBe(400);
-    expect(await badJson.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'engine_id' });
+    expect(await badJson.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'engineId' });
     // JSON numbers past uint32 (what the proto fields carry) are refused, not wrapped; 2^32-1 is
     // the "no prompt" marker and is refused as a prompt length on every transport.
     for (const [fields, field] of [
-      [{ start: 2 ** 32 }, 'requests.0.start'],
-      [{ prompt_len: 2 ** 32 + 3 }, 'requests.0.prompt_len'],
-      [{ prompt_len: 2 ** 32 - 1 }, 'requests.0.prompt_len'],
+      [{ start: 2 ** 32 }, 'requests[0].start'],
+      [{ prompt_len: 2 ** 32 + 3 }, 'requests[0].promptLen'],
+      [{ promptLen: 2 ** 32 - 1 }, 'requests[0].promptLen'],
     ] as const) {
       const body = { engine_id: 'e-wrap', step_id: 1, num_reqs: 1, k: 3, requests: [{ req_id: 'r', tokens: [1, 2], ...fields }] };
       const answer = await fetch(`${sidecar.http.address}/v1/step`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -420,6 +420,23 @@ describe('sidecar server', () => {
     // One snapshot behind both transports: gRPC Stats equals HTTP /v1/stats, field for field.
     expect(stats).toEqual(await (await fetch(`${sidecar.http.address}/v1/stats`)).json());
     expect(await client.release('engine-1', ['r', 'unknown'])).toBe(1);
+  });
+
+  it('speaks proto3 JSON on /v1/step: camelCase both ways (snake_case accepted), uint64 as strings, enums by name; 415 and 405 where due', async () => {
+    const sidecar = await start();
+    const url = `${sidecar.http.address}/v1/step`;
+    const json = { 'content-type': 'application/json' };
+    const body = { engineId: 'e-json', stepId: '18446744073709551614', numReqs: 1, k: 3, requests: [{ reqId: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], promptLen: 4 }] };
+    const answer = (await (await fetch(url, { method: 'POST', headers: json, body: JSON.stringify(body) })).json()) as Record<string, unknown>;
+    expect(answer).toEqual({ stepId: '18446744073709551614', speculate: true, reason: 'BELOW_THRESHOLD', offAbove: 32, drafts: [{ status: 'OK', tokens: [3, 1, 2] }] });
+    const unknown = (await (await fetch(url, { method: 'POST', headers: json, body: JSON.stringify({ engine_id: 'e-json2', step_id: 1, num_reqs: 1, k: 3, requests: [{ req_id: 'x', start: 9, tokens: [1] }] }) })).json()) as { drafts: Array<Record<string, unknown>> };
+    expect(unknown.drafts[0]).toMatchObject({ status: 'RESYNC', errorCode: 'UNKNOWN_REQUEST' });
+    const noType = await fetch(url, { method: 'POST', body: JSON.stringify(body) });
+    expect({ status: noType.status, code: ((await noType.json()) as { code: string }).code }).toEqual({ status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
+    const get = await fetch(url);
+    expect({ status: get.status, allow: get.headers.get('allow') }).toEqual({ status: 405, allow: 'POST' });
+    const big = await fetch(url, { method: 'POST', headers: json, body: JSON.stringify({ ...body, stepId: 2 ** 60 }) });
+    expect(await big.json()).toMatchObject({ code: 'INVALID_ARGUMENT', field: 'stepId' });
   });
 
   it('can turn the state-changing JSON Step off, keeping the read-only routes', async () => {

@@ -18,7 +18,7 @@ import {
   readHeader,
 } from '../protocol/fast-lane.js';
 import { SidecarService } from '../protocol/grpc-definitions.js';
-import { messageFromBatch, outcomeFromMessage, type SidecarStats, statsFromMessage } from '../protocol/messages.js';
+import { jsonFromBatch, messageFromBatch, outcomeFromJson, outcomeFromMessage, type SidecarStats, statsFromMessage } from '../protocol/messages.js';
 import type { Transport } from '../protocol/transports.js';
 
 export type Via = Transport;
@@ -179,11 +179,11 @@ export class HttpClient implements StepClient {
   ) {}
 
   async step(batch: StepBatch): Promise<StepOutcome> {
-    return outcomeFromMessage(await this.post('/v1/step', messageFromBatch(batch)));
+    return outcomeFromJson(await this.post('/v1/step', jsonFromBatch(batch)));
   }
 
   async release(engineId: string, reqIds: readonly string[]): Promise<number> {
-    return ((await this.post('/v1/release', { engine_id: engineId, req_ids: reqIds })) as { released: number }).released;
+    return ((await this.post('/v1/release', { engineId, reqIds })) as { released: number }).released;
   }
 
   async close(): Promise<void> {}

@@ -21,6 +21,8 @@ export const ErrorCodes = {
   SOCKET_DIR_UNSAFE: { status: 'ERROR', http: 500, grpc: 9, text: 'the socket directory is not safe: owned by another user, or writable by others' },
   LISTEN_FAILED: { status: 'ERROR', http: 500, grpc: 14, text: 'cannot listen: the address is in use by another process, or not permitted' },
   FORBIDDEN: { status: 'ERROR', http: 403, grpc: 7, text: 'this route changes state or shows requests\u2019 text: it needs http.token (Authorization: Bearer ...)' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 'ERROR', http: 415, grpc: 3, text: 'the body must be JSON (content-type: application/json)' },
+  METHOD_NOT_ALLOWED: { status: 'ERROR', http: 405, grpc: 12, text: 'method not allowed on this route' },
   NOT_FOUND: { status: 'ERROR', http: 404, grpc: 5, text: 'no such route or resource' },
   INTERNAL: { status: 'ERROR', http: 500, grpc: 13, text: 'internal error (a bug: please report it with the log line)' },
   TRACE_INVALID: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid trace input' },

@@ -55,7 +55,7 @@ export interface StepResponseMessage {
 /** JSON Step bodies (HTTP) are checked here; token ranges and semantics are the core's to check. */
 export const StepRequestJson = z.object({
   engine_id: z.string().min(1),
-  step_id: z.union([z.number().int().nonnegative(), z.string().regex(/^\d+$/, 'a decimal uint64')]),
+  step_id: z.union([z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER, 'past 2^53-1: give it as a decimal string'), z.string().regex(/^\d+$/, 'a decimal uint64')]),
   num_reqs: z.number().int().nonnegative(),
   prefill: z.boolean().default(false),
   k: z.number().int().nonnegative(),
@@ -81,12 +81,78 @@ export const StepRequestJson = z.object({
     .optional(),
 });
 
+/**
+ * A JSON Step body, in proto3's JSON mapping: lowerCamelCase field names (the proto's own
+ * snake_case names are accepted too, as proto3 parsers do), uint64 as a string (or a number up to
+ * 2^53). Problems name the field as the JSON API spells it (`requests[0].promptLen`).
+ */
 export function parseStepJson(body: unknown): StepRequestMessage {
-  const parsed = StepRequestJson.safeParse(body);
+  const parsed = StepRequestJson.safeParse(snakeKeys(body, 3));
   if (parsed.success) return parsed.data;
   const issues = parsed.error.issues;
-  const field = issues[0].path.join('.') || 'body';
-  throw sidecarError('INVALID_ARGUMENT', issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`).join('; '), field);
+  const name = (path: ReadonlyArray<PropertyKey>) =>
+    path.map((part, i) => (typeof part === 'number' ? `[${part}]` : `${i > 0 ? '.' : ''}${camel(String(part))}`)).join('') || 'body';
+  throw sidecarError('INVALID_ARGUMENT', issues.map((issue) => `${name(issue.path)}: ${issue.message}`).join('; '), name(issues[0].path));
+}
+
+const camel = (name: string) => name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** An object's keys (and its objects' and arrays' elements', `depth` levels down) from lowerCamelCase to snake_case. */
+function snakeKeys(value: unknown, depth: number): unknown {
+  if (depth < 0 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((item) => snakeKeys(item, depth - 1));
+  const out: Record<string, unknown> = {};
+  for (const [key, item] of Object.entries(value)) out[snake(key)] = key === 'tokens' ? item : snakeKeys(item, depth - 1);
+  return out;
+}
+
+const DRAFT_STATUS_NAMES = ['OK', 'RESYNC', 'ERROR'] as const;
+const GATE_REASON_ENUM = GATE_REASON_NAMES.map((name) => name.toUpperCase());
+
+/** A Step's answer in proto3's JSON mapping: lowerCamelCase, uint64 as a string, enums by name, defaults omitted. */
+export function jsonFromOutcome(outcome: StepOutcome): Record<string, unknown> {
+  const message = messageFromOutcome(outcome);
+  return {
+    stepId: message.step_id,
+    speculate: message.speculate,
+    reason: GATE_REASON_ENUM[message.reason],
+    offAbove: message.off_above,
+    drafts: message.drafts.map((draft) => ({
+      status: DRAFT_STATUS_NAMES[draft.status],
+      tokens: draft.tokens,
+      ...(draft.error_code ? { errorCode: draft.error_code, errorMessage: draft.error_message } : {}),
+    })),
+  };
+}
+
+/** The Node HTTP client's side: a StepBatch as a JSON Step body (proto3 JSON mapping). */
+export function jsonFromBatch(batch: StepBatch): Record<string, unknown> {
+  const message = messageFromBatch(batch);
+  const json: Record<string, unknown> = {
+    engineId: message.engine_id,
+    stepId: message.step_id,
+    numReqs: message.num_reqs,
+    prefill: message.prefill,
+    k: message.k,
+    requests: (message.requests ?? []).map((r) => ({ reqId: r.req_id, start: r.start, tokens: r.tokens, ...(r.prompt_len === undefined ? {} : { promptLen: r.prompt_len }) })),
+    finishedReqIds: message.finished_req_ids,
+  };
+  const timing = message.timing;
+  if (timing) json.timing = { stepUs: timing.step_us, stepReqs: timing.step_reqs, verifiedSlots: timing.verified_slots, hadPrefill: timing.had_prefill };
+  return json;
+}
+
+/** The Node HTTP client's side: a JSON answer back to a StepOutcome. */
+export function outcomeFromJson(json: Record<string, unknown>): StepOutcome {
+  const drafts = ((json.drafts as Array<Record<string, unknown>> | undefined) ?? []).map((draft) => ({
+    status: Math.max(0, DRAFT_STATUS_NAMES.indexOf(String(draft.status ?? 'OK') as (typeof DRAFT_STATUS_NAMES)[number])),
+    tokens: (draft.tokens as number[] | undefined) ?? [],
+    error_code: String(draft.errorCode ?? ''),
+    error_message: String(draft.errorMessage ?? ''),
+  }));
+  const reason = GATE_REASON_ENUM.indexOf(String(json.reason ?? 'BELOW_THRESHOLD'));
+  return outcomeFromMessage({ step_id: json.stepId as Uint64Like, speculate: json.speculate === true, reason: Math.max(0, reason), off_above: Number(json.offAbove ?? 0), drafts });
 }
 
 export function toUint64(value: Uint64Like, field: string): bigint {

@@ -5,7 +5,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { SidecarError, sidecarError } from '../core/errors.js';
-import { batchFromMessage, messageFromOutcome, parseStepJson } from '../protocol/messages.js';
+import { batchFromMessage, jsonFromOutcome, parseStepJson } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
 
 export class HttpServer {
@@ -66,20 +66,27 @@ export class HttpServer {
   /** Step and release: they change state, so they can be turned off (http.jsonStep). */
   private jsonStepRoutes(): void {
     const app = this.app;
-    app.post('/v1/step', { preHandler: this.guarded }, async (request) => {
+    app.post('/v1/step', { preHandler: [requireJson, this.guarded] }, async (request) => {
       const started = process.hrtime.bigint();
-      const reply = messageFromOutcome(this.context.step(batchFromMessage(parseStepJson(request.body))));
+      const reply = jsonFromOutcome(this.context.step(batchFromMessage(parseStepJson(request.body))));
       this.context.metrics.observeStep('http', started);
       return reply;
     });
-    app.post('/v1/release', { preHandler: this.guarded }, async (request) => {
-      const body = request.body as { engine_id?: unknown; req_ids?: unknown } | null;
-      if (typeof body?.engine_id !== 'string') throw sidecarError('INVALID_ARGUMENT', 'engine_id must be a string', 'engine_id');
-      if (!Array.isArray(body.req_ids) || !body.req_ids.every((id) => typeof id === 'string')) {
-        throw sidecarError('INVALID_ARGUMENT', 'req_ids must be an array of strings', 'req_ids');
-      }
-      return { released: this.context.release(body.engine_id, body.req_ids as string[]) };
+    app.post('/v1/release', { preHandler: [requireJson, this.guarded] }, async (request) => {
+      const body = request.body as { engineId?: unknown; engine_id?: unknown; reqIds?: unknown; req_ids?: unknown } | null;
+      const engineId = body?.engineId ?? body?.engine_id;
+      const reqIds = body?.reqIds ?? body?.req_ids;
+      if (typeof engineId !== 'string') throw sidecarError('INVALID_ARGUMENT', 'engineId must be a string', 'engineId');
+      if (!Array.isArray(reqIds) || !reqIds.every((id) => typeof id === 'string')) throw sidecarError('INVALID_ARGUMENT', 'reqIds must be an array of strings', 'reqIds');
+      return { released: this.context.release(engineId, reqIds as string[]) };
     });
+    for (const url of ['/v1/step', '/v1/release']) {
+      app.route({
+        method: ['GET', 'PUT', 'DELETE', 'PATCH'],
+        url,
+        handler: async (request, reply) => reply.header('allow', 'POST').status(405).send(sidecarError('METHOD_NOT_ALLOWED', `${request.method} ${url}: use POST`, 'method').toJSON()),
+      });
+    }
   }
 
   private readOnlyRoutes(): void {
@@ -128,11 +135,18 @@ export class HttpServer {
 }
 
 /** Fastify's own failures (bad JSON, too large, wrong content type) as catalogue codes. */
+/** A body that is not declared JSON gets 415 before anything else looks at it. */
+async function requireJson(request: FastifyRequest): Promise<void> {
+  const type = request.headers['content-type'] ?? '';
+  if (!/^application\/json\b/i.test(type)) throw sidecarError('UNSUPPORTED_MEDIA_TYPE', type === '' ? 'no content-type' : `content-type ${type}`, 'content-type');
+}
+
 function fromFastifyError(error: unknown): unknown {
   if (error instanceof SidecarError) return error;
   const code = (error as { code?: string }).code ?? '';
   const message = (error as Error).message;
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return sidecarError('MESSAGE_TOO_LARGE', message, 'body');
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return sidecarError('UNSUPPORTED_MEDIA_TYPE', message, 'content-type');
   if (code.startsWith('FST_ERR_CTP') || (error as { statusCode?: number }).statusCode === 400) return sidecarError('INVALID_ARGUMENT', message, 'body');
   return error;
 }
