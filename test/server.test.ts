@@ -479,6 +479,23 @@ describe('sidecar server', () => {
     expect(ready).toMatchObject({ version: packageVersion(), config: 'embedded defaults + environment', socket: join(dir, 's.sock') });
   });
 
+  it('logs coded call and request errors at debug with engine, request and code, one line per code per second', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const dir = mkdtempSync(join(tmpdir(), 'sam-log-'));
+    const config = loadConfig({ env: {}, file: null, overrides: { socket: join(dir, 's.sock'), http: { port: 0 }, shutdown: { drainMs: 0 }, warmUpSteps: 0, log: { level: 'debug' } } });
+    const sidecar = await startSidecar(config, logger);
+    running.push(sidecar);
+    const client = await fastLane(sidecar);
+    for (let i = 0; i < 50; i++) await expectCode(client.step(batch([], { k: 99 })), 'K_OUT_OF_RANGE');
+    await client.step(batch([{ id: 'ghost', start: 7, tokens: [1] }]));
+    const coded = lines.filter((line) => typeof line.code === 'string');
+    const kOut = coded.filter((line) => line.code === 'K_OUT_OF_RANGE');
+    expect(kOut).toHaveLength(1); // 50 refusals, one line
+    expect(kOut[0]).toMatchObject({ level: 20, engine: 'engine-1', msg: 'step refused' });
+    expect(coded.find((line) => line.code === 'UNKNOWN_REQUEST')).toMatchObject({ engine: 'engine-1', request: 'ghost', msg: 'request not drafted' });
+  });
+
   it('reports not ready while a socket it serves is gone', async () => {
     const sidecar = await start();
     expect((await fetch(`${sidecar.http.address}/readyz`)).status).toBe(200);

@@ -10,6 +10,8 @@ import { BusyPoll } from './busy-poll.js';
 import type { SidecarConfig } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 
+const CODED_LOG_INTERVAL_MS = 1000;
+
 export class SidecarContext {
   /** False while starting and once draining: steps get NOT_READY, /readyz fails. */
   ready = false;
@@ -31,7 +33,18 @@ export class SidecarContext {
 
   step(batch: StepBatch): StepOutcome {
     if (!this.ready) throw sidecarError('NOT_READY', 'not accepting steps', 'step');
-    const outcome = this.service.step(batch, Date.now());
+    let outcome: StepOutcome;
+    try {
+      outcome = this.service.step(batch, Date.now());
+    } catch (error) {
+      if (error instanceof SidecarError) {
+        this.logCoded(error.code, { engine: batch.engineId, field: error.field, message: error.message }, 'step refused');
+        this.loggedErrors.add(error);
+      }
+      throw error;
+    }
+    // Items the step could not serve (RESYNC, bad tokens), one line per code and interval.
+    for (const item of outcome.errors) this.logCoded(item.code, { engine: batch.engineId, request: batch.reqIds[item.index], message: item.message }, 'request not drafted');
     // Ends a PING's window (the step it announced is here) unless configured to poll on.
     this.busyPoll.restart(this.config.busyPollUs);
     if (this.service.idleWorkPending && !this.idleWorkScheduled) {
@@ -73,5 +86,23 @@ export class SidecarContext {
 
   countCallError(error: SidecarError): void {
     this.service.counters.countError('call', error.code);
+    if (!this.loggedErrors.has(error)) this.logCoded(error.code, { field: error.field, message: error.message }, 'call refused');
   }
+
+  /** Coded errors at debug level: at most one line per code per second, saying how many it stands for. */
+  private logCoded(code: string, fields: Record<string, unknown>, message: string): void {
+    if (!this.logger.isLevelEnabled('debug')) return;
+    const now = Date.now();
+    const seen = this.codedLog.get(code);
+    if (seen !== undefined && now - seen.at < CODED_LOG_INTERVAL_MS) {
+      seen.suppressed++;
+      return;
+    }
+    this.codedLog.set(code, { at: now, suppressed: 0 });
+    this.logger.debug({ code, ...fields, ...(seen?.suppressed ? { alsoSince: seen.suppressed } : {}) }, message);
+  }
+
+  private readonly codedLog = new Map<string, { at: number; suppressed: number }>();
+  /** Errors already logged with their engine (a step's), not logged again as the transport counts them. */
+  private readonly loggedErrors = new WeakSet<SidecarError>();
 }
