@@ -127,6 +127,27 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(validate.errors!.map((e) => e.instancePath)).toContain('/sharing/redis/url');
   });
 
+  it('ships alert rules and a Grafana dashboard, when asked, that use only metrics the sidecar and the shim export', () => {
+    expect(render().manifests.map((m) => m.object.kind)).not.toContain('PrometheusRule');
+    const objects = render(['prometheusRule: {enabled: true, labels: {release: prometheus}}\ngrafanaDashboard: {enabled: true}']).manifests.map((m) => m.object);
+    const rule = objects.find((o) => o.kind === 'PrometheusRule')!;
+    const alerts = rule.spec.groups[0].rules as Array<{ alert: string; expr: string; annotations: { summary: string } }>;
+    expect(alerts.map((a) => a.alert)).toEqual(['SamSidecarFailingOpen', 'SamSidecarDeadlineMisses', 'SamSidecarMemoryNearBudget', 'SamSidecarSharingDown']);
+    expect(alerts[0].expr).toContain('> 0.05');
+    expect(alerts[0].annotations.summary).toContain('{{ $value | humanizePercentage }}');
+    const dashboardMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-dashboard'))!;
+    expect(dashboardMap.metadata.labels.grafana_dashboard).toBe('1');
+    const dashboard = JSON.parse(dashboardMap.data['sam-sidecar.json']) as { panels: Array<{ targets: Array<{ expr: string }> }> };
+    // Every metric named anywhere is one that exists: the sidecar's (src/server/metrics.ts) or the shim's.
+    const sidecarSource = readFileSync(new URL('../src/server/metrics.ts', import.meta.url), 'utf8');
+    const known = new Set([...sidecarSource.matchAll(/'(sam_sidecar_[a-z_]+)'/g)].map((m) => m[1]));
+    const shimSource = readFileSync(new URL('../python/src/sam_sidecar/metrics.py', import.meta.url), 'utf8');
+    for (const [, name] of shimSource.matchAll(/^ {4}"([a-z_]+)": "/gm)) known.add(`sam_sidecar_shim_${name}_total`);
+    const used = [...alerts.map((a) => a.expr), ...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr))].flatMap((expr) => [...expr.matchAll(/\b(sam_sidecar_[a-z_]+)/g)].map((m) => m[1].replace(/_bucket$/, '')));
+    expect(used.length).toBeGreaterThan(10);
+    expect(used.filter((name) => !known.has(name))).toEqual([]);
+  });
+
   it('renders a ServiceMonitor and its Service only when asked', () => {
     expect(render().manifests.map((m) => m.object.kind)).toEqual(['ConfigMap']);
     const kinds = render(['serviceMonitor: {enabled: true, labels: {release: prometheus}}']).manifests.map((m) => m.object);

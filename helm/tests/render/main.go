@@ -56,6 +56,17 @@ func merge(a, b map[string]interface{}) map[string]interface{} {
 	return out
 }
 
+// chartFiles is the chart's .Files: Get reads a file of the chart ("" when absent), as Helm's does.
+type chartFiles struct{ dir string }
+
+func (f chartFiles) Get(name string) string {
+	raw, err := os.ReadFile(filepath.Join(f.dir, name))
+	if err != nil {
+		return ""
+	}
+	return string(raw)
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fail("usage: render CHART_DIR [VALUES_FILE ...] | render --yaml-json FILE")
@@ -110,6 +121,7 @@ func main() {
 		}
 	}
 	data := map[string]interface{}{
+		"Files":   chartFiles{dir: chartDir},
 		"Values":  values,
 		"Chart":   map[string]interface{}{"Name": chart["name"], "Version": chart["version"], "AppVersion": chart["appVersion"]},
 		"Release": map[string]interface{}{"Name": "rollout", "Namespace": "default", "Service": "Helm"},
