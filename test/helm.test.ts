@@ -148,6 +148,43 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(used.filter((name) => !known.has(name))).toEqual([]);
   });
 
+  it('works as a dependency: the values Helm injects (global, and the dependency condition enabled) pass the schema', () => {
+    const values = render().values;
+    // What a parent chart's `helm install` hands this chart: its global values and `enabled` from
+    // `condition: sam-sidecar.enabled`.
+    expect(validate({ ...structuredClone(values), global: { imageRegistry: 'registry.local' }, enabled: true })).toBe(true);
+    expect(validate({ ...structuredClone(values), enabled: 'yes' })).toBe(false);
+  });
+
+  it('reaches tainted 910C nodes from a private registry: pull secrets, node selector, tolerations, affinity, annotations, priority, a PDB', () => {
+    const objects = render([
+      'example: {enabled: true}',
+      'imagePullSecrets: [{name: regcred}]\nnodeSelector: {accelerator: huawei-Ascend910}\ntolerations: [{key: npu, operator: Exists, effect: NoSchedule}]\naffinity: {nodeAffinity: {}}\npodAnnotations: {team: rl}\npodLabels: {job: grpo}\npriorityClassName: rollout\npodDisruptionBudget: {enabled: true}',
+    ]).manifests.map((m) => m.object);
+    const pod = objects.find((o) => o.kind === 'Deployment')!.spec.template;
+    expect(pod.spec).toMatchObject({ imagePullSecrets: [{ name: 'regcred' }], nodeSelector: { accelerator: 'huawei-Ascend910' }, priorityClassName: 'rollout', affinity: { nodeAffinity: {} } });
+    expect(pod.spec.tolerations).toEqual([{ key: 'npu', operator: 'Exists', effect: 'NoSchedule' }]);
+    expect(pod.metadata).toMatchObject({ labels: { job: 'grpo' }, annotations: { team: 'rl' } });
+    expect(objects.find((o) => o.kind === 'PodDisruptionBudget')!.spec).toMatchObject({ maxUnavailable: 1 });
+    expect(validate(render(['imagePullSecrets: [{name: regcred}]\ntolerations: [{key: npu}]']).values)).toBe(true);
+  });
+
+  it('runs the example vLLM-Ascend container as vLLM-Ascend documents it: /health probes, an in-memory /dev/shm, the driver files from the host', () => {
+    const pod = podSpec(render(['example: {enabled: true}']).manifests);
+    const vllm = pod.containers.find((c: any) => c.name === 'vllm');
+    for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) expect(vllm[probe].httpGet).toEqual({ path: '/health', port: 'http' });
+    expect(vllm.volumeMounts.find((m: any) => m.mountPath === '/dev/shm').name).toBe('dshm');
+    expect(pod.volumes.find((v: any) => v.name === 'dshm').emptyDir).toEqual({ medium: 'Memory', sizeLimit: '16Gi' });
+    const driver = vllm.volumeMounts.find((m: any) => m.mountPath === '/usr/local/Ascend/driver/lib64');
+    expect(driver.readOnly).toBe(true);
+    expect(pod.volumes.find((v: any) => v.name === driver.name).hostPath.path).toBe('/usr/local/Ascend/driver/lib64');
+  });
+
+  it('selects the pods a user names for the metrics Service (own pods do not carry the example\'s labels)', () => {
+    const service = render(['metricsService: {enabled: true, selector: {app: my-vllm}}']).manifests.find((m) => m.object.kind === 'Service')!.object;
+    expect(service.spec.selector).toEqual({ app: 'my-vllm' });
+  });
+
   it('renders a ServiceMonitor and its Service only when asked', () => {
     expect(render().manifests.map((m) => m.object.kind)).toEqual(['ConfigMap']);
     const kinds = render(['serviceMonitor: {enabled: true, labels: {release: prometheus}}']).manifests.map((m) => m.object);
