@@ -6,7 +6,7 @@ umask 0007
 socket_dir=$(dirname "${SAM_SIDECAR_SOCKET:-/run/sam-sidecar/sidecar.sock}")
 mkdir -p "$socket_dir"
 case "${1:-serve}" in
-  serve|replay|synth|demo|help|--help) exec node /app/dist/cli.js "$@" ;;
+  serve|replay|rollout|synth|demo|help|--help|-h|--version|-V) exec node /app/dist/cli.js "$@" ;;
   copy-shim)
     # Copies the Python shim bundle into a shared volume for the vLLM container's PYTHONPATH.
     target=${2:?usage: copy-shim TARGET_DIR}

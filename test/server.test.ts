@@ -351,6 +351,9 @@ describe('sidecar server', () => {
       `sam_sidecar_build_info{version="${packageVersion()}",node="${process.version}"} 1`,
       'process_cpu_seconds_total',
       'nodejs_heap_size_used_bytes',
+      // Per engine (bounded: the 16 most recently seen).
+      'sam_sidecar_engine_steps_total{engine="engine-1"} 2',
+      'sam_sidecar_engine_accepted_tokens_total{engine="engine-1"} 2',
     ]) {
       expect(metrics).toContain(name);
     }

@@ -130,6 +130,10 @@ class RequestState {
 class EngineState {
   lastStepId = -1n;
   lastSeenMs = 0;
+  /** This engine's share of the service's counters (metrics with an engine label). */
+  steps = 0;
+  draftTokens = 0;
+  acceptedTokens = 0;
   readonly recent = new Map<bigint, StepOutcome | SidecarError>();
   readonly requests = new Map<string, RequestState>();
   readonly gate: BatchGate;
@@ -300,6 +304,14 @@ export class StepService {
     });
   }
 
+  /** Steps, served draft tokens and accepted ones per engine (at most `limit`, the most recently seen first). */
+  engineCounters(limit = 16): Array<{ engine: string; steps: number; draftTokens: number; acceptedTokens: number }> {
+    return [...this.engines.values()]
+      .sort((a, b) => b.lastSeenMs - a.lastSeenMs || (a.id < b.id ? -1 : 1))
+      .slice(0, limit)
+      .map((e) => ({ engine: e.id, steps: e.steps, draftTokens: e.draftTokens, acceptedTokens: e.acceptedTokens }));
+  }
+
   gateAcceptance(engineId: string): { meanAccepted: number; observations: number } | undefined {
     return this.engines.get(engineId)?.gate.acceptance;
   }
@@ -318,6 +330,7 @@ export class StepService {
     if (batch.timing !== undefined) engine.gate.observeStep(batch.timing);
     const decision = engine.gate.decide(batch.numReqs, batch.prefill, k);
     counters.steps++;
+    engine.steps++;
     counters.items += n;
     counters.decisions[decision.reason]++;
     const shadow = !decision.speculate && engine.gate.learnsWhileOff && k > 0;
@@ -373,6 +386,7 @@ export class StepService {
           drafted++;
           counters.drafts++;
           counters.draftTokens += length;
+          engine.draftTokens += length;
         }
       } else if (shadow && state.predictionLength === 0) {
         state.predictionLength = this.draftEngine.draftFrom(state.entry, k, state.prediction, 0);
@@ -479,6 +493,7 @@ export class StepService {
     const counters = this.counters;
     if (state.predictionServed) {
       counters.acceptedTokens += matched;
+      engine.acceptedTokens += matched;
       for (let j = 0; j < matched; j++) counters.acceptedPerPos[j]++;
     } else {
       counters.shadowAcceptedTokens += matched;

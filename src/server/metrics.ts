@@ -7,6 +7,8 @@
 import client from 'prom-client';
 import { decision, GATE_REASON_NAMES, type GateReason } from '../core/gate.js';
 import type { StepService } from '../core/step-service.js';
+
+type EngineCounts = ReturnType<StepService['engineCounters']>[number];
 import { packageVersion } from '../package-root.js';
 import type { Transport } from '../protocol/transports.js';
 import type { RedisSharing } from '../sharing/redis-sharing.js';
@@ -81,6 +83,24 @@ export class SidecarMetrics {
         });
       },
     });
+    // Per engine, for the 16 most recently seen (one sidecar serves every engine of its pod; the
+    // bound keeps the series few when engine ids churn).
+    for (const [name, help, read] of [
+      ['sam_sidecar_engine_steps_total', 'Step calls computed, per engine.', (e: EngineCounts) => e.steps],
+      ['sam_sidecar_engine_draft_tokens_total', 'Draft tokens served, per engine.', (e: EngineCounts) => e.draftTokens],
+      ['sam_sidecar_engine_accepted_tokens_total', 'Draft tokens accepted, per engine.', (e: EngineCounts) => e.acceptedTokens],
+    ] as const) {
+      new client.Counter({
+        name,
+        help,
+        labelNames: ['engine'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const engine of service.engineCounters(16)) if (read(engine) > 0) this.labels(engine.engine).inc(read(engine));
+        },
+      });
+    }
     // Calibrated gates: what each engine learnt (the 16 most recently seen engines: bounded series).
     new client.Gauge({
       name: 'sam_sidecar_gate_break_even_batch',
