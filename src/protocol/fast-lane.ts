@@ -393,6 +393,8 @@ export class FrameSplitter {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private skipping = 0;
+  /** The length field of the frame being gathered, once its header has been read; -1 before. */
+  private frameLength = -1;
 
   constructor(
     private readonly maxFrameBytes: number,
@@ -409,40 +411,64 @@ export class FrameSplitter {
     }
     this.chunks.push(chunk);
     this.buffered += chunk.length;
+    // Each byte is looked at a bounded number of times, however the stream is cut: the header is
+    // read once per frame (from at most its 16 bytes), and a frame is copied out once.
     while (this.buffered >= FRAME_PREFIX) {
-      const head = this.peek(FRAME_PREFIX + HEADER_BYTES);
-      const length = head.readUInt32LE(0);
-      if (length > this.maxFrameBytes) {
-        if (head.length < FRAME_PREFIX + HEADER_BYTES && this.buffered < FRAME_PREFIX + HEADER_BYTES) return;
-        this.onOversized(length, head.length >= FRAME_PREFIX + HEADER_BYTES ? head.readUInt32LE(8) : 0);
-        this.skip(FRAME_PREFIX + length);
-        continue;
+      if (this.frameLength < 0) {
+        const head = this.peek(FRAME_PREFIX + HEADER_BYTES);
+        const length = head.readUInt32LE(0);
+        if (length > this.maxFrameBytes) {
+          if (head.length < FRAME_PREFIX + HEADER_BYTES && this.buffered < FRAME_PREFIX + HEADER_BYTES) return;
+          this.onOversized(length, head.length >= FRAME_PREFIX + HEADER_BYTES ? head.readUInt32LE(8) : 0);
+          this.skip(FRAME_PREFIX + length);
+          continue;
+        }
+        this.frameLength = length;
       }
-      if (this.buffered < FRAME_PREFIX + length) return;
-      this.onFrame(this.take(FRAME_PREFIX + length));
+      if (this.buffered < FRAME_PREFIX + this.frameLength) return;
+      const frame = this.take(FRAME_PREFIX + this.frameLength);
+      this.frameLength = -1;
+      this.onFrame(frame);
     }
   }
 
-  /** Up to `bytes` bytes from the front, without consuming them. */
+  /** Up to `bytes` bytes from the front (fewer if fewer are buffered), without consuming them. */
   private peek(bytes: number): Buffer {
     const first = this.chunks[0];
     if (first.length >= bytes || this.chunks.length === 1) return first;
-    return Buffer.concat(this.chunks).subarray(0, bytes);
+    const head: Buffer[] = [];
+    let have = 0;
+    for (let i = 0; i < this.chunks.length && have < bytes; i++) {
+      head.push(this.chunks[i]);
+      have += this.chunks[i].length;
+    }
+    return Buffer.concat(head, Math.min(have, bytes));
   }
 
+  /** The first `bytes` bytes, consumed: only the chunks they span are copied. */
   private take(bytes: number): Buffer {
     const first = this.chunks[0];
-    let out: Buffer;
+    this.buffered -= bytes;
     if (first.length >= bytes) {
-      out = first.subarray(0, bytes);
       if (first.length === bytes) this.chunks.shift();
       else this.chunks[0] = first.subarray(bytes);
-    } else {
-      const all = Buffer.concat(this.chunks);
-      out = all.subarray(0, bytes);
-      this.chunks = all.length > bytes ? [all.subarray(bytes)] : [];
+      return first.subarray(0, bytes);
     }
-    this.buffered -= bytes;
+    const out = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    let used = 0;
+    while (at < bytes) {
+      const chunk = this.chunks[used];
+      const n = Math.min(chunk.length, bytes - at);
+      chunk.copy(out, at, 0, n);
+      at += n;
+      if (n < chunk.length) {
+        this.chunks[used] = chunk.subarray(n);
+        break;
+      }
+      used++;
+    }
+    this.chunks.splice(0, used);
     return out;
   }
 
