@@ -47,11 +47,19 @@ describe('step service', () => {
     expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(7);
   });
 
+  it('refuses a step with more requests than limits.maxRequestsPerStep, naming the field, before touching state', () => {
+    const service = new StepService({ ...limits, maxRequestsPerStep: 3 }, gate, {});
+    const items = Array.from({ length: 4 }, (_, i) => ({ id: `r${i}`, tokens: [...prompt, i], prompt: 4 }));
+    expect(() => service.step(batch(items, { engineId: 'fresh' }), 0)).toThrowError(expect.objectContaining({ code: 'INVALID_ARGUMENT', field: 'requests' }));
+    expect(service.stats()).toMatchObject({ requests: 0, engines: 0 }); // not even the engine was created
+    expect(draftsOf(service.step(batch(items.slice(0, 3)), 0))).toHaveLength(3);
+  });
+
   it('asks for RESYNC when a delta arrives for a request it does not know', () => {
     const outcome = newService().step(batch([{ id: 'ghost', start: 12, tokens: [1] }]), 0);
     expect(outcome.statuses[0]).toBe(ItemStatus.RESYNC);
     expect(outcome.errors[0].code).toBe('UNKNOWN_REQUEST');
-    expect(outcome.errors[0].message).toContain('items[0].req_id');
+    expect(outcome.errors[0].message).toContain('requests[0].req_id');
   });
 
   it('reports a bad item with a coded error naming the field and leaves the other requests untouched', () => {

@@ -86,7 +86,7 @@ interface RemoteSequence {
 }
 
 class Group {
-  readonly automaton = new SuffixAutomaton();
+  readonly automaton: SuffixAutomaton;
   activeMembers = 0;
   /** Other engines' requests of this prompt, by source (shared text). */
   remote: Map<string, RemoteSequence> | null = null;
@@ -95,7 +95,11 @@ class Group {
   constructor(
     readonly key: string,
     readonly prompt: Int32Array,
-  ) {}
+    /** Tokens the first member brings (its whole context): the automaton starts that big, not bigger. */
+    contextLength: number,
+  ) {
+    this.automaton = new SuffixAutomaton({ initialTokens: Math.max(16, contextLength + 8) });
+  }
 }
 
 /** A live request inside the engine; callers that step it often keep it to skip the id lookup. */
@@ -226,7 +230,7 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
-    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(64, context.length - entry.sharedPromptLength));
+    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(16, context.length - entry.sharedPromptLength + 8));
     if (this.corpus !== null) {
       entry.corpusMatch = this.corpus.newMatch();
       entry.corpusStream = new CorpusStream();
@@ -583,7 +587,7 @@ export class DraftEngine {
     if (group === undefined && this.options.siblings) group = this.groupExtendedBy(context, promptLength);
     if (group === undefined) {
       const prompt = Int32Array.from({ length: promptLength }, (_, i) => context[i]);
-      group = new Group(key, prompt);
+      group = new Group(key, prompt, context.length);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);

@@ -74,6 +74,8 @@ export interface ServiceLimits {
   maxTokens: number;
   /** Responses kept per engine for tensor-parallel duplicates of a step. */
   stepCacheSize: number;
+  /** Requests one step may carry (default: the wire's bound, 65,535). */
+  maxRequestsPerStep?: number;
 }
 
 /** Counters read by the metrics layer at scrape time (the hot path only adds to numbers). */
@@ -208,6 +210,8 @@ export class StepService {
    * problems become that item's status and leave every other item and request untouched.
    */
   step(batch: StepBatch, nowMs: number): StepOutcome {
+    // Checked before anything is looked up or created: a malformed call leaves no engine behind.
+    validateBatch(batch, this.limits.maxK, this.limits.maxRequestsPerStep ?? ORDER_SPAN - 1);
     const engine = this.engineFor(batch.engineId, nowMs);
     const cached = engine.recent.get(batch.stepId);
     if (cached !== undefined) {
@@ -319,7 +323,7 @@ export class StepService {
   // ------------------------------------------------------------------ internals
 
   private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
-    const n = validateBatch(batch, this.limits.maxK);
+    const n = batch.reqIds.length; // validated by step()
     this.draftEngine.flushCorpus();
     // Other engines' text that arrived since the last step: applied here, and only here, so a
     // step's answer depends on the steps before it, not on when messages happened to land.
@@ -431,13 +435,13 @@ export class StepService {
     // A duplicate id in the batch may have been created by its first occurrence in this step.
     let state = known ?? engine.requests.get(reqId);
     if (state !== undefined && state.stamp === stamp) {
-      throw sidecarError('DUPLICATE_REQUEST', `request ${JSON.stringify(reqId)} at items ${i} and an earlier one`, `items[${i}].req_id`);
+      throw sidecarError('DUPLICATE_REQUEST', `request ${JSON.stringify(reqId)} at requests[${i}] and an earlier one`, `requests[${i}].req_id`);
     }
     const promptLength = batch.promptLengths[i];
     const start = batch.starts[i];
     const draftEngine = this.draftEngine;
     if (promptLength !== NO_PROMPT) {
-      if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `items[${i}].start`);
+      if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `requests[${i}].start`);
       if (state !== undefined && this.resendsHeldContext(state, promptLength, to - from)) {
         // The full context of a request the sidecar already holds (its client lost the reply that
         // confirmed it, e.g. a call that timed out while a large context was ingested): tokens are
@@ -458,9 +462,9 @@ export class StepService {
         state.predictionLength = 0;
       }
     } else {
-      if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `items[${i}].req_id`);
+      if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `requests[${i}].req_id`);
       const held = state.entry.length;
-      if (start > held) throw sidecarError('TOKEN_GAP', `request ${JSON.stringify(reqId)} starts at ${start} but the sidecar holds ${held} tokens`, `items[${i}].start`);
+      if (start > held) throw sidecarError('TOKEN_GAP', `request ${JSON.stringify(reqId)} starts at ${start} but the sidecar holds ${held} tokens`, `requests[${i}].start`);
       // A resent overlap (start < held) is skipped: deltas are idempotent.
       const fresh = Math.min(to, from + (held - start));
       draftEngine.appendTo(state.entry, batch.tokens, fresh, to);
@@ -585,9 +589,11 @@ function tokenView(tokens: ArrayLike<number>, from: number, to: number): ArrayLi
 }
 
 /** Call-level validation: shapes and ranges, before anything is applied. Returns the item count. */
-function validateBatch(batch: StepBatch, maxK: number): number {
+function validateBatch(batch: StepBatch, maxK: number, maxRequests: number): number {
   const n = batch.reqIds.length;
-  if (n >= ORDER_SPAN) throw sidecarError('INVALID_ARGUMENT', `${n} requests in one step, at most ${ORDER_SPAN - 1}`, 'requests');
+  const most = Math.min(ORDER_SPAN - 1, maxRequests);
+  // A bound on one call's work: a step of this many new requests is served in a bounded time.
+  if (n > most) throw sidecarError('INVALID_ARGUMENT', `${n} requests in one step, at most ${most} (limits.maxRequestsPerStep)`, 'requests');
   if (!(Number.isInteger(batch.k) && batch.k >= 0 && batch.k <= maxK)) throw sidecarError('K_OUT_OF_RANGE', `k = ${batch.k}, allowed 0..${maxK}`, 'k');
   if (!(Number.isInteger(batch.numReqs) && batch.numReqs >= 0)) throw sidecarError('INVALID_ARGUMENT', `num_reqs = ${batch.numReqs}`, 'num_reqs');
   if (batch.engineId.length === 0) throw sidecarError('INVALID_ARGUMENT', 'engine id is empty', 'engine_id');
@@ -597,10 +603,10 @@ function validateBatch(batch: StepBatch, maxK: number): number {
   let total = 0;
   for (let i = 0; i < n; i++) {
     const count = batch.counts[i];
-    if (!(Number.isInteger(count) && count >= 0)) throw sidecarError('INVALID_ARGUMENT', `counts[${i}] = ${count}`, `items[${i}].tokens`);
+    if (!(Number.isInteger(count) && count >= 0)) throw sidecarError('INVALID_ARGUMENT', `counts[${i}] = ${count}`, `requests[${i}].tokens`);
     const start = batch.starts[i];
-    if (!(Number.isInteger(start) && start >= 0)) throw sidecarError('INVALID_ARGUMENT', `starts[${i}] = ${start}`, `items[${i}].start`);
-    if (batch.reqIds[i].length === 0) throw sidecarError('INVALID_ARGUMENT', `request id at item ${i} is empty`, `items[${i}].req_id`);
+    if (!(Number.isInteger(start) && start >= 0)) throw sidecarError('INVALID_ARGUMENT', `starts[${i}] = ${start}`, `requests[${i}].start`);
+    if (batch.reqIds[i].length === 0) throw sidecarError('INVALID_ARGUMENT', `request id at item ${i} is empty`, `requests[${i}].req_id`);
     total += count;
   }
   if (total !== batch.tokens.length) throw sidecarError('INVALID_ARGUMENT', `item token counts sum to ${total}, ${batch.tokens.length} tokens sent`, 'tokens');

@@ -90,6 +90,8 @@ export const ConfigSchema = z
         maxMessageBytes: positiveInt.default(256 * 1024 * 1024),
         requestTtlSeconds: z.number().positive().default(900),
         stepCacheSize: positiveInt.default(8),
+        /** Requests one step may carry: bounds one call's work (vLLM's max_num_seqs is far below). */
+        maxRequestsPerStep: positiveInt.max(65_535).default(4096),
       })
       .prefault({}),
     memory: z

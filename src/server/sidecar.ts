@@ -34,6 +34,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       requestTtlMs: config.limits.requestTtlSeconds * 1000,
       maxTokens: config.memory.maxTokens,
       stepCacheSize: config.limits.stepCacheSize,
+      maxRequestsPerStep: config.limits.maxRequestsPerStep,
     },
     config.gate,
     { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens, shareText: config.sharing.redis.url !== null },
