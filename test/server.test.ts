@@ -472,6 +472,39 @@ describe('sidecar server', () => {
     expect((await (await fastLane(first)).step(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]))).statuses[0]).toBe(ItemStatus.OK);
   });
 
+  it('bounds connections and incomplete frames: a frame stalled past partialFrameSeconds closes its connection, others go on', async () => {
+    const { connect } = await import('node:net');
+    const sidecar = await start({ limits: { partialFrameSeconds: 0.3, maxConnections: 4 } });
+    const stalled = connect(sidecar.context.config.socket);
+    await new Promise((resolve) => stalled.once('connect', resolve));
+    const closed = new Promise((resolve) => stalled.once('close', resolve));
+    const frame = encodeStep(batch([{ id: 'r', tokens: [...prompt, 1], prompt: 4 }]), 1);
+    stalled.write(frame.subarray(0, frame.length - 3)); // never finished
+    const healthy = await fastLane(sidecar);
+    const started = Date.now();
+    await closed;
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect((await healthy.step(batch([{ id: 'ok', tokens: [...prompt, 1, 2, 1], prompt: 4 }]))).statuses[0]).toBe(ItemStatus.OK);
+    // The fifth connection at once is refused by the server (the shim fails open and retries).
+    const extra = [0, 1, 2, 3].map(() => connect(sidecar.context.config.socket));
+    const refused = await new Promise<boolean>((resolve) => {
+      extra[3].once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 2000);
+    });
+    expect(refused).toBe(true);
+    for (const socket of extra) socket.destroy();
+  });
+
+  it('holds at most limits.maxEngines engines: a new engine id evicts the least recently seen', async () => {
+    const { StepService } = await import('../src/core/step-service.js');
+    const { UNGATED } = await import('../src/core/gate.js');
+    const service = new StepService({ maxK: 4, requestTtlMs: 1e12, maxTokens: 1e12, stepCacheSize: 2, maxEngines: 3 }, UNGATED, {});
+    for (let e = 0; e < 10; e++) service.step(batch([{ id: 'r', tokens: [...prompt, e], prompt: 4 }], { engineId: `engine-${e}`, stepId: 1n }), e);
+    expect(service.stats().engines).toBe(3);
+    expect(service.stats().requests).toBe(3); // the evicted engines' requests went with them
+    expect(service.counters.evictedEngines).toBe(7);
+  });
+
   it('logs one ready line naming its version, config source and addresses', async () => {
     const lines: Array<Record<string, unknown>> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });

@@ -76,6 +76,8 @@ export interface ServiceLimits {
   stepCacheSize: number;
   /** Requests one step may carry (default: the wire's bound, 65,535). */
   maxRequestsPerStep?: number;
+  /** Engines held at once (default: no bound); a new one beyond it evicts the least recently seen. */
+  maxEngines?: number;
 }
 
 /** Counters read by the metrics layer at scrape time (the hot path only adds to numbers). */
@@ -98,6 +100,8 @@ export class StepCounters {
   evictedForMemory = 0;
   /** Shared-text deltas refused by validation (token ids out of range). */
   remoteRejected = 0;
+  /** Engines evicted to admit a new one beyond limits.maxEngines. */
+  evictedEngines = 0;
   constructor(maxK: number) {
     this.acceptedPerPos = new Float64Array(maxK);
   }
@@ -546,11 +550,22 @@ export class StepService {
   private engineFor(engineId: string, nowMs: number): EngineState {
     let engine = this.engines.get(engineId);
     if (engine === undefined) {
+      // Bounded: beyond maxEngines the least recently seen engine goes (its requests resync if it returns).
+      if (this.engines.size >= (this.limits.maxEngines ?? Number.POSITIVE_INFINITY)) this.evictLeastRecentEngine();
       engine = new EngineState(engineId, this.gateConfig);
       this.engines.set(engineId, engine);
     }
     engine.lastSeenMs = nowMs;
     return engine;
+  }
+
+  private evictLeastRecentEngine(): void {
+    let oldest: EngineState | undefined;
+    for (const engine of this.engines.values()) if (oldest === undefined || engine.lastSeenMs < oldest.lastSeenMs) oldest = engine;
+    if (oldest === undefined) return;
+    for (const state of [...oldest.requests.values()]) this.releaseRequest(oldest, state.reqId);
+    this.engines.delete(oldest.id);
+    this.counters.evictedEngines++;
   }
 
   /** History first (LRU), then the least recently seen live requests. */

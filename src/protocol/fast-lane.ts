@@ -432,6 +432,11 @@ export class FrameSplitter {
     }
   }
 
+  /** Bytes held of frames not complete yet. */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
   /** Up to `bytes` bytes from the front (fewer if fewer are buffered), without consuming them. */
   private peek(bytes: number): Buffer {
     const first = this.chunks[0];

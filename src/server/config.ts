@@ -92,6 +92,14 @@ export const ConfigSchema = z
         stepCacheSize: positiveInt.default(8),
         /** Requests one step may carry: bounds one call's work (vLLM's max_num_seqs is far below). */
         maxRequestsPerStep: positiveInt.max(65_535).default(4096),
+        /** Engines held at once; a new engine id beyond it evicts the least recently seen engine. */
+        maxEngines: positiveInt.default(1024),
+        /** Fast-lane connections at once (the shim of each engine and TP rank keeps one). */
+        maxConnections: positiveInt.default(256),
+        /** A frame still incomplete after this long closes its connection (a stalled or hostile client). */
+        partialFrameSeconds: z.number().positive().max(3600).default(30),
+        /** Bytes of incomplete frames buffered across all fast-lane connections. */
+        maxBufferedBytes: positiveInt.default(1024 * 1024 * 1024),
       })
       .prefault({}),
     memory: z

@@ -31,6 +31,8 @@ export class FastLaneServer {
     readonly path: string,
   ) {
     this.server = net.createServer((socket) => this.accept(socket));
+    // Beyond it the kernel's connection is closed at once: the shim fails open and retries later.
+    this.server.maxConnections = context.config.limits.maxConnections;
     this.socketFile = new SocketFile(path, 'fast lane');
   }
 
@@ -68,17 +70,52 @@ export class FastLaneServer {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', (error) => this.context.logger.debug({ err: error }, 'fast-lane connection error'));
     const ids = new IdBlockCache();
+    let framesDone = 0;
     const splitter = new FrameSplitter(
       this.context.config.limits.maxMessageBytes,
-      (frame) => socket.write(answerFrame(this.context, frame, 'uds', ids)),
+      (frame) => {
+        framesDone++;
+        socket.write(answerFrame(this.context, frame, 'uds', ids));
+      },
       (length, callId) => {
         const error = sidecarError('MESSAGE_TOO_LARGE', `frame of ${length} bytes, limit ${this.context.config.limits.maxMessageBytes}`, 'length');
         this.context.countCallError(error);
         socket.write(encodeError(error, callId));
       },
     );
-    socket.on('data', (chunk: Buffer) => splitter.push(chunk));
+    const limits = this.context.config.limits;
+    let stalled: NodeJS.Timeout | null = null;
+    let counted = 0; // this connection's share of bufferedBytes
+    const drop = (why: string) => {
+      this.context.logger.warn({ reason: why }, 'fast-lane connection closed');
+      socket.destroy();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      const before = framesDone;
+      splitter.push(chunk);
+      const pending = splitter.pendingBytes;
+      this.bufferedBytes += pending - counted;
+      counted = pending;
+      if (this.bufferedBytes > limits.maxBufferedBytes) return drop(`incomplete frames across connections past limits.maxBufferedBytes (${limits.maxBufferedBytes})`);
+      // An incomplete frame must complete within partialFrameSeconds; each frame completed restarts the clock.
+      if (stalled !== null && (pending === 0 || framesDone > before)) {
+        clearTimeout(stalled);
+        stalled = null;
+      }
+      if (pending > 0 && stalled === null) {
+        stalled = setTimeout(() => drop(`a frame still incomplete after limits.partialFrameSeconds (${limits.partialFrameSeconds} s)`), limits.partialFrameSeconds * 1000);
+        stalled.unref();
+      }
+    });
+    socket.on('close', () => {
+      if (stalled !== null) clearTimeout(stalled);
+      this.bufferedBytes -= counted;
+      counted = 0;
+    });
   }
+
+  /** Bytes of incomplete frames held across connections (bounded by limits.maxBufferedBytes). */
+  private bufferedBytes = 0;
 }
 
 /**

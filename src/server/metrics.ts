@@ -44,6 +44,7 @@ export class SidecarMetrics {
         },
       });
     };
+    counter('sam_sidecar_evicted_engines_total', 'Engines evicted to admit a new one beyond limits.maxEngines (their requests resync if they return).', () => counters.evictedEngines);
     counter('sam_sidecar_steps_total', 'Step calls computed (tensor-parallel duplicates excluded).', () => counters.steps);
     counter('sam_sidecar_duplicate_steps_total', 'Step calls answered from the per-engine cache (tensor-parallel ranks).', () => counters.duplicateSteps);
     counter('sam_sidecar_step_requests_total', 'Requests carried by computed steps.', () => counters.items);

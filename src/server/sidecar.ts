@@ -35,6 +35,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       maxTokens: config.memory.maxTokens,
       stepCacheSize: config.limits.stepCacheSize,
       maxRequestsPerStep: config.limits.maxRequestsPerStep,
+      maxEngines: config.limits.maxEngines,
     },
     config.gate,
     { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens, shareText: config.sharing.redis.url !== null },
