@@ -29,6 +29,9 @@ export class InProcessBackend implements StepBackend {
     const outcome = this.service.step(batch, 0);
     // k = 0 only ingests (history preload): no latency samples.
     if (k > 0 && items.length > 0) this.draftLatenciesUs.push(Number(process.hrtime.bigint() - started) / 1000 / items.length);
+    // What the server does after each reply (corpus indexing, compacting retired groups), so memory
+    // is what a sidecar holds; drafts do not depend on it.
+    this.service.doIdleWork();
     return draftsOf(outcome);
   }
 }
