@@ -34,16 +34,19 @@ export const RECENCY_DEPTH = 4;
 const VOTE_CAP = 4;
 
 // Interleaved record layouts.
-const STATE_STRIDE = 5;
-const LEN = 0; // length in the low LENGTH_BITS, saturating edge count (degree) above
+const STATE_STRIDE = 4;
+const LEN = 0; // length in the low LENGTH_BITS; above it the saturating edge count (degree), then the votes
 const LENGTH_BITS = 24;
 const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
-const MAX_DEGREE = 255;
+/** The degree only tells whether a state is hashed (HASH_DEGREE), so 4 bits do. */
+const MAX_DEGREE = 15;
+const DEGREE_MASK = 0xf;
+/** The support of RECENT (VOTE_CAP), in the same word: no second cache line per state. */
+const VOTE_SHIFT = 28;
+const VOTE_MASK = 0x7;
 const LINK = 1;
 const HEAD = 2; // first edge of the state's edge list
 const RECENT = 3; // token that followed this context's recent occurrences (see VOTE_CAP)
-const RECENT_TARGET = 4; // transition(state, RECENT), or UNRESOLVED
-const UNRESOLVED = -2;
 const EDGE_STRIDE = 3;
 const TOKEN = 0;
 const TARGET = 1;
@@ -81,7 +84,6 @@ export class SuffixAutomaton {
   // share a cache line; with 128 long contexts per batch, locality decides the step cost.
   private states: Int32Array;
   private firstEnd: Int32Array; // log index where the first occurrence ends (positions only)
-  private votes: Uint8Array; // support of each state's RECENT token (VOTE_CAP)
   private stateCount = 0;
   private stateCapacity: number;
   // Edges: interleaved [token, target, next] records; a state's edges form a linked list.
@@ -116,7 +118,6 @@ export class SuffixAutomaton {
     this.stateCapacity = states;
     this.states = new Int32Array(states * STATE_STRIDE);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
-    this.votes = new Uint8Array(states);
     this.edgeCapacity = states;
     this.edgeData = new Int32Array(states * EDGE_STRIDE);
     this.hashSlots = new Int32Array(0);
@@ -218,14 +219,11 @@ export class SuffixAutomaton {
   }
 
   /**
-   * transition(state, recentToken(state)) (NONE with the token), kept in the state's record so a
-   * draft walk reads no edge list; looked up and memoized where append left it unresolved.
+   * transition(state, recentToken(state)): looked up when a draft walks it (a few per draft), not
+   * kept in the state's record, which would cost 4 bytes per state (about 6 per token).
    */
   recentTarget(state: number): number {
-    const index = state * STATE_STRIDE + RECENT_TARGET;
-    const target = this.states[index];
-    if (target !== UNRESOLVED) return target;
-    return (this.states[index] = this.transition(state, this.states[state * STATE_STRIDE + RECENT]));
+    return this.transition(state, this.states[state * STATE_STRIDE + RECENT]);
   }
 
   /** Log index at which the first occurrence of this state's contexts ends (positions only). */
@@ -291,7 +289,6 @@ export class SuffixAutomaton {
     return (
       this.states.byteLength +
       this.firstEnd.byteLength +
-      this.votes.byteLength +
       this.edgeData.byteLength +
       this.hashSlots.byteLength +
       this.logToken.byteLength +
@@ -308,7 +305,6 @@ export class SuffixAutomaton {
     this.stateCapacity = states;
     this.states = this.states.slice(0, states * STATE_STRIDE);
     if (this.positions) this.firstEnd = this.firstEnd.slice(0, states);
-    this.votes = this.votes.slice(0, states);
     this.edgeCapacity = this.edgeCount;
     this.edgeData = this.edgeData.slice(0, this.edgeCount * EDGE_STRIDE);
     if (this.positions) {
@@ -330,30 +326,24 @@ export class SuffixAutomaton {
     this.cursorLength[cursor]++;
     this.tokensAppended++;
     if (this.positions) this.logAppend(cursor, token, last);
-    // Every context that ended the sequence before this token has now been followed by it. Its
-    // transition on the token leads to the state of the new sequence's suffix one token longer
-    // than the context: `last` or its suffix link for the contexts nearest the end, known here
-    // without an edge lookup; further up it is left to be looked up when a draft needs it.
+    // Every context that ended the sequence before this token has now been followed by it: the
+    // nearest ones (RECENCY_DEPTH up the suffix chain) count it as a vote for their continuation.
     const data = this.states;
-    const suffix = data[last * STATE_STRIDE + LINK];
-    const suffixLength = suffix === NONE ? -1 : data[suffix * STATE_STRIDE + LEN] & LENGTH_MASK;
-    const votes = this.votes;
     let state = previous;
     for (let depth = 0; depth < RECENCY_DEPTH && state !== NONE; depth++) {
       const base = state * STATE_STRIDE;
-      const support = votes[state];
+      const word = data[base + LEN];
+      const support = (word >>> VOTE_SHIFT) & VOTE_MASK;
+      let next = support;
       if (data[base + RECENT] === token) {
-        if (support < VOTE_CAP) votes[state] = support + 1;
+        if (support < VOTE_CAP) next = support + 1;
       } else if (support > 1) {
-        votes[state] = support - 1;
-        state = data[base + LINK];
-        continue;
+        next = support - 1;
       } else {
-        votes[state] = 1;
+        next = 1;
         data[base + RECENT] = token;
       }
-      const extended = (data[base + LEN] & LENGTH_MASK) + 1;
-      data[base + RECENT_TARGET] = extended > suffixLength ? last : extended === suffixLength ? suffix : UNRESOLVED;
+      if (next !== support) data[base + LEN] = (word & ~(VOTE_MASK << VOTE_SHIFT)) | (next << VOTE_SHIFT);
       state = data[base + LINK];
     }
     return last;
@@ -405,8 +395,8 @@ export class SuffixAutomaton {
   private split(p: number, token: number, q: number): number {
     const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
     this.states[clone * STATE_STRIDE + RECENT] = this.recentToken(q);
-    this.votes[clone] = this.votes[q];
-    this.states[clone * STATE_STRIDE + RECENT_TARGET] = this.states[q * STATE_STRIDE + RECENT_TARGET]; // same edges as q
+    const votesOfQ = this.states[q * STATE_STRIDE + LEN] & (VOTE_MASK << VOTE_SHIFT);
+    this.states[clone * STATE_STRIDE + LEN] |= votesOfQ;
     for (let e = this.states[q * STATE_STRIDE + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
       this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
     }
@@ -415,7 +405,6 @@ export class SuffixAutomaton {
       const edge = this.findEdge(p, token);
       if (edge === NONE || this.edgeData[edge * EDGE_STRIDE + TARGET] !== q) break;
       this.edgeData[edge * EDGE_STRIDE + TARGET] = clone;
-      if (this.states[p * STATE_STRIDE + RECENT] === token) this.states[p * STATE_STRIDE + RECENT_TARGET] = clone;
       p = this.suffixLink(p);
     }
     return clone;
@@ -429,8 +418,6 @@ export class SuffixAutomaton {
     this.states[base + LINK] = suffixLink;
     this.states[base + HEAD] = NONE;
     this.states[base + RECENT] = NONE;
-    this.states[base + RECENT_TARGET] = NONE;
-    this.votes[id] = 0;
     if (this.positions) this.firstEnd[id] = firstEnd;
     this.stateCount = id + 1;
     return id;
@@ -440,16 +427,13 @@ export class SuffixAutomaton {
     const capacity = grownCapacity(this.stateCapacity, needed);
     this.states = resizedInt32(this.states, capacity * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
-    const votes = new Uint8Array(capacity);
-    votes.set(this.votes);
-    this.votes = votes;
     this.stateCapacity = capacity;
   }
 
   // ---------------------------------------------------------------- edges
 
   private findEdge(state: number, token: number): number {
-    if (this.states[state * STATE_STRIDE + LEN] >>> LENGTH_BITS >= HASH_DEGREE) return this.hashFind(state, token);
+    if (((this.states[state * STATE_STRIDE + LEN] >>> LENGTH_BITS) & DEGREE_MASK) >= HASH_DEGREE) return this.hashFind(state, token);
     const edges = this.edgeData;
     for (let e = this.states[state * STATE_STRIDE + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
       if (edges[e * EDGE_STRIDE + TOKEN] === token) return e;
@@ -471,7 +455,7 @@ export class SuffixAutomaton {
     this.states[headIndex] = e;
     this.edgeCount = e + 1;
     const lenIndex = state * STATE_STRIDE + LEN;
-    const degree = this.states[lenIndex] >>> LENGTH_BITS;
+    const degree = (this.states[lenIndex] >>> LENGTH_BITS) & DEGREE_MASK;
     if (degree < MAX_DEGREE) this.states[lenIndex] += 1 << LENGTH_BITS;
     if (degree + 1 === HASH_DEGREE) {
       for (let x = this.states[headIndex]; x !== NONE; x = this.edgeData[x * EDGE_STRIDE + NEXT]) this.hashInsert(state, x);
