@@ -280,7 +280,7 @@ export class DraftEngine {
     entry.corpusMatch = null;
     if (this.options.shareText && entry.group !== null) this.queueForPublish(entry); // its last tokens, and that it ended
     if (entry.corpusStream !== null) this.queueForCorpus(entry); // its last tokens, then the stream ends
-    else if (!entry.publishQueued) entry.output = null;
+    this.dropOutputWhenDone(entry);
     const group = entry.group;
     if (group !== null) {
       group.automaton.closeCursor(entry.cursor);
@@ -323,13 +323,16 @@ export class DraftEngine {
     } finally {
       for (const entry of this.corpusQueue) {
         entry.corpusQueued = false;
-        if (entry.released) {
-          corpus.end(entry.corpusStream!);
-          if (!entry.publishQueued) entry.output = null;
-        }
+        if (entry.released) corpus.end(entry.corpusStream!);
+        this.dropOutputWhenDone(entry);
       }
       this.corpusQueue.length = 0; // whatever happens, a bad entry is not retried at every step
     }
+  }
+
+  /** A released request's output is kept until neither the corpus nor shared text still needs it. */
+  private dropOutputWhenDone(entry: RequestEntry): void {
+    if (entry.released && !entry.corpusQueued && !entry.publishQueued) entry.output = null;
   }
 
   private queueForCorpus(entry: RequestEntry): void {
@@ -338,31 +341,41 @@ export class DraftEngine {
     this.corpusQueue.push(entry);
   }
 
-  /** One request's new output tokens into its corpus stream (restarted with context where needed). */
+  /** One request's new output tokens into its corpus stream. */
   private feedCorpus(corpus: Corpus, entry: RequestEntry): void {
     const output = entry.output;
     const group = entry.group;
     if (output === null || group === null) return;
-    const stream = entry.corpusStream!;
     const produced = Math.max(0, entry.length - entry.sharedPromptLength);
-    const fresh = produced - entry.corpusFed;
-    if (fresh <= 0) return;
-    if (!corpus.reserve(stream, fresh + Math.max(CORPUS_RESTART_CONTEXT, group.prompt.length))) {
+    if (produced <= entry.corpusFed) return;
+    this.streamIntoCorpus(corpus, entry.corpusStream!, group, output, entry.corpusFed, produced, entry.corpusFed, output);
+    entry.corpusFed = produced;
+  }
+
+  /**
+   * Appends text[from..to), output tokens from `offset` on, to a corpus stream of a request of
+   * `group`, (re)starting the stream first where the corpus needs it: with the group's prompt the
+   * first time the corpus sees that prompt, else with the CORPUS_RESTART_CONTEXT tokens before
+   * `offset` (the prompt's tail, then `earlier`, the request's output so far), so matches run
+   * across the restart. Without `earlier`, only a stream that starts at offset 0 gets context.
+   */
+  private streamIntoCorpus(corpus: Corpus, stream: CorpusStream, group: Group, text: ArrayLike<number>, from: number, to: number, offset: number, earlier: Int32Array | null): void {
+    const prompt = group.prompt;
+    if (!corpus.reserve(stream, to - from + Math.max(CORPUS_RESTART_CONTEXT, prompt.length))) {
       corpus.start(stream);
       // A prompt the corpus still holds is not indexed again for every sibling (half the work):
       // the stream starts with the prompt's last tokens instead.
       const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
-      if (entry.corpusFed === 0 && !promptHeld) {
-        corpus.append(stream, group.prompt, 0, group.prompt.length);
+      if (offset === 0 && !promptHeld) {
+        corpus.append(stream, prompt, 0, prompt.length);
         group.promptInCorpusEpoch = corpus.currentEpoch;
-      } else {
-        const from = entry.corpusFed - CORPUS_RESTART_CONTEXT;
-        if (from < 0) corpus.append(stream, group.prompt, Math.max(0, group.prompt.length + from), group.prompt.length);
-        corpus.append(stream, output, Math.max(0, from), entry.corpusFed);
+      } else if (offset === 0 || earlier !== null) {
+        const back = offset - CORPUS_RESTART_CONTEXT;
+        if (back < 0) corpus.append(stream, prompt, Math.max(0, prompt.length + back), prompt.length);
+        if (earlier !== null) corpus.append(stream, earlier, Math.max(0, back), offset);
       }
     }
-    corpus.append(stream, output, entry.corpusFed, produced);
-    entry.corpusFed = produced;
+    corpus.append(stream, text, from, to);
   }
 
   private queueForPublish(entry: RequestEntry): void {
@@ -386,7 +399,7 @@ export class DraftEngine {
         deltas.push({ group: entry.group!.key, source: entry.id, at: entry.published, tokens, finished: entry.released, output: entry.released ? output.slice(0, produced) : undefined });
         entry.published = produced;
       }
-      if (entry.released && !entry.corpusQueued) entry.output = null;
+      this.dropOutputWhenDone(entry);
     }
     this.publishQueue.length = 0;
     const opened = this.opened;
@@ -402,10 +415,11 @@ export class DraftEngine {
    */
   applyRemote(delta: TextDelta): void {
     const group = this.groups.get(delta.group);
-    if (group === undefined || delta.tokens.length === 0 && !delta.finished) {
-      if (group === undefined) this.remoteIgnored++;
+    if (group === undefined) {
+      this.remoteIgnored++;
       return;
     }
+    if (delta.tokens.length === 0 && !delta.finished) return;
     this.validateTokens(delta.tokens, 0, delta.tokens.length, 'remote');
     const automaton = group.automaton;
     const remote = (group.remote ??= new Map());
@@ -428,7 +442,7 @@ export class DraftEngine {
     const from = Math.max(0, sequence.length - delta.at); // an overlap with what was applied
     const before = automaton.tokenCount;
     for (let i = from; i < tokens.length; i++) automaton.append(sequence.cursor, tokens[i]);
-    if (sequence.corpusStream !== null && from < tokens.length) this.feedCorpusRemote(group, sequence, delta.at === 0 && from === 0, tokens, from);
+    if (sequence.corpusStream !== null && from < tokens.length) this.streamIntoCorpus(this.corpus!, sequence.corpusStream, group, tokens, from, tokens.length, delta.at + from, null);
     sequence.length = Math.max(sequence.length, delta.at + tokens.length);
     if (group.activeMembers === 0) this.historyTokenCount += automaton.tokenCount - before;
     if (delta.finished) {
@@ -436,23 +450,6 @@ export class DraftEngine {
       if (sequence.corpusStream !== null) this.corpus!.end(sequence.corpusStream);
       remote.delete(delta.source);
     }
-  }
-
-  /** A remote sequence's new tokens into the corpus, as feedCorpus streams a local request's. */
-  private feedCorpusRemote(group: Group, sequence: RemoteSequence, fromStart: boolean, tokens: Int32Array, from: number): void {
-    const corpus = this.corpus!;
-    const stream = sequence.corpusStream!;
-    if (!corpus.reserve(stream, tokens.length - from + group.prompt.length)) {
-      corpus.start(stream);
-      const promptHeld = corpus.currentEpoch - group.promptInCorpusEpoch <= 1;
-      if (fromStart && !promptHeld) {
-        corpus.append(stream, group.prompt, 0, group.prompt.length);
-        group.promptInCorpusEpoch = corpus.currentEpoch;
-      } else if (fromStart) {
-        corpus.append(stream, group.prompt, Math.max(0, group.prompt.length - CORPUS_RESTART_CONTEXT), group.prompt.length);
-      }
-    }
-    corpus.append(stream, tokens, from, tokens.length);
   }
 
   /** Deltas of shared text dropped: for groups this engine does not hold, or beyond a group's bound. */
