@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
 import { batchSizesIncrease, CALIBRATION_DEFAULTS, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
-import { REDIS_SHARING_DEFAULTS } from '../sharing/redis-sharing.js';
+import { REDIS_SHARING_DEFAULTS } from '../sharing/redis-config.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();

@@ -6,6 +6,7 @@ import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { SidecarError, sidecarError } from '../core/errors.js';
 import { batchFromMessage, jsonFromOutcome, parseStepJson } from '../protocol/messages.js';
+import { redactedUrl } from '../sharing/redis-config.js';
 import type { SidecarContext } from './context.js';
 
 export class HttpServer {
@@ -161,6 +162,6 @@ function redactedConfig(config: SidecarContext['config']): unknown {
   return {
     ...config,
     http: { ...config.http, token: config.http.token === undefined ? undefined : '***' },
-    sharing: { ...config.sharing, redis: { ...redis, password: redis.password === undefined ? undefined : '***', url: redis.url?.replace(/\/\/[^@/]*@/, '//***@') ?? null } },
+    sharing: { ...config.sharing, redis: { ...redis, password: redis.password === undefined ? undefined : '***', url: redis.url === null ? null : redactedUrl(redis.url) } },
   };
 }

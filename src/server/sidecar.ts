@@ -11,7 +11,7 @@ import { FastLaneServer } from './fast-lane-server.js';
 import { GrpcServer } from './grpc-server.js';
 import { HttpServer } from './http-server.js';
 import { SidecarMetrics } from './metrics.js';
-import { RedisSharing } from '../sharing/redis-sharing.js';
+import { RedisSharing, redactedUrl } from '../sharing/redis-sharing.js';
 import { warmUp } from './warm-up.js';
 
 export interface Sidecar {
@@ -84,7 +84,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       http: http.address,
       gate: config.gate.mode,
       threshold: config.gate.threshold,
-      sharing: url === null ? 'off' : { redis: url.replace(/\/\/[^@/]*@/, '//***@'), keyPrefix: redis.keyPrefix },
+      sharing: url === null ? 'off' : { redis: redactedUrl(url), keyPrefix: redis.keyPrefix },
       warmUpMs: Date.now() - warmUpStarted,
     },
     'sam-sidecar ready',

@@ -11,44 +11,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
+import { redactedUrl, type RedisSharingConfig } from './redis-config.js';
 
-export interface RedisSharingConfig {
-  url: string;
-  /** Prefix of every key (one per training job, so jobs never read each other's text). */
-  keyPrefix: string;
-  /** Password (else from the URL); a Secret in the chart. */
-  password?: string;
-  /** Finished outputs kept per prompt for later steps, and how long. */
-  historyOutputsPerPrompt: number;
-  historyTtlSeconds: number;
-  /** A group's live stream: entries kept (approximately) and how long after its last write. */
-  liveMaxEntries: number;
-  liveTtlSeconds: number;
-  /** A group opened here reads its live stream from this far back. */
-  liveWindowSeconds: number;
-  /** Bounds: bytes written per flush, groups read, tokens waiting for the next step. */
-  maxPublishBytes: number;
-  maxWatchedGroups: number;
-  maxInboxTokens: number;
-  /** Wait for new entries this long per read (the server's background loop). */
-  readBlockMs: number;
-  /** The server publishes what its engine produced this often (ms): steps never pay for it. */
-  publishIntervalMs: number;
-}
-
-export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.freeze({
-  keyPrefix: 'sam',
-  historyOutputsPerPrompt: 64,
-  historyTtlSeconds: 24 * 3600,
-  liveMaxEntries: 20_000,
-  liveTtlSeconds: 3600,
-  liveWindowSeconds: 600,
-  maxPublishBytes: 8 * 1024 * 1024,
-  maxWatchedGroups: 4096,
-  maxInboxTokens: 4_000_000,
-  readBlockMs: 20,
-  publishIntervalMs: 10,
-});
+export { REDIS_SHARING_DEFAULTS, redactedUrl, type RedisSharingConfig } from './redis-config.js';
 
 export interface SharingLog {
   info(fields: object, message: string): void;
@@ -90,7 +55,8 @@ export class RedisSharing implements SharedTextSource {
   private readonly historyFetched = new Set<string>();
   /** Sources a group's history already gave (their live entries would repeat it). */
   private readonly fromHistory = new Map<string, Set<string>>();
-  private pending: Promise<unknown>[] = [];
+  /** Writes and history fetches in flight (each leaves the set when it settles). */
+  private readonly pending = new Set<Promise<void>>();
   private closed = false;
   private loop: Promise<void> | null = null;
   private unavailableLogged = false;
@@ -202,11 +168,7 @@ export class RedisSharing implements SharedTextSource {
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
   async settle(): Promise<void> {
-    while (this.pending.length > 0) {
-      const pending = this.pending;
-      this.pending = [];
-      await Promise.allSettled(pending);
-    }
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
   /** One read of every watched group's stream; `blockMs` 0 returns at once. */
@@ -263,12 +225,17 @@ export class RedisSharing implements SharedTextSource {
 
   // ------------------------------------------------------------------ internals
 
+  /** A command in flight: its failure is counted, and settle() waits for it. */
   private track(promise: Promise<unknown>): void {
-    const tracked = promise.catch(() => {
-      this.counters.errors++;
-    });
-    this.pending.push(tracked);
-    if (this.pending.length > 1024) this.pending = this.pending.slice(-512); // settled ones are dropped by settle()
+    const tracked: Promise<void> = promise
+      .then(
+        () => undefined,
+        () => {
+          this.counters.errors++;
+        },
+      )
+      .finally(() => this.pending.delete(tracked));
+    this.pending.add(tracked);
   }
 
   /** A group became active here: fetch its history once, then read its live stream from liveWindowSeconds back. */
@@ -300,9 +267,8 @@ export class RedisSharing implements SharedTextSource {
           this.watch(group, since);
         },
         (error: unknown) => {
-          this.counters.errors++;
           this.watch(group, since);
-          throw error;
+          throw error; // counted by track()
         },
       ),
     );
@@ -413,8 +379,5 @@ function int32View(bytes: Buffer): Int32Array {
   return out;
 }
 
-function redactedUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
-}
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

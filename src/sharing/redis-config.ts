@@ -1,0 +1,47 @@
+/**
+ * The settings of shared text through Redis and their defaults, apart from the client itself so
+ * that reading the config loads no Redis client.
+ */
+
+export interface RedisSharingConfig {
+  url: string;
+  /** Prefix of every key (one per training job, so jobs never read each other's text). */
+  keyPrefix: string;
+  /** Password (else from the URL); a Secret in the chart. */
+  password?: string;
+  /** Finished outputs kept per prompt for later steps, and how long. */
+  historyOutputsPerPrompt: number;
+  historyTtlSeconds: number;
+  /** A group's live stream: entries kept (approximately) and how long after its last write. */
+  liveMaxEntries: number;
+  liveTtlSeconds: number;
+  /** A group opened here reads its live stream from this far back. */
+  liveWindowSeconds: number;
+  /** Bounds: bytes written per flush, groups read, tokens waiting for the next step. */
+  maxPublishBytes: number;
+  maxWatchedGroups: number;
+  maxInboxTokens: number;
+  /** Wait for new entries this long per read (the server's background loop). */
+  readBlockMs: number;
+  /** The server publishes what its engine produced this often (ms): steps never pay for it. */
+  publishIntervalMs: number;
+}
+
+export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.freeze({
+  keyPrefix: 'sam',
+  historyOutputsPerPrompt: 64,
+  historyTtlSeconds: 24 * 3600,
+  liveMaxEntries: 20_000,
+  liveTtlSeconds: 3600,
+  liveWindowSeconds: 600,
+  maxPublishBytes: 8 * 1024 * 1024,
+  maxWatchedGroups: 4096,
+  maxInboxTokens: 4_000_000,
+  readBlockMs: 20,
+  publishIntervalMs: 10,
+});
+
+/** A Redis URL as logged and shown: credentials replaced. */
+export function redactedUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//***@');
+}
