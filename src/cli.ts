@@ -23,7 +23,7 @@ import { formatTable, renderPlot, round, summarize } from './replay/report.js';
 import { compareGates, COST_SHAPES, costModel, type GateComparison } from './replay/rollout.js';
 import { DEFAULT_MAX_NUM_SEQS, DEFAULT_TAIL_BATCH, preloadHistory, replayRolloutSteps } from './replay/rollout-step.js';
 import { percentile, replay, type ReplayResult, SIBLING_MODES, type StepBackend } from './replay/simulate.js';
-import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig, UNGATED } from './core/gate.js';
+import { batchSizesIncrease, DEFAULT_VERIFY_COST, type GateConfig } from './core/gate.js';
 import { DEFAULT_SYNTHETIC, syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, splitSteps, type TraceRow } from './replay/traces.js';
 import { loadTokenizer, loadVerlDump } from './replay/verl.js';
@@ -372,8 +372,15 @@ function program(): Command {
     .option('--deadline-ms <x>', "the shim's per-step deadline")
     .option('--json', 'one JSON object instead of the summary')
     .action(async (options: Record<string, unknown>) => {
-      const argv = Object.entries(flags(options)).flatMap(([flag, value]) => (value === true ? [`--${flag}`] : [`--${flag}`, String(value)]));
-      process.exitCode = await (await import('./demo.js')).runDemo(argv);
+      const { traces, json, ...simulator } = flags(options);
+      const simulatorArgs = Object.entries(simulator).flatMap(([flag, value]) => [`--${flag}`, String(value)]);
+      process.exitCode = await (await import('./demo.js')).runDemo({
+        traces: traces as string | undefined,
+        json: json === true,
+        k: Number(simulator.k ?? 3),
+        limit: Number(simulator.limit ?? 0),
+        simulatorArgs,
+      });
     });
   return cli;
 }

@@ -18,9 +18,17 @@ import { round } from './replay/report.js';
 import { replay } from './replay/simulate.js';
 import { syntheticTraces } from './replay/synthetic.js';
 import { loadTraceFile, type TraceRow } from './replay/traces.js';
-import { DEMO_USAGE } from './usage.js';
 
-const PASS_THROUGH = new Set(['--siblings', '--k', '--tp', '--preempt-every', '--limit', '--deadline-ms', '--max-num-seqs']);
+/** What the command line hands the demo (its options parsed and checked there). */
+export interface DemoOptions {
+  traces?: string;
+  json: boolean;
+  k: number;
+  /** Only the first rows (0: all). */
+  limit: number;
+  /** Options for the simulated runner (python/src/sam_sidecar/sim.py), as flags; --k and --limit among them. */
+  simulatorArgs: string[];
+}
 
 interface SimSummary {
   rows: number;
@@ -40,28 +48,9 @@ interface SimSummary {
   tp?: number;
 }
 
-export async function runDemo(argv: string[]): Promise<number> {
-  const forwarded: string[] = [];
-  let traces: string | undefined;
-  let json = false;
-  let k = 3;
-  let limit = 0;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === '--traces' && i + 1 < argv.length) traces = argv[++i];
-    else if (arg === '--json') json = true;
-    else if (PASS_THROUGH.has(arg) && i + 1 < argv.length) {
-      if (arg === '--k') k = Number(argv[i + 1]);
-      if (arg === '--limit') limit = Number(argv[i + 1]);
-      forwarded.push(arg, argv[++i]);
-    } else if (arg === '--help' || arg === '-h') {
-      process.stdout.write(`${DEMO_USAGE}\n`);
-      return 0;
-    } else {
-      process.stderr.write(`demo: unknown argument ${arg}\n\n${DEMO_USAGE}\n`);
-      return 2;
-    }
-  }
+export async function runDemo(options: DemoOptions): Promise<number> {
+  const { json, k, limit, simulatorArgs: forwarded } = options;
+  let traces = options.traces;
   const dir = mkdtempSync(join(tmpdir(), 'sam-demo-'));
   try {
     let rows: TraceRow[];
