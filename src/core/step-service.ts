@@ -299,8 +299,7 @@ export class StepService {
    * which drafting stops paying (0: at none it knows).
    */
   gates(limit = 64): GateView[] {
-    const engines = [...this.engines.values()].sort((a, b) => b.lastSeenMs - a.lastSeenMs).slice(0, limit);
-    return engines.map((engine) => {
+    return this.recentEngines(limit).map((engine) => {
       const gate = engine.gate;
       return {
         engine: engine.id,
@@ -314,10 +313,12 @@ export class StepService {
 
   /** Steps, served draft tokens and accepted ones per engine (at most `limit`, the most recently seen first). */
   engineCounters(limit = 16): Array<{ engine: string; steps: number; draftTokens: number; acceptedTokens: number }> {
-    return [...this.engines.values()]
-      .sort((a, b) => b.lastSeenMs - a.lastSeenMs || (a.id < b.id ? -1 : 1))
-      .slice(0, limit)
-      .map((e) => ({ engine: e.id, steps: e.steps, draftTokens: e.draftTokens, acceptedTokens: e.acceptedTokens }));
+    return this.recentEngines(limit).map((e) => ({ engine: e.id, steps: e.steps, draftTokens: e.draftTokens, acceptedTokens: e.acceptedTokens }));
+  }
+
+  /** At most `limit` engines, the most recently seen first (ties by id: the same order every time). */
+  private recentEngines(limit: number): EngineState[] {
+    return [...this.engines.values()].sort((a, b) => b.lastSeenMs - a.lastSeenMs || (a.id < b.id ? -1 : 1)).slice(0, limit);
   }
 
   gateAcceptance(engineId: string): { meanAccepted: number; observations: number } | undefined {

@@ -107,7 +107,8 @@ function snakeKeys(value: unknown, depth: number): unknown {
   return out;
 }
 
-const DRAFT_STATUS_NAMES = ['OK', 'RESYNC', 'ERROR'] as const;
+/** Draft status names in wire order (ItemStatus, the proto's DraftStatus). */
+const DRAFT_STATUS_NAMES = Object.keys(ItemStatus) as Array<keyof typeof ItemStatus>;
 const GATE_REASON_ENUM = GATE_REASON_NAMES.map((name) => name.toUpperCase());
 
 /** A Step's answer in proto3's JSON mapping: lowerCamelCase, uint64 as a string, enums by name, defaults omitted. */
@@ -146,7 +147,7 @@ export function jsonFromBatch(batch: StepBatch): Record<string, unknown> {
 /** The Node HTTP client's side: a JSON answer back to a StepOutcome. */
 export function outcomeFromJson(json: Record<string, unknown>): StepOutcome {
   const drafts = ((json.drafts as Array<Record<string, unknown>> | undefined) ?? []).map((draft) => ({
-    status: Math.max(0, DRAFT_STATUS_NAMES.indexOf(String(draft.status ?? 'OK') as (typeof DRAFT_STATUS_NAMES)[number])),
+    status: Math.max(0, DRAFT_STATUS_NAMES.indexOf(String(draft.status ?? 'OK') as keyof typeof ItemStatus)),
     tokens: (draft.tokens as number[] | undefined) ?? [],
     error_code: String(draft.errorCode ?? ''),
     error_message: String(draft.errorMessage ?? ''),

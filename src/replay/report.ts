@@ -101,7 +101,7 @@ export function renderPlot(label: string, series: ReadonlyArray<{ name: string; 
   const panel = (width - 3 * pad) / 2;
   const plotHeight = height - 2 * pad - 30;
   const main = series[0].result;
-  const buckets = main.byContext.map((t, i) => i).filter((i) => series.some(({ result }) => result.byContext[i].steps > 0));
+  const buckets = main.byContext.map((_, i) => i).filter((i) => series.some(({ result }) => result.byContext[i].steps > 0));
   const xAt = (slot: number, x0: number) => x0 + (buckets.length > 1 ? (slot / (buckets.length - 1)) * panel : panel / 2);
   const maxAl = Math.max(2, ...series.flatMap(({ result }) => buckets.map((i) => alOf(result.byContext[i]))));
   const panelSvg = (x0: number, title: string, value: (t: Tally) => number | null, top: number, bottom: number): string => {

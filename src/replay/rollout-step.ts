@@ -143,12 +143,7 @@ export async function replayRolloutSteps(steps: readonly (readonly TraceRow[])[]
           continue;
         }
         busy = true;
-        const items: StepItem[] = live.map(({ cursor }) => {
-          const item: StepItem = { id: cursor.row.id, start: cursor.held, tokens: cursor.pending, promptLength: cursor.stepsTaken === 0 ? cursor.row.prompt.length : undefined };
-          cursor.held += cursor.pending.length;
-          cursor.pending = [];
-          return item;
-        });
+        const items: StepItem[] = live.map(({ cursor }) => cursor.nextItem());
         const drafts = await backends[e].step(items, finished[e].splice(0), k);
         let contextTokens = 0;
         for (const request of live) contextTokens += request.cursor.held;

@@ -7,11 +7,10 @@
  * comparison shows how each policy copes with a cost it does not know.
  */
 import type { EngineOptions } from '../core/engine.js';
-import { type GateConfig, type StepTiming, UNGATED, verifyCostAt } from '../core/gate.js';
-import { StepService } from '../core/step-service.js';
-import { batchOf, draftsOf } from './batch.js';
+import { type GateConfig, UNGATED, verifyCostAt } from '../core/gate.js';
+import { InProcessBackend } from './in-process.js';
 import { DEFAULT_TAIL_BATCH, type EngineStep, replayRolloutSteps } from './rollout-step.js';
-import type { StepBackend, StepItem } from './simulate.js';
+import type { StepItem } from './simulate.js';
 import { prng } from './synthetic.js';
 import type { TraceRow } from './traces.js';
 
@@ -105,41 +104,25 @@ export interface RolloutOptions {
   turns?: boolean;
 }
 
-/** The Step service under a gate policy: drafts only on the steps the gate lets speculate. */
-class GatedBackend implements StepBackend {
-  readonly draftLatenciesUs: number[] = [];
-  lastSpeculated = false;
-  private readonly service: StepService;
-  private stepId = 0n;
+/** The Step service under a gate policy; "no speculation" asks for no drafts at all (k = 0). */
+class GatedBackend extends InProcessBackend {
   constructor(
-    private readonly policy: GatePolicy,
+    private readonly speculates: boolean,
+    gate: Readonly<GateConfig>,
     engine: Partial<EngineOptions> | undefined,
-    maxK: number,
   ) {
-    this.service = new StepService(
-      { maxK, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 1 },
-      policy.speculate ? policy.gate : UNGATED,
-      engine,
-    );
+    super(engine ?? {}, [], gate);
   }
-  /** The runner's timing of the step before the next call (set by the simulator). */
-  timing: StepTiming | undefined;
-  step(items: StepItem[], finished: string[], k: number): Int32Array[] {
-    const batch = batchOf('rollout', ++this.stepId, items, finished, this.policy.speculate ? k : 0);
-    if (this.timing !== undefined) batch.timing = this.timing;
-    this.timing = undefined;
-    const outcome = this.service.step(batch, 0);
-    this.lastSpeculated = outcome.speculate && this.policy.speculate;
-    return this.lastSpeculated ? draftsOf(outcome) : items.map(() => NO_DRAFT);
+
+  override step(items: StepItem[], finished: string[], k: number): Int32Array[] {
+    return super.step(items, finished, this.speculates ? k : 0);
   }
 }
-
-const NO_DRAFT = new Int32Array(0);
 
 export async function simulateRollout(rows: TraceRow[], policy: GatePolicy, options: RolloutOptions): Promise<RolloutResult> {
   const { k, cost } = options;
   const tailBatch = options.tailBatch ?? DEFAULT_TAIL_BATCH;
-  const backend = new GatedBackend(policy, options.engine, Math.max(k, 1));
+  const backend = new GatedBackend(policy.speculate, policy.speculate ? policy.gate : UNGATED, options.engine);
   const result: RolloutResult = { policy: policy.name, engineSteps: 0, speculativeSteps: 0, emitted: 0, proposed: 0, accepted: 0, timeMs: 0, tailTimeShare: 0, alSpeculative: 0 };
   let tailMs = 0;
   let emittedOnSpeculative = 0;

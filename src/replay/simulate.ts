@@ -117,6 +117,14 @@ export class RowCursor {
       }
     }
   }
+  /** What the next step sends for this row: the tokens since the last step (the prompt on the first), taken from `pending`. */
+  nextItem(): StepItem {
+    const item: StepItem = { id: this.row.id, start: this.held, tokens: this.pending, promptLength: this.stepsTaken === 0 ? this.row.prompt.length : undefined };
+    this.held += this.pending.length;
+    this.pending = [];
+    return item;
+  }
+
   /** End (exclusive) of the model-generated run that starts at the current position. */
   runEnd(): number {
     for (const [start] of this.row.env) if (start > this.position) return start;
@@ -208,10 +216,7 @@ async function replayGroupsInOrder(rows: TraceRow[], backend: StepBackend, optio
       for (;;) {
         cursor.skipEnvironment();
         if (cursor.done) break;
-        const item: StepItem = { id: row.id, start: cursor.held, tokens: cursor.pending, promptLength: cursor.stepsTaken === 0 ? row.prompt.length : undefined };
-        cursor.held += cursor.pending.length;
-        cursor.pending = [];
-        const [draft] = await backend.step([item], finished, k);
+        const [draft] = await backend.step([cursor.nextItem()], finished, k);
         finished = [];
         scoreStep(cursor, draft, k, 1, 0, result);
         result.engineSteps++;
