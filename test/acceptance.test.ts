@@ -97,8 +97,9 @@ describe.skipIf(!available)('the same drafts through a running sidecar (shared t
     const { loadConfig } = await import('../src/server/config.js');
     const { startSidecar } = await import('../src/server/sidecar.js');
     const socket = join(mkdtempSync(join(tmpdir(), 'sam-accept-')), 'sidecar.sock');
-    const sidecar = await startSidecar(loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, gate: { threshold: 0 } } }));
+    const sidecar = await startSidecar(loadConfig({ env: {}, file: null, overrides: { socket, http: { port: 0 }, log: { level: 'silent' }, shutdown: { drainMs: 0 }, gate: { threshold: 0 }, limits: { ingestTokensPerStep: 1 << 30 } } }));
     try {
+      // Every step indexes all it brings (no backlog), as in process: then drafts depend on the steps alone.
       const rows = loadTraceFile(DATA + 'grpo-gsm8k-step2.jsonl');
       const wire = await replay(rows, new WireBackend(await FastLaneClient.connect(socket)), { k: 3, siblings: 'live' });
       const inProcess = await replay(rows, new InProcessBackend({}), { k: 3, siblings: 'live' });

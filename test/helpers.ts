@@ -7,6 +7,8 @@ export interface TestItem {
   tokens: number[];
   /** Set when the item carries its full context. */
   prompt?: number;
+  /** Tokens of the request still to come in later steps (a context sent in chunks). */
+  remaining?: number;
 }
 
 let nextStepId = 1n;
@@ -23,6 +25,7 @@ export function stepBatch(items: TestItem[], extra: Partial<StepBatch> = {}): St
     starts: items.map((item) => item.start ?? 0),
     counts: items.map((item) => item.tokens.length),
     promptLengths: items.map((item) => item.prompt ?? NO_PROMPT),
+    ...(items.some((item) => item.remaining) ? { remaining: items.map((item) => item.remaining ?? 0) } : {}),
     tokens: items.flatMap((item) => item.tokens),
     finished: [],
     ...extra,

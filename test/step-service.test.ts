@@ -276,3 +276,110 @@ describe('full contexts of requests the sidecar already holds', () => {
     expect(service.describe('engine-a', 'r')).toMatchObject({ length: 6, promptLength: 5 });
   });
 });
+
+describe('long contexts: a bounded amount indexed per step, the rest in a backlog', () => {
+  const long = (length: number, seed: number) => Array.from({ length }, (_, i) => ((i * 7919 + seed * 104729) % 997) + 1);
+  const budgeted = (perStep: number) => newService({}, { ingestTokensPerStep: perStep });
+  const indexed = (service: StepService) => {
+    const stats = service.draftEngine.stats();
+    return stats.tokensIndexed - stats.corpusTokens;
+  };
+
+  it('indexes at most limits.ingestTokensPerStep tokens in a step and no draft for a request until all of it is indexed', () => {
+    const service = budgeted(1024);
+    const context = long(5000, 1);
+    const first = service.step(batch([{ id: 'r', tokens: context, prompt: 100 }]), 0);
+    expect(first.statuses[0]).toBe(ItemStatus.OK); // received: the client never sends these tokens again
+    expect(draftsOf(first)).toEqual([[]]);
+    expect(indexed(service)).toBe(1024);
+    expect(service.stats()).toMatchObject({ backlogTokens: 5000 - 1024, backlogRequests: 1 });
+    expect(service.describe('engine-a', 'r')?.length).toBe(5000);
+    let step = 0;
+    while (service.stats().backlogTokens > 0) {
+      const outcome = service.step(batch([{ id: 'r', start: 5000 + step, tokens: [context[step % 997]] }]), 0);
+      if (service.stats().backlogTokens > 0) expect(draftsOf(outcome)).toEqual([[]]);
+      step++;
+    }
+    expect(step).toBe(Math.ceil((5000 - 1024) / 1024));
+    expect(indexed(service)).toBe(5000 + step);
+    expect(draftsOf(service.step(batch([{ id: 'r', start: 5000 + step, tokens: [context[step]] }]), 0))[0].length).toBeGreaterThan(0);
+  });
+
+  it('always indexes a short decode delta of a request without a backlog, whatever the budget left', () => {
+    const service = budgeted(1024);
+    service.step(batch([{ id: 'a', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]), 0);
+    const outcome = service.step(batch([{ id: 'big', tokens: long(4000, 2), prompt: 10 }, { id: 'a', start: 9, tokens: [3] }]), 0);
+    expect(draftsOf(outcome)).toEqual([[], [1, 2, 3]]);
+  });
+
+  it('indexes the backlog between steps, a bounded slice per call (idle work)', () => {
+    const service = budgeted(1024);
+    service.step(batch([{ id: 'r', tokens: long(6000, 3), prompt: 100 }]), 0);
+    let slices = 0;
+    while (service.idleWorkPending) {
+      const before = indexed(service);
+      service.doIdleWork();
+      expect(indexed(service) - before).toBeLessThanOrEqual(1024);
+      slices++;
+    }
+    expect(slices).toBeGreaterThanOrEqual(5);
+    expect(service.stats()).toMatchObject({ backlogTokens: 0, backlogRequests: 0 });
+    expect(draftsOf(service.step(batch([{ id: 'r', start: 6000, tokens: [5] }]), 0))[0].length).toBeGreaterThan(0);
+  });
+
+  it('takes a context in chunks: the first with its prompt length (may be beyond the chunk) and what remains, then deltas', () => {
+    const service = newService();
+    const context = [...prompt, 1, 2, 3, 1, 2];
+    const first = service.step(batch([{ id: 'r', tokens: context.slice(0, 3), prompt: 4, remaining: 6 }]), 0);
+    expect(first.statuses[0]).toBe(ItemStatus.OK);
+    expect(service.describe('engine-a', 'r')).toMatchObject({ length: 3, promptLength: 4 });
+    const second = service.step(batch([{ id: 'r', start: 3, tokens: context.slice(3, 6), remaining: 3 }]), 0);
+    expect(draftsOf(second)).toEqual([[]]); // the client said more is coming
+    const last = service.step(batch([{ id: 'r', start: 6, tokens: context.slice(6) }]), 0);
+    expect(draftsOf(last)).toEqual([[3, 1, 2]]);
+    // The same drafts as from the whole context at once, with its sibling sharing the group.
+    const sibling = service.step(batch([{ id: 's', tokens: [...prompt, 1, 2], prompt: 4 }]), 0);
+    expect(draftsOf(sibling)).toEqual([[3, 1, 2]]);
+  });
+
+  it('refuses a prompt length beyond the tokens sent and those said to remain, naming the field', () => {
+    const outcome = newService().step(batch([{ id: 'r', tokens: [1, 2, 3], prompt: 8, remaining: 2 }]), 0);
+    expect(outcome.statuses[0]).toBe(ItemStatus.ERROR);
+    expect(outcome.errors[0].message).toMatch(/prompt length 8/);
+    expect(newService().step(batch([{ id: 'r', tokens: [1, 2, 3], prompt: 8 }]), 0).errors[0].code).toBe('INVALID_ARGUMENT');
+  });
+
+  it('keeps what a timed-out call applied: the resent chunk is skipped, the next one continues', () => {
+    const service = budgeted(1024);
+    const context = long(3000, 4);
+    service.step(batch([{ id: 'r', tokens: context.slice(0, 2000), prompt: 50, remaining: 1000 }]), 0); // its reply was lost
+    const resent = service.step(batch([{ id: 'r', tokens: context.slice(0, 2000), prompt: 50, remaining: 1000 }]), 0);
+    expect(resent.statuses[0]).toBe(ItemStatus.OK);
+    expect(service.describe('engine-a', 'r')?.length).toBe(2000);
+    service.step(batch([{ id: 'r', start: 2000, tokens: context.slice(2000) }]), 0);
+    while (service.idleWorkPending) service.doIdleWork();
+    expect(indexed(service)).toBe(3000);
+  });
+
+  it('counts the backlog in the token budget and drops it with its request', () => {
+    const service = new StepService({ ...limits, maxTokens: 4000, ingestTokensPerStep: 1024 }, gate, { historyTokens: 0 });
+    service.step(batch([{ id: 'old', tokens: long(3000, 5), prompt: 10 }]), 0);
+    service.step(batch([{ id: 'new', tokens: long(3000, 6), prompt: 10 }]), 1);
+    service.maintain(2);
+    expect(service.describe('engine-a', 'old')).toBeUndefined(); // the least recently seen went
+    expect(service.stats().backlogTokens).toBeLessThanOrEqual(3000);
+    service.release('engine-a', ['new']);
+    expect(service.stats()).toMatchObject({ backlogTokens: 0, requests: 0 });
+    while (service.idleWorkPending) service.doIdleWork();
+    expect(service.stats().backlogRequests).toBe(0);
+  });
+
+  it('answers a step within the budget however long the contexts it brings (128 x 32k)', () => {
+    const service = new StepService({ ...limits, maxTokens: 8_000_000, ingestTokensPerStep: 8192 }, gate);
+    const items = Array.from({ length: 128 }, (_, r) => ({ id: `r${r}`, tokens: long(32768, r), prompt: 1024 }));
+    const before = indexed(service);
+    service.step(batch(items), 0);
+    expect(indexed(service) - before).toBeLessThanOrEqual(8192);
+    expect(service.stats().backlogTokens).toBe(128 * 32768 - 8192);
+  });
+});

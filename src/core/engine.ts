@@ -204,14 +204,19 @@ export class DraftEngine {
 
   /**
    * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
-   * the prompt, which decides its sibling group. Validates before touching any state.
+   * the prompt, which decides its sibling group. Indexes the first `indexed` tokens of the
+   * context (all by default); the caller appends the rest later (a long context indexed over
+   * several steps). Validates before touching any state.
    */
-  open(id: string, context: ArrayLike<number>, promptLength: number): RequestEntry {
+  open(id: string, context: ArrayLike<number>, promptLength: number, indexed = context.length): RequestEntry {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
     }
     if (context.length > SuffixAutomaton.MAX_SEQUENCE_TOKENS) {
       throw sidecarError('INVALID_ARGUMENT', `context of ${context.length} tokens exceeds ${SuffixAutomaton.MAX_SEQUENCE_TOKENS}`, 'context');
+    }
+    if (!(Number.isInteger(indexed) && indexed >= 0 && indexed <= context.length)) {
+      throw sidecarError('INVALID_ARGUMENT', `${indexed} tokens to index of a ${context.length}-token context`, 'context');
     }
     this.validateTokens(context, 0, context.length, 'context');
     if (this.requests.has(id)) this.release(id);
@@ -238,7 +243,7 @@ export class DraftEngine {
       entry.corpusFed = promptLength - entry.sharedPromptLength;
     }
     this.requests.set(id, entry);
-    this.ingest(entry, context, 0, context.length);
+    this.ingest(entry, context, 0, indexed);
     return entry;
   }
 
@@ -562,7 +567,8 @@ export class DraftEngine {
     return corpus.draftSource(match, this.corpusScratch);
   }
 
-  private validateTokens(tokens: ArrayLike<number>, from: number, to: number, field: string): void {
+  /** Throws TOKEN_OUT_OF_RANGE naming `field` unless tokens[from..to) are all token ids of the vocabulary. */
+  validateTokens(tokens: ArrayLike<number>, from: number, to: number, field: string): void {
     const vocab = this.options.vocabSize;
     for (let i = from; i < to; i++) {
       const t = tokens[i];
@@ -583,7 +589,8 @@ export class DraftEngine {
     }
     if (group === undefined && this.options.siblings) group = this.groupExtendedBy(context, promptLength);
     if (group === undefined) {
-      const prompt = Int32Array.from({ length: promptLength }, (_, i) => context[i]);
+      const prompt = new Int32Array(promptLength); // a plain loop: Int32Array.from with a mapper is slow on long prompts
+      for (let i = 0; i < promptLength; i++) prompt[i] = context[i];
       group = new Group(key, prompt, context.length);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);

@@ -9,6 +9,7 @@
  * (engine, step id), so every tensor-parallel rank that repeats a step gets the same answer and
  * nothing is applied twice.
  */
+import { SuffixAutomaton } from './automaton.js';
 import { DraftEngine, type EngineOptions, type EngineStats, type RequestEntry } from './engine.js';
 import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason, type StepTiming } from './gate.js';
@@ -38,6 +39,11 @@ export interface StepBatch {
   counts: ArrayLike<number>;
   /** Prompt length when the item carries its full context, NO_PROMPT for a delta. */
   promptLengths: ArrayLike<number>;
+  /**
+   * Tokens of each request the client still holds beyond this item, to come in later steps (a
+   * long context sent in chunks); such a request gets no draft. Absent: 0 for every item.
+   */
+  remaining?: ArrayLike<number>;
   tokens: ArrayLike<number>;
   /** Requests finished or aborted since the engine's last step. */
   finished: readonly string[];
@@ -78,7 +84,18 @@ export interface ServiceLimits {
   maxRequestsPerStep?: number;
   /** Engines held at once (default: no bound); a new one beyond it evicts the least recently seen. */
   maxEngines?: number;
+  /**
+   * Tokens one step call indexes (default: no bound). The rest wait in their request's backlog,
+   * indexed oldest first by later steps and between steps (`doIdleWork`, a quarter of this per
+   * slice), so a long context never holds a step, or the event loop, for long. A request gets
+   * no draft while tokens of it wait. Items of at most ALWAYS_INDEXED tokens (decode deltas) of
+   * requests with no backlog are always indexed at once.
+   */
+  ingestTokensPerStep?: number;
 }
+
+/** Deltas this short (a decode step's new tokens) are indexed in the step that brings them, whatever the budget. */
+const ALWAYS_INDEXED = 64;
 
 /** Counters read by the metrics layer at scrape time (the hot path only adds to numbers). */
 export class StepCounters {
@@ -117,7 +134,20 @@ class RequestState {
   lastSeenMs = 0;
   /** Order of first appearance: the canonical ingestion order within a step. */
   serial = 0;
-  entry!: RequestEntry;
+  /** In the engine; undefined while its prompt is still arriving (a long context sent in chunks). */
+  entry: RequestEntry | undefined = undefined;
+  promptLength = 0;
+  /**
+   * Tokens received and not yet indexed, backlog[backlogFrom..backlogTo), which follow the
+   * entry's tokens; `queued` while in the service's backlog queue.
+   */
+  backlog: Int32Array | null = null;
+  backlogFrom = 0;
+  backlogTo = 0;
+  queued = false;
+  released = false;
+  /** Tokens the client said it still has to send: no draft while above 0. */
+  remaining = 0;
   stamp = -1;
   /** The last draft (served or shadow) and how much of it the tokens since have matched. */
   predictionLength = 0;
@@ -130,6 +160,20 @@ class RequestState {
     maxK: number,
   ) {
     this.prediction = new Int32Array(maxK);
+  }
+
+  get waiting(): number {
+    return this.backlogTo - this.backlogFrom;
+  }
+
+  /** Tokens the sidecar holds for the request, indexed or waiting. */
+  get held(): number {
+    return (this.entry?.length ?? 0) + this.waiting;
+  }
+
+  /** Drafts only from a context that is all indexed and complete. */
+  get draftable(): boolean {
+    return this.entry !== undefined && this.backlogTo === this.backlogFrom && this.remaining === 0;
   }
 }
 
@@ -172,6 +216,9 @@ export interface GateView {
 export interface ServiceStats extends EngineStats {
   engines: number;
   maxTokens: number;
+  /** Tokens received and waiting to be indexed, and the requests they belong to. */
+  backlogTokens: number;
+  backlogRequests: number;
 }
 
 export class StepService {
@@ -188,6 +235,11 @@ export class StepService {
   // another kind would throw that code away at the first real step.
   private ingested: Array<RequestState | undefined> = new Array(256).fill(undefined);
   private tokensSinceMaintenance = 0;
+  /** Requests with tokens waiting to be indexed, oldest first, and those tokens. */
+  private backlogQueue: RequestState[] = [];
+  private backlogTokens = 0;
+  /** Tokens the current step (or idle slice) may still index. */
+  private ingestLeft = Number.POSITIVE_INFINITY;
   /** Text from other engines (shared text), when a sharing adapter is attached. */
   sharedText: SharedTextSource | null = null;
   private readonly applyRemote = (delta: TextDelta): void => {
@@ -247,12 +299,16 @@ export class StepService {
    * starts with that, so drafts never depend on when it ran) and compacting retired groups.
    */
   get idleWorkPending(): boolean {
-    return this.draftEngine.idleWorkPending;
+    return this.draftEngine.idleWorkPending || this.backlogQueue.length > 0;
   }
 
+  /** One slice of idle work; call again while idleWorkPending (each slice indexes a bounded part of the backlog). */
   doIdleWork(): void {
     this.draftEngine.flushCorpus();
     this.draftEngine.compactRetired();
+    const perStep = this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY;
+    this.ingestLeft = Math.max(1024, perStep / 4);
+    this.drainBacklog();
   }
 
   release(engineId: string, reqIds: readonly string[]): number {
@@ -277,7 +333,7 @@ export class StepService {
   }
 
   stats(): ServiceStats {
-    return { ...this.draftEngine.stats(), engines: this.engines.size, maxTokens: this.limits.maxTokens };
+    return { ...this.draftEngine.stats(), engines: this.engines.size, maxTokens: this.limits.maxTokens, backlogTokens: this.backlogTokens, backlogRequests: this.backlogQueue.length };
   }
 
   describe(engineId: string, reqId: string): RequestView | undefined {
@@ -286,8 +342,8 @@ export class StepService {
     return {
       engineId,
       reqId,
-      length: state.entry.length,
-      promptLength: state.entry.promptLength,
+      length: state.held,
+      promptLength: state.promptLength,
       lastSeenMs: state.lastSeenMs,
       pendingDraft: Array.from(state.prediction.subarray(state.predictionMatched, state.predictionLength)),
     };
@@ -333,6 +389,8 @@ export class StepService {
     // Other engines' text that arrived since the last step: applied here, and only here, so a
     // step's answer depends on the steps before it, not on when messages happened to land.
     this.sharedText?.drain(this.applyRemote);
+    this.ingestLeft = this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY;
+    this.drainBacklog(); // what waits is older than this step's tokens
     const counters = this.counters;
     const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
@@ -382,8 +440,13 @@ export class StepService {
       const state = ingested[i];
       if (state === undefined) continue;
       ingested[i] = undefined;
+      if (!state.draftable) {
+        state.predictionLength = 0; // the context is not all here: no draft, nothing to score
+        continue;
+      }
+      const entry = state.entry!;
       if (decision.speculate) {
-        const length = this.draftEngine.draftFrom(state.entry, k, scratch, written);
+        const length = this.draftEngine.draftFrom(entry, k, scratch, written);
         draftLengths[i] = length;
         const prediction = state.prediction;
         for (let j = 0; j < length; j++) prediction[j] = scratch[written + j]; // no subarray object per item
@@ -398,7 +461,7 @@ export class StepService {
           engine.draftTokens += length;
         }
       } else if (shadow && state.predictionLength === 0) {
-        state.predictionLength = this.draftEngine.draftFrom(state.entry, k, state.prediction, 0);
+        state.predictionLength = this.draftEngine.draftFrom(entry, k, state.prediction, 0);
         state.predictionMatched = 0;
         state.predictionServed = false;
         if (state.predictionLength > 0) counters.shadowDrafts++;
@@ -444,37 +507,53 @@ export class StepService {
     }
     const promptLength = batch.promptLengths[i];
     const start = batch.starts[i];
-    const draftEngine = this.draftEngine;
+    const remaining = batch.remaining?.[i] ?? 0;
+    if (!(Number.isInteger(remaining) && remaining >= 0)) throw sidecarError('INVALID_ARGUMENT', `remaining = ${remaining}`, `requests[${i}].remaining`);
     if (promptLength !== NO_PROMPT) {
       if (start !== 0) throw sidecarError('INVALID_ARGUMENT', `an item with its full context must start at 0, got ${start}`, `requests[${i}].start`);
-      if (state !== undefined && this.resendsHeldContext(state, promptLength, to - from)) {
+      const count = to - from;
+      if (promptLength > count + remaining) {
+        throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} beyond the ${count} tokens sent and the ${remaining} still to come`, `requests[${i}].prompt_len`);
+      }
+      if (state !== undefined && this.resendsHeldContext(state, promptLength, count)) {
         // The full context of a request the sidecar already holds (its client lost the reply that
         // confirmed it, e.g. a call that timed out while a large context was ingested): tokens are
         // append-only, so only the part beyond what is held is new. Re-ingesting all of it would
         // time out again, step after step.
-        const fresh = from + state.entry.length;
-        draftEngine.appendTo(state.entry, batch.tokens, fresh, to);
-        this.score(engine, state, batch.tokens, fresh, to);
+        this.take(engine, state, batch.tokens, from + state.held, to, i);
       } else {
+        this.checkLength(count, 0, i);
+        // Before the request it replaces is let go: a bad full context leaves it as it was.
+        this.draftEngine.validateTokens(tokenView(batch.tokens, from, to), 0, count, 'context');
         const key = state?.key ?? requestKey(engine.id, reqId);
-        const entry = draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength);
         if (state === undefined) {
           state = new RequestState(key, reqId, this.limits.maxK);
           state.serial = serial;
           engine.requests.set(reqId, state);
+        } else {
+          this.dropBacklog(state);
+          this.draftEngine.release(key);
+          state.entry = undefined;
         }
-        state.entry = entry;
+        state.promptLength = promptLength;
         state.predictionLength = 0;
+        if (count >= promptLength && this.ingestLeft > 0) {
+          const indexed = Math.min(count, this.ingestLeft);
+          state.entry = this.draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength, indexed);
+          this.ingestLeft -= indexed;
+          this.defer(state, batch.tokens, from + indexed, to);
+        } else {
+          this.defer(state, batch.tokens, from, to); // opened once its prompt is here and the budget allows
+        }
       }
     } else {
       if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `requests[${i}].req_id`);
-      const held = state.entry.length;
+      const held = state.held;
       if (start > held) throw sidecarError('TOKEN_GAP', `request ${JSON.stringify(reqId)} starts at ${start} but the sidecar holds ${held} tokens`, `requests[${i}].start`);
       // A resent overlap (start < held) is skipped: deltas are idempotent.
-      const fresh = Math.min(to, from + (held - start));
-      draftEngine.appendTo(state.entry, batch.tokens, fresh, to);
-      this.score(engine, state, batch.tokens, fresh, to);
+      this.take(engine, state, batch.tokens, Math.min(to, from + (held - start)), to, i);
     }
+    state.remaining = remaining;
     state.stamp = stamp;
     state.lastSeenMs = nowMs;
     this.counters.tokensIngested += to - from;
@@ -484,7 +563,110 @@ export class StepService {
 
   /** A full context that extends what the sidecar holds for the request (same prompt length). */
   private resendsHeldContext(state: RequestState, promptLength: number, contextLength: number): boolean {
-    return state.entry.promptLength === promptLength && state.entry.length <= contextLength;
+    return state.promptLength === promptLength && state.held <= contextLength;
+  }
+
+  /** A request of `held` tokens may not grow by `count` past what one automaton sequence holds. */
+  private checkLength(count: number, held: number, i: number): void {
+    if (held + count > SuffixAutomaton.MAX_SEQUENCE_TOKENS) {
+      throw sidecarError('INVALID_ARGUMENT', `request of ${held} tokens would exceed ${SuffixAutomaton.MAX_SEQUENCE_TOKENS} with ${count} more`, `requests[${i}].tokens`);
+    }
+  }
+
+  /**
+   * A request's next tokens, tokens[from..to): indexed now while the step's budget lasts (a short
+   * delta always), the rest deferred to its backlog. Checked first, so a bad item changes nothing.
+   */
+  private take(engine: EngineState, state: RequestState, tokens: ArrayLike<number>, from: number, to: number, i: number): void {
+    if (from >= to) return;
+    this.checkLength(to - from, state.held, i);
+    this.draftEngine.validateTokens(tokens, from, to, 'tokens');
+    const entry = state.entry;
+    if (entry !== undefined && state.waiting === 0) {
+      const now = to - from <= ALWAYS_INDEXED ? to - from : Math.max(0, Math.min(to - from, this.ingestLeft));
+      if (now > 0) {
+        this.draftEngine.appendTo(entry, tokens, from, from + now);
+        this.score(engine, state, tokens, from, from + now);
+        this.ingestLeft -= now;
+        from += now;
+      }
+    }
+    if (from < to) state.predictionLength = 0; // its draft is scored no further: the text has moved on
+    this.defer(state, tokens, from, to);
+  }
+
+  /** Appends tokens[from..to) (checked) to a request's backlog and queues it. */
+  private defer(state: RequestState, tokens: ArrayLike<number>, from: number, to: number): void {
+    const count = to - from;
+    if (count <= 0) return;
+    let backlog = state.backlog;
+    if (backlog === null || state.backlogTo + count > backlog.length) {
+      // Sized for what the client said is still to come, so a context sent in chunks is copied once.
+      const needed = state.waiting + count;
+      const grown = new Int32Array(Math.max(needed + state.remaining, grownCapacity(backlog?.length ?? 0, needed)));
+      if (backlog !== null) grown.set(backlog.subarray(state.backlogFrom, state.backlogTo));
+      state.backlogTo -= state.backlogFrom;
+      state.backlogFrom = 0;
+      state.backlog = backlog = grown;
+    }
+    const at = state.backlogTo;
+    for (let j = 0; j < count; j++) backlog[at + j] = tokens[from + j];
+    state.backlogTo += count;
+    this.backlogTokens += count;
+    if (!state.queued) {
+      state.queued = true;
+      this.backlogQueue.push(state);
+    }
+  }
+
+  private dropBacklog(state: RequestState): void {
+    this.backlogTokens -= state.waiting;
+    state.backlog = null;
+    state.backlogFrom = state.backlogTo = 0;
+  }
+
+  /**
+   * Indexes waiting tokens, oldest request first, while this.ingestLeft lasts. A request whose
+   * prompt has not all arrived leaves the queue until more of it does.
+   */
+  private drainBacklog(): void {
+    const queue = this.backlogQueue;
+    let head = 0;
+    while (head < queue.length && this.ingestLeft > 0) {
+      const state = queue[head];
+      if (!state.released && this.indexBacklog(state) && state.waiting > 0) break; // the budget ran out inside it
+      state.queued = false;
+      head++;
+    }
+    if (head > 0) this.backlogQueue = head === queue.length ? [] : queue.slice(head);
+  }
+
+  /** Indexes as much of one request's backlog as the budget allows; false if it cannot start yet. */
+  private indexBacklog(state: RequestState): boolean {
+    const backlog = state.backlog!;
+    const n = Math.min(state.waiting, this.ingestLeft);
+    try {
+      if (state.entry === undefined) {
+        if (state.waiting < state.promptLength) return false;
+        state.entry = this.draftEngine.open(state.key, backlog.subarray(state.backlogFrom, state.backlogTo), state.promptLength, n);
+      } else {
+        this.draftEngine.appendTo(state.entry, backlog, state.backlogFrom, state.backlogFrom + n);
+      }
+    } catch (error) {
+      // Checked when they arrived, so not expected; the request starts over (RESYNC) rather than stall.
+      if (!(error instanceof SidecarError)) throw error;
+      this.counters.countError('item', error.code);
+      this.dropBacklog(state);
+      this.draftEngine.release(state.key);
+      state.entry = undefined;
+      state.promptLength = NO_PROMPT;
+      return true;
+    }
+    this.ingestLeft -= n;
+    this.backlogTokens -= n;
+    state.backlogFrom += n;
+    if (state.waiting === 0) this.dropBacklog(state);
+    return true;
   }
 
   /** Compares newly arrived tokens with the pending draft; a mismatch or a full match scores it. */
@@ -544,6 +726,8 @@ export class StepService {
     const state = engine.requests.get(reqId);
     if (state === undefined) return false;
     engine.requests.delete(reqId);
+    state.released = true; // leaves the backlog queue at its next drain
+    this.dropBacklog(state);
     this.draftEngine.release(state.key);
     return true;
   }
@@ -574,7 +758,7 @@ export class StepService {
     const budget = this.limits.maxTokens;
     const draftEngine = this.draftEngine;
     // The corpus keeps itself within its own budget; this one covers live requests and history.
-    const held = (stats: EngineStats) => stats.tokensIndexed - stats.corpusTokens;
+    const held = (stats: EngineStats) => stats.tokensIndexed - stats.corpusTokens + this.backlogTokens;
     let stats = draftEngine.stats();
     if (held(stats) <= budget) return;
     draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (held(stats) - budget)));
@@ -613,7 +797,8 @@ function validateBatch(batch: StepBatch, maxK: number, maxRequests: number): num
   if (!(Number.isInteger(batch.k) && batch.k >= 0 && batch.k <= maxK)) throw sidecarError('K_OUT_OF_RANGE', `k = ${batch.k}, allowed 0..${maxK}`, 'k');
   if (!(Number.isInteger(batch.numReqs) && batch.numReqs >= 0)) throw sidecarError('INVALID_ARGUMENT', `num_reqs = ${batch.numReqs}`, 'num_reqs');
   if (batch.engineId.length === 0) throw sidecarError('INVALID_ARGUMENT', 'engine id is empty', 'engine_id');
-  for (const [field, column] of [['starts', batch.starts], ['counts', batch.counts], ['prompt_lens', batch.promptLengths]] as const) {
+  const columns = [['starts', batch.starts], ['counts', batch.counts], ['prompt_lens', batch.promptLengths], ['remaining', batch.remaining ?? batch.starts]] as const;
+  for (const [field, column] of columns) {
     if (column.length !== n) throw sidecarError('INVALID_ARGUMENT', `${column.length} entries for ${n} requests`, field);
   }
   let total = 0;

@@ -32,7 +32,9 @@ const STEP_FIXED = 32;
 /** STEP flags: bit 0 prefill step; bit 1 a STEP_TIMING block follows the fixed part. */
 const STEP_FLAG_PREFILL = 1;
 const STEP_FLAG_TIMING = 2;
-const STEP_FLAGS_KNOWN = STEP_FLAG_PREFILL | STEP_FLAG_TIMING;
+/** A `u32 remaining[n]` column follows prompt_lens (a long context sent in chunks). */
+const STEP_FLAG_REMAINING = 4;
+const STEP_FLAGS_KNOWN = STEP_FLAG_PREFILL | STEP_FLAG_TIMING | STEP_FLAG_REMAINING;
 /** u32 step_us, u32 step_reqs, u32 verified_slots, u32 flags (bit 0: the step had prefill). */
 const STEP_TIMING = 16;
 const REPLY_FIXED = 28;
@@ -225,10 +227,12 @@ export function decodeStep(frame: Buffer, idCache?: IdBlockCache): StepBatch {
     timing = { stepUs: r.u32('timing.step_us'), stepReqs: r.u32('timing.step_reqs'), verifiedSlots: r.u32('timing.verified_slots'), hadPrefill: (r.u32('timing.flags') & 1) !== 0 };
   }
   // Sizes are checked against the frame before any array is allocated.
-  r.need(n * 14 + nFinished * 2 + engineBytes + totalTokens * 4, 'items');
+  const withRemaining = (flags & STEP_FLAG_REMAINING) !== 0;
+  r.need(n * (withRemaining ? 18 : 14) + nFinished * 2 + engineBytes + totalTokens * 4, 'items');
   const starts = r.u32s(n, 'starts');
   const counts = r.u32s(n, 'counts');
   const promptLengths = r.u32s(n, 'prompt_lens');
+  const remaining = withRemaining ? r.u32s(n, 'remaining') : undefined;
   const idLengthsAt = r.skip(2 * n, 'req_id_bytes');
   const finishedLengthsAt = r.skip(2 * nFinished, 'finished_id_bytes');
   const engineId = r.text(engineBytes, 'engine_id');
@@ -239,6 +243,7 @@ export function decodeStep(frame: Buffer, idCache?: IdBlockCache): StepBatch {
   r.end();
   const batch: StepBatch = { engineId, stepId, numReqs, prefill: (flags & STEP_FLAG_PREFILL) !== 0, k, reqIds, starts, counts, promptLengths, tokens, finished };
   if (timing !== undefined) batch.timing = timing;
+  if (remaining !== undefined) batch.remaining = remaining;
   return batch;
 }
 
@@ -250,7 +255,9 @@ export function encodeStep(batch: StepBatch, callId: number): Buffer {
   const finished = batch.finished.map((id) => Buffer.from(id, 'utf8'));
   const textBytes = engine.length + sum(ids) + sum(finished);
   const timing = batch.timing;
-  const beforeTokens = FRAME_PREFIX + HEADER_BYTES + STEP_FIXED + (timing === undefined ? 0 : STEP_TIMING) + n * 14 + finished.length * 2 + textBytes;
+  const remaining = batch.remaining !== undefined && Array.prototype.some.call(batch.remaining, (count: number) => count > 0) ? batch.remaining : undefined;
+  const columns = remaining === undefined ? [batch.starts, batch.counts, batch.promptLengths] : [batch.starts, batch.counts, batch.promptLengths, remaining];
+  const beforeTokens = FRAME_PREFIX + HEADER_BYTES + STEP_FIXED + (timing === undefined ? 0 : STEP_TIMING) + n * (columns.length * 4 + 2) + finished.length * 2 + textBytes;
   const tokensAt = (beforeTokens + 3) & ~3;
   const frame = Buffer.alloc(tokensAt + batch.tokens.length * 4);
   writeHeader(frame, FrameKind.STEP, callId);
@@ -258,7 +265,7 @@ export function encodeStep(batch: StepBatch, callId: number): Buffer {
   o = frame.writeBigUInt64LE(batch.stepId, o);
   o = frame.writeUInt32LE(batch.numReqs, o);
   o = frame.writeUInt16LE(batch.k, o);
-  o = frame.writeUInt8((batch.prefill ? STEP_FLAG_PREFILL : 0) | (timing === undefined ? 0 : STEP_FLAG_TIMING), o);
+  o = frame.writeUInt8((batch.prefill ? STEP_FLAG_PREFILL : 0) | (timing === undefined ? 0 : STEP_FLAG_TIMING) | (remaining === undefined ? 0 : STEP_FLAG_REMAINING), o);
   o = frame.writeUInt8(0, o);
   o = frame.writeUInt32LE(n, o);
   o = frame.writeUInt32LE(finished.length, o);
@@ -271,7 +278,7 @@ export function encodeStep(batch: StepBatch, callId: number): Buffer {
     o = frame.writeUInt32LE(timing.verifiedSlots >>> 0, o);
     o = frame.writeUInt32LE(timing.hadPrefill ? 1 : 0, o);
   }
-  for (const column of [batch.starts, batch.counts, batch.promptLengths]) for (let i = 0; i < n; i++) o = frame.writeUInt32LE(column[i] >>> 0, o);
+  for (const column of columns) for (let i = 0; i < n; i++) o = frame.writeUInt32LE(column[i] >>> 0, o);
   for (const id of ids) o = frame.writeUInt16LE(id.length, o);
   for (const id of finished) o = frame.writeUInt16LE(id.length, o);
   for (const text of [engine, ...ids, ...finished]) o += text.copy(frame, o);

@@ -16,6 +16,7 @@ export interface RequestDeltaMessage {
   start?: number;
   tokens?: ArrayLike<number>;
   prompt_len?: number | null;
+  remaining?: number;
 }
 
 export interface StepRequestMessage {
@@ -67,6 +68,7 @@ export const StepRequestJson = z.object({
         start: z.number().int().nonnegative().max(0xffffffff).default(0),
         tokens: z.array(z.number()),
         prompt_len: z.number().int().nonnegative().max(NO_PROMPT - 1).nullish(),
+        remaining: z.number().int().nonnegative().max(0xffffffff).default(0),
       }),
     )
     .default([]),
@@ -136,7 +138,13 @@ export function jsonFromBatch(batch: StepBatch): Record<string, unknown> {
     numReqs: message.num_reqs,
     prefill: message.prefill,
     k: message.k,
-    requests: (message.requests ?? []).map((r) => ({ reqId: r.req_id, start: r.start, tokens: r.tokens, ...(r.prompt_len === undefined ? {} : { promptLen: r.prompt_len }) })),
+    requests: (message.requests ?? []).map((r) => ({
+      reqId: r.req_id,
+      start: r.start,
+      tokens: r.tokens,
+      ...(r.prompt_len === undefined ? {} : { promptLen: r.prompt_len }),
+      ...(r.remaining ? { remaining: r.remaining } : {}),
+    })),
     finishedReqIds: message.finished_req_ids,
   };
   const timing = message.timing;
@@ -173,6 +181,7 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
   const starts = new Uint32Array(n);
   const counts = new Uint32Array(n);
   const promptLengths = new Uint32Array(n);
+  let remaining: Uint32Array | undefined;
   let total = 0;
   for (let i = 0; i < n; i++) total += requests[i].tokens?.length ?? 0;
   const tokens = new Float64Array(total); // holds out-of-range ids too, so the core can name them
@@ -186,6 +195,7 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
     for (let j = 0; j < own.length; j++) tokens[offset++] = own[j];
     if (request.prompt_len === NO_PROMPT) throw sidecarError('INVALID_ARGUMENT', `prompt_len ${NO_PROMPT} is reserved (it marks a delta)`, `requests[${i}].prompt_len`);
     promptLengths[i] = request.prompt_len === undefined || request.prompt_len === null ? NO_PROMPT : request.prompt_len;
+    if (request.remaining) (remaining ??= new Uint32Array(n))[i] = request.remaining;
   }
   const batch: StepBatch = {
     engineId: message.engine_id,
@@ -200,6 +210,7 @@ export function batchFromMessage(message: StepRequestMessage): StepBatch {
     tokens,
     finished: message.finished_req_ids ?? [],
   };
+  if (remaining !== undefined) batch.remaining = remaining;
   const timing = message.timing;
   if (timing !== undefined && timing !== null) {
     batch.timing = { stepUs: timing.step_us ?? 0, stepReqs: timing.step_reqs ?? 0, verifiedSlots: timing.verified_slots ?? 0, hadPrefill: timing.had_prefill ?? false };
@@ -233,6 +244,8 @@ export function messageFromBatch(batch: StepBatch): StepRequestMessage {
     offset += count;
     const delta: RequestDeltaMessage = { req_id: batch.reqIds[i], start: batch.starts[i], tokens };
     if (batch.promptLengths[i] !== NO_PROMPT) delta.prompt_len = batch.promptLengths[i];
+    const remaining = batch.remaining?.[i] ?? 0;
+    if (remaining > 0) delta.remaining = remaining;
     requests.push(delta);
   }
   const message: StepRequestMessage = {
@@ -330,6 +343,8 @@ const STATS_FIELDS = [
   ['acceptedTokens', 'accepted_tokens'],
   ['evictedIdle', 'evicted_idle'],
   ['evictedForMemory', 'evicted_for_memory'],
+  ['backlogTokens', 'backlog_tokens'],
+  ['backlogRequests', 'backlog_requests'],
 ] as const satisfies ReadonlyArray<readonly [Exclude<keyof SidecarStats, 'acceptedPerPos' | 'decisions' | 'gates'>, string]>;
 
 export function statsToMessage(stats: SidecarStats): Record<string, unknown> {

@@ -94,6 +94,8 @@ export const ConfigSchema = z
         maxRequestsPerStep: positiveInt.max(65_535).default(4096),
         /** Engines held at once; a new engine id beyond it evicts the least recently seen engine. */
         maxEngines: positiveInt.default(1024),
+        /** Tokens one step indexes; more wait in a backlog indexed by later steps and between steps. */
+        ingestTokensPerStep: positiveInt.min(1024).default(8192),
         /** Fast-lane connections at once (the shim of each engine and TP rank keeps one). */
         maxConnections: positiveInt.default(256),
         /** A frame still incomplete after this long closes its connection (a stalled or hostile client). */

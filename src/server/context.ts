@@ -64,7 +64,13 @@ export class SidecarContext {
       this.service.doIdleWork();
     } catch (error) {
       // Outside any call: nobody to answer, so logged; drafting goes on without those tokens.
-      this.logger.error({ err: error }, 'idle work (corpus indexing, group compaction) failed');
+      this.logger.error({ err: error }, 'idle work (corpus indexing, group compaction, backlog) failed');
+      return;
+    }
+    // One bounded slice per turn of the event loop: calls and probes are served in between.
+    if (this.service.idleWorkPending) {
+      this.idleWorkScheduled = true;
+      setImmediate(this.doIdleWork);
     }
   };
 

@@ -155,6 +155,7 @@ export class SidecarMetrics {
     gauge('sam_sidecar_groups', 'Prompt groups held (live and history).', () => fresh().groups);
     gauge('sam_sidecar_history_groups', 'Finished prompt groups kept as history.', () => fresh().historyGroups);
     gauge('sam_sidecar_history_tokens', 'Tokens held in history groups.', () => fresh().historyTokens);
+    gauge('sam_sidecar_backlog_tokens', 'Tokens received and waiting to be indexed (long contexts; limits.ingestTokensPerStep per step).', () => fresh().backlogTokens);
     gauge('sam_sidecar_corpus_tokens', 'Tokens in the corpus of every prompt\'s requests, running and finished.', () => fresh().corpusTokens);
     gauge('sam_sidecar_tokens', 'Tokens held in all automata.', () => fresh().tokensIndexed);
     gauge('sam_sidecar_memory_bytes', 'Bytes of automaton storage.', () => fresh().bytes);

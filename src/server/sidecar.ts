@@ -36,6 +36,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       stepCacheSize: config.limits.stepCacheSize,
       maxRequestsPerStep: config.limits.maxRequestsPerStep,
       maxEngines: config.limits.maxEngines,
+      ingestTokensPerStep: config.limits.ingestTokensPerStep,
     },
     config.gate,
     { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens, shareText: config.sharing.redis.url !== null },

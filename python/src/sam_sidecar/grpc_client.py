@@ -47,15 +47,17 @@ def _packed(number: int, values: Sequence[int]) -> bytes:
 def encode_step_request(
     engine_id: str, step_id: int, num_reqs: int, prefill: bool, k: int, deltas, finished: Sequence[str] = (), timing: "Optional[wire.StepTiming]" = None
 ) -> bytes:
-    """deltas: (req_id, start, tokens, prompt_len or None) per request, in batch order."""
+    """deltas: (req_id, start, tokens, prompt_len or None[, remaining]) per request, in batch order."""
     parts = [_bytes_field(1, engine_id.encode()), _field(2, 0) + _varint(step_id), _field(3, 0) + _varint(num_reqs)]
     if prefill:
         parts.append(_field(4, 0) + _varint(1))
     parts.append(_field(5, 0) + _varint(k))
-    for req_id, start, tokens, prompt_len in deltas:
+    for req_id, start, tokens, prompt_len, *rest in deltas:
         body = _bytes_field(1, req_id.encode()) + _field(2, 0) + _varint(start) + _packed(3, tokens)
         if prompt_len is not None:
             body += _field(4, 0) + _varint(prompt_len)
+        if rest and rest[0]:
+            body += _field(5, 0) + _varint(rest[0])
         parts.append(_bytes_field(6, body))
     for req_id in finished:
         parts.append(_bytes_field(7, req_id.encode()))
@@ -76,8 +78,9 @@ def encode_request(request: "wire.StepRequest") -> bytes:
     counts = request.counts.tolist()
     starts = request.starts.tolist()
     prompts = request.prompt_lens.tolist()
+    remaining = [0] * len(counts) if request.remaining is None else request.remaining.tolist()
     for i, req_id in enumerate(request.req_ids):
-        deltas.append((req_id.decode(), starts[i], tokens[at : at + counts[i]], None if prompts[i] == wire.NO_PROMPT else prompts[i]))
+        deltas.append((req_id.decode(), starts[i], tokens[at : at + counts[i]], None if prompts[i] == wire.NO_PROMPT else prompts[i], remaining[i]))
         at += counts[i]
     return encode_step_request(
         request.engine_id.decode(), request.step_id, request.num_reqs, request.prefill, request.k, deltas, [f.decode() for f in request.finished], request.timing

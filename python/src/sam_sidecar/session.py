@@ -21,6 +21,11 @@ from .log import logger
 
 
 MAX_PENDING_RELEASES = 4096  # finished ids kept for the next successful step
+# Tokens one step sends beyond short deltas: a long context (a new request, a RESYNC, every request
+# after a sidecar restart) goes in chunks of this over several steps, so building, sending and
+# serving a step stay within the deadline at any context length. SAM_SIDECAR_MAX_STEP_TOKENS.
+DEFAULT_MAX_STEP_TOKENS = 262_144
+ALWAYS_SENT = 64  # a delta this short (a decode step's tokens) always goes whole
 
 
 @dataclass
@@ -86,8 +91,10 @@ class DraftSession:
         engine_id: Optional[str] = None,
         local_threshold: Optional[int] = None,
         keep_latencies: bool = False,
+        max_step_tokens: Optional[int] = None,
     ):
         self.k = k
+        self.max_step_tokens = max(ALWAYS_SENT, int(os.environ.get("SAM_SIDECAR_MAX_STEP_TOKENS", DEFAULT_MAX_STEP_TOKENS) if max_step_tokens is None else max_step_tokens))
         self.client = client or FastLaneClient()
         self.set_engine_id(engine_id or default_engine_id())
         self.local_threshold = local_threshold
@@ -173,7 +180,9 @@ class DraftSession:
         full = (start_arr < 0) | (start_arr > end_arr)
         start_arr[full] = 0
         prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
-        tokens = gather_spans(token_rows, rows, start_arr, end_arr)
+        # What the sidecar holds once this step is confirmed: everything, or the chunks sent so far.
+        sent_end, remaining = chunked(start_arr, end_arr, self.max_step_tokens)
+        tokens = gather_spans(token_rows, rows, start_arr, sent_end)
         included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
         if steady is not None and everyone:
             ids, id_lengths, id_text = steady.encoded, steady.id_lengths, steady.id_text
@@ -183,9 +192,9 @@ class DraftSession:
         finished_now = [r.encode() for r in self._finished_pending]
 
         request = wire.StepRequest(
-            self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, end_arr - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text, timing
+            self._engine_bytes, self.step_id, num_reqs, prefill, self.k, ids, start_arr, sent_end - start_arr, prompt_arr, tokens, finished_now, id_lengths, id_text, timing, remaining
         )
-        sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, end_arr), everyone, steady, step_id=self.step_id)
+        sent = _SentStep(_Batch(included_ids, ids, id_lengths, id_text, sent_end), everyone, steady, step_id=self.step_id)
         unawaited = self._sent_unawaited(num_reqs, prefill)  # the bound as the last reply announced it
         try:
             if unawaited:
@@ -328,6 +337,21 @@ class DraftSession:
         metrics.inc("steps")
         if self.keep_latencies:
             self.stats.step_us.append((time.perf_counter() - started) * 1e6)
+
+
+def chunked(starts: np.ndarray, ends: np.ndarray, budget: int):
+    """Where each row's tokens sent this step end, and what remains of each (None if nothing does):
+    short deltas whole, then the others in row order while `budget` tokens last."""
+    need = ends - starts
+    if int(need.sum()) <= budget:
+        return ends, None
+    short = need <= ALWAYS_SENT
+    left = max(0, budget - int(need[short].sum()))
+    long_need = np.where(short, 0, need)
+    before = np.cumsum(long_need) - long_need  # long tokens of earlier rows
+    send = np.where(short, need, np.clip(left - before, 0, long_need))
+    sent_end = starts + send
+    return sent_end, ends - sent_end
 
 
 def gather_spans(token_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ REPLY_FIXED = struct.Struct("<QBBHIIII")  # step id, speculate, reason, 0, n, n_
 STEP_TIMING = struct.Struct("<IIII")  # step_us, step_reqs, verified_slots, flags (bit 0: had prefill)
 FLAG_PREFILL = 1
 FLAG_TIMING = 2  # a STEP_TIMING block follows the fixed part
+FLAG_REMAINING = 4  # a u32 remaining[n] column follows prompt_lens (a long context sent in chunks)
 HEADER_BYTES = HEADER.size  # 12, length prefix included
 
 
@@ -102,6 +103,8 @@ class StepRequest:
     req_id_text: Optional[bytes] = None
     # The runner's timing of the step it just ran (the calibrated gate learns from it)
     timing: Optional["StepTiming"] = None
+    # Tokens of each request still to be sent in later steps (a long context in chunks); None: all 0
+    remaining: Optional[np.ndarray] = None
 
     def encode(self, call_id: int) -> bytes:
         return encode_step(
@@ -120,6 +123,7 @@ class StepRequest:
             self.req_id_lengths,
             self.req_id_text,
             self.timing,
+            self.remaining,
         )
 
 
@@ -158,9 +162,11 @@ def encode_step(
     req_id_lengths: Optional[np.ndarray] = None,
     req_id_text: Optional[bytes] = None,
     timing: Optional[StepTiming] = None,
+    remaining: Optional[np.ndarray] = None,
 ) -> bytes:
-    """One STEP frame. starts/counts/prompt_lens: one entry per item; tokens: all items' tokens.
-    req_id_lengths/req_id_text: encode_ids(req_ids), if the caller has it already."""
+    """One STEP frame. starts/counts/prompt_lens (and remaining, if any is above 0): one entry per
+    item; tokens: all items' tokens. req_id_lengths/req_id_text: encode_ids(req_ids), if the caller
+    has it already."""
     n = len(req_ids)
     if req_id_lengths is None or req_id_text is None:
         req_id_lengths, req_id_text = encode_ids(req_ids)
@@ -169,8 +175,10 @@ def encode_step(
     timing_block = b"" if timing is None else STEP_TIMING.pack(
         _u32(timing.step_us), _u32(timing.step_reqs), _u32(timing.verified_slots), 1 if timing.had_prefill else 0
     )
-    flags = (FLAG_PREFILL if prefill else 0) | (0 if timing is None else FLAG_TIMING)
-    before_tokens = HEADER_BYTES + STEP_FIXED.size + len(timing_block) + 14 * n + 2 * len(finished) + text_bytes
+    # Only when needed: a sidecar that predates the column refuses the flag bit.
+    remaining_column = b"" if remaining is None or not np.any(remaining) else np.ascontiguousarray(remaining, dtype="<u4").tobytes()
+    flags = (FLAG_PREFILL if prefill else 0) | (0 if timing is None else FLAG_TIMING) | (FLAG_REMAINING if remaining_column else 0)
+    before_tokens = HEADER_BYTES + STEP_FIXED.size + len(timing_block) + 14 * n + len(remaining_column) + 2 * len(finished) + text_bytes
     padding = b"\0" * ((-before_tokens) % 4)
     token_bytes = np.ascontiguousarray(tokens, dtype="<u4").tobytes()
     body = b"".join(
@@ -180,6 +188,7 @@ def encode_step(
             np.ascontiguousarray(starts, dtype="<u4").tobytes(),
             np.ascontiguousarray(counts, dtype="<u4").tobytes(),
             np.ascontiguousarray(prompt_lens, dtype="<u4").tobytes(),
+            remaining_column,
             req_id_lengths.tobytes(),
             finished_lengths.tobytes(),
             engine_id,
