@@ -25,7 +25,10 @@ def sidecar(socket_dir):
     would stop drafting above 32 requests, and a rollout step runs 128)."""
     if not os.path.exists(CLI):
         pytest.skip("dist/cli.js is missing: run `npm run build` (npm test does)")
-    process = SidecarProcess(os.path.join(socket_dir, "sidecar.sock"), env={"VLLM_SPECULATIVE_BATCH_SIZE_THRE": "0"}).start()
+    # Every step indexes all it brings, as in process: drafts then depend on the steps alone, not on
+    # how much of a backlog idle time happened to index.
+    env = {"VLLM_SPECULATIVE_BATCH_SIZE_THRE": "0", "SAM_SIDECAR_INGEST_TOKENS_PER_STEP": str(1 << 30)}
+    process = SidecarProcess(os.path.join(socket_dir, "sidecar.sock"), env=env).start()
     yield process
     process.stop()
 

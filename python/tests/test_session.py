@@ -8,7 +8,7 @@ import numpy as np
 
 from sam_sidecar import wire
 from sam_sidecar.client import FastLaneClient
-from sam_sidecar.session import DraftSession, gather_spans
+from sam_sidecar.session import DraftSession, chunked, gather_spans
 
 PROMPT = [100, 101, 102, 103]
 
@@ -69,7 +69,7 @@ def test_a_batch_repeated_row_for_row_sends_only_each_requests_new_tokens(sideca
     session = session_for(sidecar)
     sent = []
     step = session.client.step
-    session.client.step = lambda request: sent.append(request) or step(request)
+    session.client.step = lambda request, **kw: sent.append(request) or step(request, **kw)
     batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
     batch.step(session)
     for extra in ([3, 1], [2]):
@@ -105,7 +105,7 @@ def test_a_request_that_finished_before_any_step_was_confirmed_is_still_released
     session = session_for(sidecar)
     sent = []
     step = session.client.step
-    session.client.step = lambda request: sent.append(request) or step(request)
+    session.client.step = lambda request, **kw: sent.append(request) or step(request, **kw)
     sidecar.kill9()
     Batch({"a": PROMPT + [1, 2]}).step(session)  # fails open; the sidecar may or may not have it
     sidecar.start()
@@ -152,7 +152,7 @@ def test_steps_above_the_announced_bound_are_not_awaited_and_their_reply_is_appl
     session = session_for(sidecar)
     receiving = []
     receive = session.client.receive
-    session.client.receive = lambda call_id, deadline_s=None: receiving.append(session.step_id) or receive(call_id, deadline_s)
+    session.client.receive = lambda call_id, deadline_s=None, deadline=None: receiving.append(session.step_id) or receive(call_id, deadline_s, deadline)
     batch = Batch({"a": PROMPT + [1, 2, 3, 1, 2], "b": PROMPT + [7]})
     assert batch.step(session, num_reqs=64).reason == "above_threshold"  # the reply announces 32
     batch.set_row(0, PROMPT + [1, 2, 3, 1, 2, 3])
@@ -288,12 +288,12 @@ def test_frames_read_together_are_split_and_none_is_lost(socket_dir):
 class ShortReplyClient:
     """A client whose sidecar answers with the wrong shape: one draft whatever the batch size."""
 
-    def step(self, request):
+    def step(self, request, deadline=None):
         return wire.StepReply(request.step_id, True, "below_threshold", np.zeros(1, dtype=np.uint8), np.array([3], dtype=np.uint8), np.array([7, 7, 7]))
 
 
 class WrongStepClient:
-    def step(self, request):
+    def step(self, request, deadline=None):
         n = len(request.req_ids)
         return wire.StepReply(request.step_id + 1, True, "below_threshold", np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.uint8), np.zeros(0, dtype=np.int64))
 
@@ -404,3 +404,111 @@ def test_the_shim_sends_nothing_to_a_socket_another_user_listens_on(socket_dir):
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
+
+
+def test_a_step_sends_short_deltas_whole_and_long_contexts_in_chunks_within_the_budget():
+    starts = np.array([0, 10, 0, 5])
+    ends = np.array([500, 12, 300, 6])
+    sent_end, remaining = chunked(starts, ends, 200)
+    # The two short deltas (3 tokens) first; the rest of the budget to the long rows in row order.
+    assert sent_end.tolist() == [197, 12, 0, 6]
+    assert remaining.tolist() == [303, 0, 300, 0]
+    assert chunked(starts, ends, 10_000) == (ends, None)
+
+
+def test_a_long_context_goes_in_chunks_confirmed_as_they_land_and_drafts_once_all_of_it_is_there(sidecar):
+    session = session_for(sidecar, max_step_tokens=100)
+    sent = []
+    step = session.client.step
+    session.client.step = lambda request, **kw: sent.append(request) or step(request, **kw)
+    long_context = PROMPT + [1, 2, 3, 4, 5] * 70  # 354 tokens
+    batch = Batch({"long": long_context, "short": PROMPT + [7, 8, 7]})
+    drafts = []
+    for _ in range(5):
+        drafts.append(batch.step(session).drafts)
+        assert len(sent[-1].tokens) <= 100
+    # The short request drafts at once; the long one once its last chunk has landed (step 4).
+    assert all(d[1] for d in drafts)
+    assert [d[0] for d in drafts[:3]] == [[], [], []]
+    assert drafts[3][0] == [1, 2, 3] and drafts[4][0] == [1, 2, 3]
+    assert [r.starts.tolist()[0] for r in sent[:4]] == [0, 93, 193, 293]
+    assert sent[0].prompt_lens.tolist()[0] == len(PROMPT) and sent[0].remaining.tolist() == [354 - 93, 0]
+    assert session.confirmed()["long"] == 354
+
+
+class DelayingProxy:
+    """Forwards a client's frames to the sidecar and its replies back, holding the replies of the
+    calls numbered in `late` (by step frame order) for `delay_s`."""
+
+    def __init__(self, target, path, late, delay_s):
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.target, self.late, self.delay_s = target, set(late), delay_s
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        client, _ = self.server.accept()
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        upstream.connect(self.target)
+        threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+        replies = 0
+        buffered = b""
+        while True:
+            data = upstream.recv(1 << 16)
+            if not data:
+                return
+            buffered += data
+            while len(buffered) >= 4 and len(buffered) >= 4 + int.from_bytes(buffered[:4], "little"):
+                size = 4 + int.from_bytes(buffered[:4], "little")
+                frame, buffered = buffered[:size], buffered[size:]
+                if wire.parse_header(frame)[0] == wire.KIND_STEP_REPLY:
+                    replies += 1
+                    if replies in self.late:
+                        time.sleep(self.delay_s)
+                client.sendall(frame)
+
+    @staticmethod
+    def _pump(source, sink):
+        while True:
+            data = source.recv(1 << 16)
+            if not data:
+                return
+            sink.sendall(data)
+
+
+def test_a_reply_that_misses_the_deadline_is_applied_at_the_next_step_so_nothing_is_sent_twice(sidecar, socket_dir):
+    path = os.path.join(socket_dir, "slow.sock")
+    DelayingProxy(sidecar.socket, path, late={1}, delay_s=0.1)
+    session = DraftSession(3, FastLaneClient(path, deadline_s=0.03), engine_id=f"late-{time.monotonic_ns()}", max_step_tokens=100)
+    sent = []
+    step = session.client.step
+    session.client.step = lambda request, **kw: sent.append(request) or step(request, **kw)
+    context = PROMPT + [1, 2, 3, 4, 5] * 40  # 204 tokens: two chunks and a rest
+    batch = Batch({"long": context})
+    started = time.perf_counter()
+    first = batch.step(session)
+    assert first.source == "local" and time.perf_counter() - started < 0.09  # bounded by the deadline, not the delay
+    time.sleep(0.15)  # the runner's next forward pass; the late reply lands meanwhile
+    second = batch.step(session)
+    assert second.source == "sidecar"
+    # The first chunk was confirmed by its late reply: the second step goes on from it, on the same connection.
+    assert [r.starts.tolist()[0] for r in sent] == [0, 100]
+    assert session.client.connects == 1
+    batch.step(session)
+    assert session.confirmed()["long"] == len(context)
+
+
+def test_a_large_frame_the_sidecar_does_not_read_is_abandoned_at_the_deadline(socket_dir):
+    path = os.path.join(socket_dir, "deaf.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    threading.Thread(target=lambda: server.accept() and time.sleep(5), daemon=True).start()
+    session = DraftSession(3, FastLaneClient(path, deadline_s=0.02), max_step_tokens=4_000_000)
+    rows = np.zeros((1, 2_000_000), dtype=np.int32)  # an 8 MB frame: far more than a socket buffer
+    started = time.perf_counter()
+    result = session.step(["big"], rows, np.array([2_000_000]), np.array([4]), 1)
+    assert result.source == "local"
+    assert time.perf_counter() - started < 0.2  # one deadline (and the frame's build), not one per write
+    server.close()

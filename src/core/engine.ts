@@ -335,6 +335,15 @@ export class DraftEngine {
     }
   }
 
+  /**
+   * Leaves the request's text so far out of the corpus; what it produces from here streams in as
+   * usual. For text indexed late, from a backlog: it is old, and streaming it would cost as much
+   * again as indexing it.
+   */
+  skipCorpus(entry: RequestEntry): void {
+    entry.corpusFed = Math.max(entry.corpusFed, entry.length - entry.sharedPromptLength);
+  }
+
   /** A released request's output is kept until neither the corpus nor shared text still needs it. */
   private dropOutputWhenDone(entry: RequestEntry): void {
     if (entry.released && !entry.corpusQueued && !entry.publishQueued) entry.output = null;

@@ -85,9 +85,10 @@ export interface ServiceLimits {
   /** Engines held at once (default: no bound); a new one beyond it evicts the least recently seen. */
   maxEngines?: number;
   /**
-   * Tokens one step call indexes (default: no bound). The rest wait in their request's backlog,
-   * indexed oldest first by later steps and between steps (`doIdleWork`, a quarter of this per
-   * slice), so a long context never holds a step, or the event loop, for long. A request gets
+   * Tokens one step call indexes (default: no bound): of those it brings, and of the backlogs of
+   * its requests. The rest wait in their request's backlog, indexed oldest first between steps
+   * (`doIdleWork`, a quarter of this per slice; left out of the corpus), so a long context never
+   * holds a step, or the event loop, for long. A request gets
    * no draft while tokens of it wait. Items of at most ALWAYS_INDEXED tokens (decode deltas) of
    * requests with no backlog are always indexed at once.
    */
@@ -304,11 +305,12 @@ export class StepService {
 
   /** One slice of idle work; call again while idleWorkPending (each slice indexes a bounded part of the backlog). */
   doIdleWork(): void {
+    // Slices of a quarter of a step's budget: a step that arrives meanwhile waits for one at most.
+    this.ingestLeft = Math.max(256, (this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY) / 4);
+    this.drainBacklog();
+    // After the backlog slice, so what it indexed reaches the corpus in the same slice, not in the next step.
     this.draftEngine.flushCorpus();
     this.draftEngine.compactRetired();
-    const perStep = this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY;
-    this.ingestLeft = Math.max(1024, perStep / 4);
-    this.drainBacklog();
   }
 
   release(engineId: string, reqIds: readonly string[]): number {
@@ -389,8 +391,9 @@ export class StepService {
     // Other engines' text that arrived since the last step: applied here, and only here, so a
     // step's answer depends on the steps before it, not on when messages happened to land.
     this.sharedText?.drain(this.applyRemote);
+    // A step indexes its own requests' tokens within the budget; the backlog as a whole is idle
+    // work (doIdleWork), so a step's time does not grow with it.
     this.ingestLeft = this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY;
-    this.drainBacklog(); // what waits is older than this step's tokens
     const counters = this.counters;
     const k = engine.gate.draftLength(batch.numReqs, batch.k);
     for (const reqId of batch.finished) this.releaseRequest(engine, reqId);
@@ -593,6 +596,8 @@ export class StepService {
     }
     if (from < to) state.predictionLength = 0; // its draft is scored no further: the text has moved on
     this.defer(state, tokens, from, to);
+    // A context that came in chunks: its backlog (this request's only) uses what is left of the budget.
+    if (state.waiting > 0 && this.ingestLeft > 0) this.indexBacklog(state, false);
   }
 
   /** Appends tokens[from..to) (checked) to a request's backlog and queues it. */
@@ -634,15 +639,18 @@ export class StepService {
     let head = 0;
     while (head < queue.length && this.ingestLeft > 0) {
       const state = queue[head];
-      if (!state.released && this.indexBacklog(state) && state.waiting > 0) break; // the budget ran out inside it
+      if (!state.released && this.indexBacklog(state, true) && state.waiting > 0) break; // the budget ran out inside it
       state.queued = false;
       head++;
     }
     if (head > 0) this.backlogQueue = head === queue.length ? [] : queue.slice(head);
   }
 
-  /** Indexes as much of one request's backlog as the budget allows; false if it cannot start yet. */
-  private indexBacklog(state: RequestState): boolean {
+  /**
+   * Indexes as much of one request's backlog as the budget allows; false if it cannot start yet.
+   * Text indexed `late` (between steps) is left out of the corpus.
+   */
+  private indexBacklog(state: RequestState, late: boolean): boolean {
     const backlog = state.backlog!;
     const n = Math.min(state.waiting, this.ingestLeft);
     try {
@@ -662,6 +670,7 @@ export class StepService {
       state.promptLength = NO_PROMPT;
       return true;
     }
+    if (late) this.draftEngine.skipCorpus(state.entry);
     this.ingestLeft -= n;
     this.backlogTokens -= n;
     state.backlogFrom += n;

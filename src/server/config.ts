@@ -95,7 +95,7 @@ export const ConfigSchema = z
         /** Engines held at once; a new engine id beyond it evicts the least recently seen engine. */
         maxEngines: positiveInt.default(1024),
         /** Tokens one step indexes; more wait in a backlog indexed by later steps and between steps. */
-        ingestTokensPerStep: positiveInt.min(1024).default(8192),
+        ingestTokensPerStep: positiveInt.min(256).default(2048),
         /** Fast-lane connections at once (the shim of each engine and TP rank keeps one). */
         maxConnections: positiveInt.default(256),
         /** A frame still incomplete after this long closes its connection (a stalled or hostile client). */
@@ -194,6 +194,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_MAX_TOKENS', ['memory', 'maxTokens'], 'int'],
   ['SAM_SIDECAR_HISTORY_TOKENS', ['memory', 'historyTokens'], 'int'],
   ['SAM_SIDECAR_CORPUS_TOKENS', ['memory', 'corpusTokens'], 'int'],
+  ['SAM_SIDECAR_INGEST_TOKENS_PER_STEP', ['limits', 'ingestTokensPerStep'], 'int'],
   ['SAM_SIDECAR_LOG_LEVEL', ['log', 'level'], 'string'],
   ['SAM_SIDECAR_BUSY_POLL_US', ['busyPollUs'], 'int'],
   ['SAM_SIDECAR_WAKE_POLL_US', ['wakePollUs'], 'int'],

@@ -11,6 +11,8 @@ import type { SidecarConfig } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 
 const CODED_LOG_INTERVAL_MS = 1000;
+/** Idle work waits at most this long for a step that is announced (a PING) or arriving in pieces. */
+const IDLE_YIELD_MS = 5;
 
 export class SidecarContext {
   /** False while starting and once draining: steps get NOT_READY, /readyz fails. */
@@ -57,9 +59,25 @@ export class SidecarContext {
     return outcome;
   }
 
+  /** Fast-lane connections with part of a frame received (the rest of a step is on its way). */
+  framesArriving = 0;
   private idleWorkScheduled = false;
+  private yieldingSince: number | null = null;
   private readonly doIdleWork = (): void => {
     this.idleWorkScheduled = false;
+    // A step announced or half received goes first: a slice now would delay it (a big frame comes
+    // in several reads, and a slice would run between each). Bounded, so a stalled client cannot
+    // hold idle work off.
+    if (this.busyPoll.active || this.framesArriving > 0) {
+      const now = performance.now();
+      this.yieldingSince ??= now;
+      if (now - this.yieldingSince < IDLE_YIELD_MS) {
+        this.idleWorkScheduled = true;
+        setImmediate(this.doIdleWork);
+        return;
+      }
+    }
+    this.yieldingSince = null;
     try {
       this.service.doIdleWork();
     } catch (error) {

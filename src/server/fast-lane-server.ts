@@ -94,6 +94,7 @@ export class FastLaneServer {
       const before = framesDone;
       splitter.push(chunk);
       const pending = splitter.pendingBytes;
+      if ((pending > 0) !== (counted > 0)) this.context.framesArriving += pending > 0 ? 1 : -1;
       this.bufferedBytes += pending - counted;
       counted = pending;
       if (this.bufferedBytes > limits.maxBufferedBytes) return drop(`incomplete frames across connections past limits.maxBufferedBytes (${limits.maxBufferedBytes})`);
@@ -109,6 +110,7 @@ export class FastLaneServer {
     });
     socket.on('close', () => {
       if (stalled !== null) clearTimeout(stalled);
+      if (counted > 0) this.context.framesArriving--;
       this.bufferedBytes -= counted;
       counted = 0;
     });

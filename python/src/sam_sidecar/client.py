@@ -45,13 +45,20 @@ def socket_path_from_env() -> str:
 
 _yield_cpu = getattr(os, "sched_yield", lambda: None)
 
+# Replies that missed their deadline in a row before the connection is taken for hung: dropped,
+# with a backoff, so a stopped sidecar does not cost a full deadline at every step.
+MAX_LATE_REPLIES = 3
+
 
 class SidecarUnavailable(Exception):
     """No connection (refused, missing socket, backing off) or the call missed its deadline."""
 
-    def __init__(self, message: str, deadline_missed: bool = False):
+    def __init__(self, message: str, deadline_missed: bool = False, reply_pending: bool = False):
         super().__init__(message)
         self.deadline_missed = deadline_missed
+        # The call missed its deadline on a healthy connection: its reply may still come, and
+        # receive(call_id) reads it later (the session applies it at its next step).
+        self.reply_pending = reply_pending
 
 
 def call_failed(error: BaseException, deadline_s: float) -> SidecarUnavailable:
@@ -106,6 +113,10 @@ class FastLaneClient:
         self._read_ahead: Optional[Tuple[int, bytes]] = None  # a reply read before its receive()
         self._wakes: deque = deque()  # call ids of wake PINGs whose PONG is still to be skipped
         self._buffered = 0  # bytes of the next frame(s) already read into _buffer
+        self._kernel_timeout_s = deadline_s  # what SO_RCVTIMEO / SO_SNDTIMEO are set to now
+        self.frame_buffer = wire.FrameBuffer()  # step frames are encoded into it (one call at a time)
+        self.last_call_id = 0  # of the last step()
+        self._late_replies = 0  # consecutive calls whose reply missed its deadline
 
     # ------------------------------------------------------------------ connection
 
@@ -142,9 +153,9 @@ class FastLaneClient:
         self.connects += 1
         return sock
 
-    @staticmethod
-    def _set_kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    def _set_kernel_timeout(self, sock: socket.socket, seconds: float) -> None:
         seconds = max(seconds, 1e-4)
+        self._kernel_timeout_s = seconds
         timeval = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
@@ -179,10 +190,13 @@ class FastLaneClient:
         self._call_id = (self._call_id + 1) & 0xFFFFFFFF
         return self._call_id
 
-    def call(self, frame: bytes, call_id: int, deadline_s: Optional[float] = None) -> bytes:
-        """Sends one frame and returns the reply frame, within the deadline."""
-        self.send(frame, call_id)
-        return self.receive(call_id, deadline_s)
+    def call(self, frame: bytes, call_id: int, deadline_s: Optional[float] = None, deadline: Optional[float] = None) -> bytes:
+        """Sends one frame and returns the reply frame, both within the one deadline (deadline_s
+        from now, or the absolute time.monotonic() `deadline` of the step it is part of)."""
+        if deadline is None:
+            deadline = time.monotonic() + (self.deadline_s if deadline_s is None else deadline_s)
+        self.send(frame, call_id, deadline)
+        return self.receive(call_id, deadline_s, deadline)
 
     def wake(self) -> None:
         """Tells the sidecar a step is coming: an empty PING, sent without waiting, whose PONG the
@@ -193,29 +207,56 @@ class FastLaneClient:
         if not self.wakes_enabled or sock is None or self._pid != os.getpid() or len(self._wakes) >= 4:
             return
         call_id = self.next_call_id()
+        ping = wire.encode_ping(call_id)
         try:
-            sock.sendall(wire.encode_ping(call_id))
+            # Never waits on a full socket buffer (a busy sidecar): then there is no wake this time.
+            sent = sock.send(ping, socket.MSG_DONTWAIT)
+            if sent < len(ping):
+                sock.sendall(ping[sent:])  # rare: the frame must go whole once begun
+        except BlockingIOError:
+            return
         except OSError:
             self._fail()
             return
         self._wakes.append(call_id)
 
-    def send(self, frame: bytes, call_id: int) -> None:
+    def send(self, frame: bytes, call_id: int, deadline: Optional[float] = None) -> None:
         """Sends a frame without waiting for its reply; receive(call_id) returns it later. Replies
-        come in order, so a reply still unread is read first and kept for its receive()."""
+        come in order, so a reply still unread is read first and kept for its receive(). All of
+        it by `deadline` (time.monotonic(); default: the client's deadline from now)."""
         sock = self._connection()
+        if deadline is None:
+            deadline = time.monotonic() + self.deadline_s
         try:
             if self._unread is not None:
-                self._read_ahead = (self._unread, self._read_reply(sock, self._unread, time.monotonic() + self.deadline_s))
+                self._read_ahead = (self._unread, self._read_reply(sock, self._unread, deadline))
                 self._unread = None
-            sock.sendall(frame)
+            self._send_frame(sock, frame, deadline)
         except (OSError, socket.timeout, SidecarUnavailable) as error:
             self._fail()
             raise call_failed(error, self.deadline_s) from error
         self._unread = call_id
 
-    def receive(self, call_id: int, deadline_s: Optional[float] = None) -> bytes:
-        """The reply to a frame sent with send(), within the deadline."""
+    def _send_frame(self, sock: socket.socket, frame: bytes, deadline: float) -> None:
+        """sendall with one deadline for the whole frame: a large frame the sidecar reads slowly
+        goes in several writes, each of which may wait, and together they must not outlast it."""
+        sent = sock.send(frame)  # a step frame usually fits the socket buffer: one write
+        if sent == len(frame):
+            return
+        view = memoryview(frame)
+        try:
+            while sent < len(view):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SidecarUnavailable("deadline passed while sending the step", deadline_missed=True)
+                self._set_kernel_timeout(sock, min(left, self.deadline_s))
+                sent += sock.send(view[sent:])
+        finally:
+            self._set_kernel_timeout(sock, self.deadline_s)
+
+    def receive(self, call_id: int, deadline_s: Optional[float] = None, deadline: Optional[float] = None) -> bytes:
+        """The reply to a frame sent with send(), within the deadline (deadline_s from now, or
+        the absolute `deadline` of the call it belongs to)."""
         if self._read_ahead is not None and self._read_ahead[0] == call_id:
             reply = self._read_ahead[1]
             self._read_ahead = None
@@ -224,16 +265,28 @@ class FastLaneClient:
         if self._unread != call_id or sock is None:
             raise SidecarUnavailable(f"no reply on its way for call {call_id}: the connection was reset")
         budget = self.deadline_s if deadline_s is None else deadline_s
+        if deadline is None:
+            deadline = time.monotonic() + budget
         try:
             if deadline_s is not None:
                 self._set_kernel_timeout(sock, budget)
-            reply = self._read_reply(sock, call_id, time.monotonic() + budget)
+            reply = self._read_reply(sock, call_id, deadline)
             if deadline_s is not None:
                 self._set_kernel_timeout(sock, self.deadline_s)
         except (OSError, socket.timeout, SidecarUnavailable) as error:
+            failed = call_failed(error, budget)
+            if failed.deadline_missed and self._late_replies < MAX_LATE_REPLIES:
+                # A busy sidecar, not a dead one: the connection stays (what was read of the reply
+                # is kept), and the reply is read when receive(call_id) comes again.
+                self._late_replies += 1
+                if deadline_s is not None:
+                    self._set_kernel_timeout(sock, self.deadline_s)
+                failed.reply_pending = True
+                raise failed from error
             self._fail()
-            raise call_failed(error, budget) from error
+            raise failed from error
         self._unread = None
+        self._late_replies = 0
         return reply
 
     def _read_reply(self, sock: socket.socket, call_id: int, deadline: float) -> bytes:
@@ -245,47 +298,64 @@ class FastLaneClient:
 
     def _read_frame(self, sock: socket.socket, deadline: float) -> bytes:
         """The next frame. A read may bring more than one (a wake's PONG and the step's reply):
-        the bytes past this frame stay in the buffer for the next call."""
+        the bytes past this frame stay in the buffer for the next call, and so do the bytes of a
+        frame whose deadline passed (a late reply is read on from there)."""
         view = memoryview(self._buffer)
         have = self._buffered
         need = 4
         length = -1
         spin_until = time.monotonic() + min(self.spin_s, max(0.0, deadline - time.monotonic()))
-        while True:
-            if length < 0 and have >= 4:
-                length = struct.unpack_from("<I", self._buffer, 0)[0]
-                need = 4 + length
-                if need > len(self._buffer):
-                    grown = bytearray(max(need, 2 * len(self._buffer)))
-                    grown[:have] = self._buffer[:have]
-                    self._buffer = grown
-                    view = memoryview(self._buffer)
-            if have >= need:
-                break
-            now = time.monotonic()
-            if have > 0 and now > deadline:
-                raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True)
-            if now < spin_until:
-                try:
-                    got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    _yield_cpu()
-                    continue
-            else:
-                got = sock.recv_into(view[have:])  # the kernel timeout bounds each wait
-            if got == 0:
-                raise SidecarUnavailable("connection closed by the sidecar")
-            have += got
+        try:
+            while True:
+                if length < 0 and have >= 4:
+                    length = struct.unpack_from("<I", self._buffer, 0)[0]
+                    need = 4 + length
+                    if need > len(self._buffer):
+                        grown = bytearray(max(need, 2 * len(self._buffer)))
+                        grown[:have] = self._buffer[:have]
+                        self._buffer = grown
+                        view = memoryview(self._buffer)
+                if have >= need:
+                    break
+                now = time.monotonic()
+                if now > deadline:
+                    raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True)
+                if now < spin_until:
+                    try:
+                        got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        _yield_cpu()
+                        continue
+                else:
+                    # The kernel timeout bounds each wait; cut to what is left of the deadline when
+                    # that is less (a PONG first, or a reply in pieces, must not stretch the call).
+                    left = deadline - now
+                    before = self._kernel_timeout_s
+                    if left < before:
+                        self._set_kernel_timeout(sock, left)
+                    try:
+                        got = sock.recv_into(view[have:])
+                    finally:
+                        if left < before:
+                            self._set_kernel_timeout(sock, before)
+                if got == 0:
+                    raise SidecarUnavailable("connection closed by the sidecar")
+                have += got
+        except BaseException:
+            self._buffered = have
+            raise
         frame = bytes(view[:need])
         self._buffered = have - need
         if self._buffered:
             self._buffer[: self._buffered] = self._buffer[need:have]  # a copy: the ranges may overlap
         return frame
 
-    def step(self, request: "wire.StepRequest") -> "wire.StepReply":
-        """One Step over the fast lane. Raises SidecarUnavailable or wire.WireError."""
+    def step(self, request: "wire.StepRequest", deadline: Optional[float] = None) -> "wire.StepReply":
+        """One Step over the fast lane, by `deadline` (time.monotonic(); default: the client's
+        deadline from now). Raises SidecarUnavailable or wire.WireError."""
         call_id = self.next_call_id()
-        return wire.decode_reply(self.call(request.encode(call_id), call_id))
+        self.last_call_id = call_id
+        return wire.decode_reply(self.call(request.encode(call_id, self.frame_buffer), call_id, deadline=deadline))
 
     def ping(self, deadline_s: Optional[float] = 0.5) -> bool:
         """An empty round trip; deadline_s None: the client's own deadline."""

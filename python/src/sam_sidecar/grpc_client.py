@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -198,10 +199,12 @@ class GrpcStepClient:
             self._fast_lane = self._channel.unary_unary(FAST_LANE_METHOD, **identity)
         return self._step, self._fast_lane
 
-    def step(self, request, deadline_s: Optional[float] = None) -> wire.StepReply:
+    def step(self, request, deadline_s: Optional[float] = None, deadline: Optional[float] = None) -> wire.StepReply:
         """One Step; `request` is a wire.StepRequest (as the session builds it) or an encoded typed
-        StepRequest message."""
+        StepRequest message. `deadline`: an absolute time.monotonic() the call must end by."""
         timeout = self.deadline_s if deadline_s is None else deadline_s
+        if deadline is not None:
+            timeout = max(1e-4, min(timeout, deadline - time.monotonic()))
         step, fast_lane = self._methods()
         try:
             if isinstance(request, wire.StepRequest):

@@ -44,6 +44,13 @@ def _counter(name: str):
         return _counters[name]
 
 
+def register() -> None:
+    """Creates every counter now (importing prometheus_client takes tens of milliseconds), so the
+    first decode step does not pay for it."""
+    for name in COUNTERS:
+        _counter(name)
+
+
 def inc(name: str, amount: int = 1) -> None:
     if amount <= 0:
         return

@@ -24,7 +24,7 @@ MAX_PENDING_RELEASES = 4096  # finished ids kept for the next successful step
 # Tokens one step sends beyond short deltas: a long context (a new request, a RESYNC, every request
 # after a sidecar restart) goes in chunks of this over several steps, so building, sending and
 # serving a step stay within the deadline at any context length. SAM_SIDECAR_MAX_STEP_TOKENS.
-DEFAULT_MAX_STEP_TOKENS = 262_144
+DEFAULT_MAX_STEP_TOKENS = 65_536
 ALWAYS_SENT = 64  # a delta this short (a decode step's tokens) always goes whole
 
 
@@ -77,6 +77,7 @@ class _SentStep:
     built_on: Optional[_Batch]  # the steady batch it was built from, if any
     call_id: int = 0
     step_id: int = 0
+    late: bool = False  # its reply missed the deadline (the step failed open); applied when it comes
 
 
 # A gap between two step calls longer than this is a pause, not a decode step.
@@ -94,6 +95,7 @@ class DraftSession:
         max_step_tokens: Optional[int] = None,
     ):
         self.k = k
+        metrics.register()
         self.max_step_tokens = max(ALWAYS_SENT, int(os.environ.get("SAM_SIDECAR_MAX_STEP_TOKENS", DEFAULT_MAX_STEP_TOKENS) if max_step_tokens is None else max_step_tokens))
         self.client = client or FastLaneClient()
         self.set_engine_id(engine_id or default_engine_id())
@@ -153,11 +155,13 @@ class DraftSession:
         bigger than the sidecar's announced bound returns at once with no drafts: its tokens are
         sent, and its reply is applied at the start of the next step."""
         started = time.perf_counter()
+        # One deadline for the whole step: a late reply read first, the build, the send, the wait.
+        deadline = time.monotonic() + getattr(self.client, "deadline_s", 1.0)
         timing = self._timing_of_last_step(started, num_reqs, prefill)
         self.step_id += 1
         if not self._sent_unawaited(num_reqs, prefill) and hasattr(self.client, "wake"):
             self.client.wake()  # the sidecar wakes while this step is built
-        self._apply_unawaited()
+        self._apply_unawaited(deadline)
         n_rows = len(req_ids)
         steady = self._steady
         if steady is not None and not finished and req_ids == steady.ids:
@@ -199,15 +203,21 @@ class DraftSession:
         try:
             if unawaited:
                 sent.call_id = self.client.next_call_id()
-                self.client.send(request.encode(sent.call_id), sent.call_id)
+                self.client.send(request.encode(sent.call_id, getattr(self.client, "frame_buffer", None)), sent.call_id, deadline)
                 self._unawaited = sent
                 self._record(started)
                 return StepResult([[] for _ in range(n_rows)], False, "above_threshold", "sidecar")
             call_started = time.perf_counter()
-            reply = wire.check_reply(self.client.step(request), self.step_id, len(ids), self.k)
+            reply = wire.check_reply(self.client.step(request, deadline=deadline), self.step_id, len(ids), self.k)
             if self.keep_latencies:
                 self.stats.call_us.append((time.perf_counter() - call_started) * 1e6)
         except (SidecarUnavailable, wire.WireError) as error:
+            if getattr(error, "reply_pending", False):
+                # Late, not lost: its reply is applied at the next step, as an unawaited step's is,
+                # so what this step sent (a chunk of a long context) is confirmed, not sent again.
+                sent.call_id = getattr(self.client, "last_call_id", 0)
+                sent.late = True
+                self._unawaited = sent
             return self._fail_open(error, n_rows, num_reqs, prefill, started)
         self._apply_reply(sent, reply)
         drafts: List[List[int]]
@@ -274,16 +284,18 @@ class DraftSession:
             self._settle()
             self._apply_statuses(batch.ids, reply.statuses.tolist(), batch.ends.tolist(), reply.errors)
 
-    def _apply_unawaited(self) -> None:
-        """Reads and applies the reply of the last step when it was sent without waiting."""
+    def _apply_unawaited(self, deadline: float) -> None:
+        """Reads and applies the reply of the last step when it was sent without waiting (or came
+        too late), by the current step's deadline."""
         sent, self._unawaited = self._unawaited, None
         if sent is None:
             return
         try:
-            reply = wire.check_reply(wire.decode_reply(self.client.receive(sent.call_id)), sent.step_id, len(sent.batch.ids), self.k)
+            reply = wire.check_reply(wire.decode_reply(self.client.receive(sent.call_id, deadline=deadline)), sent.step_id, len(sent.batch.ids), self.k)
         except (SidecarUnavailable, wire.WireError) as error:
             # That step already got its answer (no drafts); what it sent is simply not confirmed.
-            self.stats.failed_steps += 1
+            if not sent.late:
+                self.stats.failed_steps += 1
             self._log.warning("step", "sam-sidecar: a step sent without waiting failed: %s", error)
             return
         self._apply_reply(sent, reply)
@@ -360,6 +372,9 @@ def gather_spans(token_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray, e
     total = int(counts.sum()) if len(counts) else 0
     if total == 0:
         return np.zeros(0, dtype=np.uint32)
+    if total > 64 * len(counts):
+        # Long spans (full contexts, chunks): one contiguous copy per row beats index arrays as long as the tokens.
+        return np.concatenate([token_rows[row, start:end] for row, start, end in zip(rows.tolist(), starts.tolist(), ends.tolist())])
     first = np.cumsum(counts) - counts
     columns = np.arange(total, dtype=np.int64) + np.repeat(starts - first, counts)
     return token_rows[np.repeat(rows, counts), columns]

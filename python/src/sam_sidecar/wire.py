@@ -106,7 +106,7 @@ class StepRequest:
     # Tokens of each request still to be sent in later steps (a long context in chunks); None: all 0
     remaining: Optional[np.ndarray] = None
 
-    def encode(self, call_id: int) -> bytes:
+    def encode(self, call_id: int, into: Optional["FrameBuffer"] = None):
         return encode_step(
             call_id,
             self.engine_id,
@@ -124,6 +124,7 @@ class StepRequest:
             self.req_id_text,
             self.timing,
             self.remaining,
+            into,
         )
 
 
@@ -163,42 +164,54 @@ def encode_step(
     req_id_text: Optional[bytes] = None,
     timing: Optional[StepTiming] = None,
     remaining: Optional[np.ndarray] = None,
-) -> bytes:
+    into: Optional["FrameBuffer"] = None,
+):
     """One STEP frame. starts/counts/prompt_lens (and remaining, if any is above 0): one entry per
     item; tokens: all items' tokens. req_id_lengths/req_id_text: encode_ids(req_ids), if the caller
-    has it already."""
+    has it already. Written into `into` when given (a memoryview of it is returned), else bytes."""
     n = len(req_ids)
     if req_id_lengths is None or req_id_text is None:
         req_id_lengths, req_id_text = encode_ids(req_ids)
     finished_lengths, finished_text = encode_ids(finished)
     text_bytes = len(engine_id) + len(req_id_text) + len(finished_text)
-    timing_block = b"" if timing is None else STEP_TIMING.pack(
-        _u32(timing.step_us), _u32(timing.step_reqs), _u32(timing.verified_slots), 1 if timing.had_prefill else 0
-    )
     # Only when needed: a sidecar that predates the column refuses the flag bit.
-    remaining_column = b"" if remaining is None or not np.any(remaining) else np.ascontiguousarray(remaining, dtype="<u4").tobytes()
-    flags = (FLAG_PREFILL if prefill else 0) | (0 if timing is None else FLAG_TIMING) | (FLAG_REMAINING if remaining_column else 0)
-    before_tokens = HEADER_BYTES + STEP_FIXED.size + len(timing_block) + 14 * n + len(remaining_column) + 2 * len(finished) + text_bytes
-    padding = b"\0" * ((-before_tokens) % 4)
-    token_bytes = np.ascontiguousarray(tokens, dtype="<u4").tobytes()
-    body = b"".join(
-        (
-            STEP_FIXED.pack(step_id, num_reqs, k, flags, 0, n, len(finished), len(token_bytes) // 4, len(engine_id), 0),
-            timing_block,
-            np.ascontiguousarray(starts, dtype="<u4").tobytes(),
-            np.ascontiguousarray(counts, dtype="<u4").tobytes(),
-            np.ascontiguousarray(prompt_lens, dtype="<u4").tobytes(),
-            remaining_column,
-            req_id_lengths.tobytes(),
-            finished_lengths.tobytes(),
-            engine_id,
-            req_id_text,
-            finished_text,
-            padding,
-            token_bytes,
-        )
-    )
-    return HEADER.pack(len(body) + 8, MAGIC, VERSION, KIND_STEP, call_id) + body
+    with_remaining = remaining is not None and bool(np.any(remaining))
+    flags = (FLAG_PREFILL if prefill else 0) | (0 if timing is None else FLAG_TIMING) | (FLAG_REMAINING if with_remaining else 0)
+    columns = (starts, counts, prompt_lens, remaining) if with_remaining else (starts, counts, prompt_lens)
+    at = HEADER_BYTES + STEP_FIXED.size
+    before_tokens = at + (0 if timing is None else STEP_TIMING.size) + 4 * n * len(columns) + 2 * n + 2 * len(finished) + text_bytes
+    tokens_at = before_tokens + (-before_tokens) % 4
+    n_tokens = len(tokens)
+    size = tokens_at + 4 * n_tokens
+    out = into.take(size) if into is not None else memoryview(bytearray(size))
+    HEADER.pack_into(out, 0, size - 4, MAGIC, VERSION, KIND_STEP, call_id)
+    STEP_FIXED.pack_into(out, HEADER_BYTES, step_id, num_reqs, k, flags, 0, n, len(finished), n_tokens, len(engine_id), 0)
+    if timing is not None:
+        STEP_TIMING.pack_into(out, at, _u32(timing.step_us), _u32(timing.step_reqs), _u32(timing.verified_slots), 1 if timing.had_prefill else 0)
+        at += STEP_TIMING.size
+    for column in columns:
+        np.frombuffer(out, dtype="<u4", count=n, offset=at)[:] = column
+        at += 4 * n
+    for part in (req_id_lengths.tobytes(), finished_lengths.tobytes(), engine_id, req_id_text, finished_text):
+        out[at : at + len(part)] = part
+        at += len(part)
+    out[at:tokens_at] = bytes(tokens_at - at)  # padding (a reused buffer holds old bytes)
+    if n_tokens:
+        np.frombuffer(out, dtype="<u4", count=n_tokens, offset=tokens_at)[:] = tokens
+    return out if into is not None else out.obj
+
+
+class FrameBuffer:
+    """Reused for every step frame of a connection: a large frame (a long context's chunk) then
+    costs one copy of its tokens, not fresh pages and several copies per step."""
+
+    def __init__(self) -> None:
+        self._data = bytearray(0)
+
+    def take(self, size: int) -> memoryview:
+        if len(self._data) < size:
+            self._data = bytearray(max(size, 2 * len(self._data)))  # replaced, never resized: views may be alive
+        return memoryview(self._data)[:size]
 
 
 def encode_release(call_id: int, engine_id: bytes, req_ids: Sequence[bytes]) -> bytes:
