@@ -107,6 +107,11 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(config.gate).toMatchObject({ threshold: 8, mode: 'adaptive', kByBatch: [[4, 8], [32, 3]] });
     expect(config.memory.maxTokens).toBe(64_000_000);
     expect(config.busyPollUs).toBe(2000);
+    // The byte budgets fit the container: memory and frame buffers within 75 % of its limit, with room for the runtime.
+    const deployment = render(['example: {enabled: true}']).manifests.find((m) => m.object.kind === 'Deployment')!.object;
+    const container = deployment.spec.template.spec.containers.find((c: any) => c.name === 'sam-sidecar') ?? deployment.spec.template.spec.initContainers.find((c: any) => c.name === 'sam-sidecar');
+    const limit = Number(/^(\d+)Gi$/.exec(container.resources.limits.memory)![1]) * 1024 ** 3;
+    expect(config.memory.maxBytes + config.limits.maxBufferedBytes + 256 * 1024 ** 2).toBeLessThanOrEqual(0.75 * limit);
     expect(config.wakePollUs).toBe(300);
   });
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SidecarError } from '../src/core/errors.js';
 import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
-import { ItemStatus, type StepBatch, StepService } from '../src/core/step-service.js';
+import { ItemStatus, MemoryCost, type StepBatch, StepService } from '../src/core/step-service.js';
 import { draftLists, PROMPT, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
 
 const gate: GateConfig = { mode: 'threshold', threshold: 32, verifyCost: [[1, 1.05], [128, 2.3]], hysteresis: 0.05, smoothing: 0.01, minObservations: 200 };
@@ -379,5 +379,34 @@ describe('long contexts: a bounded amount indexed per step, the rest in a backlo
     service.step(batch(items), 0);
     expect(indexed(service) - before).toBeLessThanOrEqual(8192);
     expect(service.stats().backlogTokens).toBe(128 * 32768 - 8192);
+  });
+});
+
+describe('the byte budget (limits.maxBytes): every request, group and engine counted, not only tokens', () => {
+  it('keeps what it accounts for under maxBytes with many tiny requests, evicting the least recently seen', () => {
+    const maxBytes = 64 * 1024 * 1024;
+    const service = new StepService({ ...limits, maxTokens: 1e9, maxBytes, maxRequestsPerStep: 4096 }, gate, { historyTokens: 0 });
+    for (let s = 0; s < 30; s++) {
+      const items = Array.from({ length: 1000 }, (_, i) => ({ id: `tiny-${s}-${i}`, tokens: [s * 1000 + i + 1, 7, 9], prompt: 2 }));
+      service.step(batch(items), s);
+      // Checked every 4096 new requests: at most that many requests (each well under 8 KB) past it.
+      expect(service.stats().accountedBytes).toBeLessThanOrEqual(maxBytes + 4097 * 8192);
+    }
+    service.maintain(30);
+    const stats = service.stats();
+    expect(stats.accountedBytes).toBeLessThanOrEqual(maxBytes);
+    expect(stats.requests).toBeGreaterThan(0);
+    expect(stats.requests).toBeLessThan(30_000); // some were evicted: the token budget alone would keep them all
+    expect(service.counters.evictedForMemory).toBe(30_000 - stats.requests);
+    expect(service.describe('engine-a', 'tiny-0-0')).toBeUndefined(); // the oldest went first
+    expect(service.describe('engine-a', 'tiny-29-999')).toBeDefined();
+    expect(stats).toMatchObject({ maxBytes });
+  });
+
+  it('counts each request, group and engine by MemoryCost beyond the bytes of its arrays', () => {
+    const service = newService();
+    service.step(batch([{ id: 'a', tokens: [...prompt, 1], prompt: 4 }, { id: 'b', tokens: [...prompt, 2], prompt: 4 }]), 0);
+    const stats = service.stats();
+    expect(stats.accountedBytes).toBe(stats.bytes + 2 * MemoryCost.requestBytes + 1 * MemoryCost.groupBytes + MemoryCost.engineBytes);
   });
 });

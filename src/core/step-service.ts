@@ -93,8 +93,24 @@ export interface ServiceLimits {
    * requests with no backlog are always indexed at once.
    */
   ingestTokensPerStep?: number;
+  /**
+   * Bytes of everything the service holds (default: no bound): automata, outputs, the corpus,
+   * backlogs, and the objects of every request, group and engine (MemoryCost); history is evicted
+   * first, LRU, then the least recently seen live requests. Checked at each maintain() and every
+   * MAINTAIN_EVERY_NEW_REQUESTS new requests.
+   */
+  maxBytes?: number;
 }
 
+/**
+ * What the typed arrays do not show: the objects, maps and keys of each request, group and
+ * engine, measured on V8 (Node 20) as RSS per object beyond the arrays' bytes: 200k tiny requests
+ * sharing 4 to a prompt took 2.1 KB each, with a prompt each 4.4 KB (scripts in docs/results.md).
+ */
+export const MemoryCost = Object.freeze({ requestBytes: 2200, groupBytes: 2300, engineBytes: 16384, backlogTokenBytes: 4 });
+
+/** New requests between two checks of the memory budgets (many tiny ones add bytes, not tokens). */
+const MAINTAIN_EVERY_NEW_REQUESTS = 4096;
 /** Deltas this short (a decode step's new tokens) are indexed in the step that brings them, whatever the budget. */
 const ALWAYS_INDEXED = 64;
 
@@ -217,6 +233,9 @@ export interface GateView {
 export interface ServiceStats extends EngineStats {
   engines: number;
   maxTokens: number;
+  /** Every byte the service accounts for (MemoryCost: bytes plus object overheads), and its bound (0: none). */
+  accountedBytes: number;
+  maxBytes: number;
   /** Tokens received and waiting to be indexed, and the requests they belong to. */
   backlogTokens: number;
   backlogRequests: number;
@@ -236,6 +255,7 @@ export class StepService {
   // another kind would throw that code away at the first real step.
   private ingested: Array<RequestState | undefined> = new Array(256).fill(undefined);
   private tokensSinceMaintenance = 0;
+  private requestsSinceMaintenance = 0;
   /** Requests with tokens waiting to be indexed, oldest first, and those tokens. */
   private backlogQueue: RequestState[] = [];
   private backlogTokens = 0;
@@ -290,6 +310,7 @@ export class StepService {
     engine.recent.set(batch.stepId, outcome);
     if (engine.recent.size > this.limits.stepCacheSize) engine.recent.delete(engine.recent.keys().next().value!);
     if (this.tokensSinceMaintenance > this.limits.maxTokens / 16) this.maintain(nowMs);
+    else if (this.requestsSinceMaintenance > MAINTAIN_EVERY_NEW_REQUESTS) this.enforceMemoryBudget();
     if (outcome instanceof SidecarError) throw outcome;
     return outcome;
   }
@@ -335,7 +356,26 @@ export class StepService {
   }
 
   stats(): ServiceStats {
-    return { ...this.draftEngine.stats(), engines: this.engines.size, maxTokens: this.limits.maxTokens, backlogTokens: this.backlogTokens, backlogRequests: this.backlogQueue.length };
+    const stats = this.draftEngine.stats();
+    return {
+      ...stats,
+      engines: this.engines.size,
+      maxTokens: this.limits.maxTokens,
+      accountedBytes: this.accountedBytes(stats),
+      maxBytes: Number.isFinite(this.limits.maxBytes ?? Number.POSITIVE_INFINITY) ? this.limits.maxBytes! : 0,
+      backlogTokens: this.backlogTokens,
+      backlogRequests: this.backlogQueue.length,
+    };
+  }
+
+  private accountedBytes(stats: EngineStats): number {
+    return (
+      stats.bytes +
+      stats.requests * MemoryCost.requestBytes +
+      stats.groups * MemoryCost.groupBytes +
+      this.engines.size * MemoryCost.engineBytes +
+      this.backlogTokens * MemoryCost.backlogTokenBytes
+    );
   }
 
   describe(engineId: string, reqId: string): RequestView | undefined {
@@ -533,6 +573,7 @@ export class StepService {
           state = new RequestState(key, reqId, this.limits.maxK);
           state.serial = serial;
           engine.requests.set(reqId, state);
+          this.requestsSinceMaintenance++;
         } else {
           this.dropBacklog(state);
           this.draftEngine.release(key);
@@ -762,25 +803,46 @@ export class StepService {
     this.counters.evictedEngines++;
   }
 
-  /** History first (LRU), then the least recently seen live requests. */
+  /**
+   * Both budgets, tokens and bytes: history first (LRU), then the least recently seen live
+   * requests. Live requests go in batches sized by how far over the budget the service is, so
+   * evicting many costs a few passes, not one per request.
+   */
   private enforceMemoryBudget(): void {
-    const budget = this.limits.maxTokens;
+    this.requestsSinceMaintenance = 0;
+    const maxTokens = this.limits.maxTokens;
+    const maxBytes = this.limits.maxBytes ?? Number.POSITIVE_INFINITY;
     const draftEngine = this.draftEngine;
-    // The corpus keeps itself within its own budget; this one covers live requests and history.
-    const held = (stats: EngineStats) => stats.tokensIndexed - stats.corpusTokens + this.backlogTokens;
+    // The corpus keeps itself within its own token budget; the token budget covers the rest.
+    const tokens = (stats: EngineStats) => stats.tokensIndexed - stats.corpusTokens + this.backlogTokens;
+    /** How far over the tighter budget the service is, as a share of what it holds (0: within both). */
+    const excess = (stats: EngineStats) => Math.max(0, 1 - maxTokens / Math.max(1, tokens(stats)), 1 - maxBytes / Math.max(1, this.accountedBytes(stats)));
     let stats = draftEngine.stats();
-    if (held(stats) <= budget) return;
-    draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (held(stats) - budget)));
+    if (excess(stats) === 0) return;
+    // History: by tokens as before, then by bytes (bytes per history token as measured now).
+    draftEngine.enforceHistoryBudget(Math.max(0, stats.historyTokens - (tokens(stats) - maxTokens)));
     stats = draftEngine.stats();
-    if (held(stats) <= budget) return;
+    if (excess(stats) > 0 && Number.isFinite(maxBytes) && stats.historyTokens > 0) {
+      const over = this.accountedBytes(stats) - maxBytes;
+      const historyBytes = (stats.bytes - stats.corpusBytes) * (stats.historyTokens / Math.max(1, tokens(stats))) + stats.historyGroups * MemoryCost.groupBytes;
+      draftEngine.enforceHistoryBudget(Math.max(0, Math.floor(stats.historyTokens * (1 - over / Math.max(1, historyBytes)))));
+      stats = draftEngine.stats();
+    }
+    if (excess(stats) === 0) return;
     const live: Array<[EngineState, RequestState]> = [];
     for (const engine of this.engines.values()) for (const state of engine.requests.values()) live.push([engine, state]);
     live.sort((a, b) => a[1].lastSeenMs - b[1].lastSeenMs);
-    for (const [engine, state] of live) {
-      this.releaseRequest(engine, state.reqId);
-      this.counters.evictedForMemory++;
+    let next = 0;
+    for (let pass = 0; pass < 16 && next < live.length; pass++) {
+      const batch = Math.max(1, Math.ceil(excess(stats) * (live.length - next) * 1.1));
+      for (const end = Math.min(live.length, next + batch); next < end; next++) {
+        const [engine, state] = live[next];
+        this.releaseRequest(engine, state.reqId);
+        this.counters.evictedForMemory++;
+      }
       draftEngine.enforceHistoryBudget(0);
-      if (held(draftEngine.stats()) <= budget) break;
+      stats = draftEngine.stats();
+      if (excess(stats) === 0) return;
     }
   }
 }

@@ -345,6 +345,8 @@ const STATS_FIELDS = [
   ['evictedForMemory', 'evicted_for_memory'],
   ['backlogTokens', 'backlog_tokens'],
   ['backlogRequests', 'backlog_requests'],
+  ['accountedBytes', 'accounted_bytes'],
+  ['maxBytes', 'max_bytes'],
 ] as const satisfies ReadonlyArray<readonly [Exclude<keyof SidecarStats, 'acceptedPerPos' | 'decisions' | 'gates'>, string]>;
 
 export function statsToMessage(stats: SidecarStats): Record<string, unknown> {

@@ -108,6 +108,8 @@ export const ConfigSchema = z
       .strictObject({
         /** Tokens held by live requests and history (about 42 to 46 bytes each); the corpus has its own. */
         maxTokens: positiveInt.default(64_000_000),
+        /** Bytes of everything held, object overheads and the corpus included (the chart: 75 % of its memory limit, less the frame buffers). */
+        maxBytes: positiveInt.default(3 * 1024 ** 3),
         /** Finished groups kept for later rollout steps with the same prompt. */
         historyTokens: nonNegativeInt.default(16_000_000),
         /**
@@ -192,6 +194,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_SIBLINGS', ['drafting', 'siblings'], 'bool'],
   ['SAM_SIDECAR_VOCAB_SIZE', ['drafting', 'vocabSize'], 'int'],
   ['SAM_SIDECAR_MAX_TOKENS', ['memory', 'maxTokens'], 'int'],
+  ['SAM_SIDECAR_MAX_BYTES', ['memory', 'maxBytes'], 'int'],
   ['SAM_SIDECAR_HISTORY_TOKENS', ['memory', 'historyTokens'], 'int'],
   ['SAM_SIDECAR_CORPUS_TOKENS', ['memory', 'corpusTokens'], 'int'],
   ['SAM_SIDECAR_INGEST_TOKENS_PER_STEP', ['limits', 'ingestTokensPerStep'], 'int'],

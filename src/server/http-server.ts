@@ -95,8 +95,8 @@ export class HttpServer {
 
     app.get('/v1/stats', async () => this.context.stats());
     app.get('/v1/memory', async () => {
-      const { tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens } = this.context.service.stats();
-      return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0 };
+      const { tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, accountedBytes, maxBytes } = this.context.service.stats();
+      return { tokens: tokensIndexed, bytes, maxTokens, historyTokens, corpusTokens, bytesPerToken: tokensIndexed > 0 ? bytes / tokensIndexed : 0, accountedBytes, maxBytes };
     });
     app.get('/v1/config', { preHandler: this.guarded }, async () => redactedConfig(this.context.config));
     app.get('/v1/gates', async () => ({ gates: this.context.service.gates() }));

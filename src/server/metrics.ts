@@ -159,6 +159,8 @@ export class SidecarMetrics {
     gauge('sam_sidecar_corpus_tokens', 'Tokens in the corpus of every prompt\'s requests, running and finished.', () => fresh().corpusTokens);
     gauge('sam_sidecar_tokens', 'Tokens held in all automata.', () => fresh().tokensIndexed);
     gauge('sam_sidecar_memory_bytes', 'Bytes of automaton storage.', () => fresh().bytes);
+    gauge('sam_sidecar_memory_accounted_bytes', 'Bytes the sidecar accounts for against memory.maxBytes: storage plus the objects of every request, group and engine, and backlogs.', () => fresh().accountedBytes);
+    gauge('sam_sidecar_memory_max_bytes', 'memory.maxBytes: past it history, then the least recently seen requests, are evicted (0: no bound).', () => fresh().maxBytes);
     gauge('sam_sidecar_engines', 'Engines (vLLM instances) seen within the idle timeout.', () => fresh().engines);
     gauge('sam_sidecar_max_tokens', 'Configured token budget.', () => fresh().maxTokens);
     const histogram = new client.Histogram({

@@ -37,6 +37,7 @@ export function createService(config: Readonly<SidecarConfig>): StepService {
       maxRequestsPerStep: config.limits.maxRequestsPerStep,
       maxEngines: config.limits.maxEngines,
       ingestTokensPerStep: config.limits.ingestTokensPerStep,
+      maxBytes: config.memory.maxBytes,
     },
     config.gate,
     { ...config.drafting, historyTokens: config.memory.historyTokens, corpusTokens: config.memory.corpusTokens, shareText: config.sharing.redis.url !== null },
