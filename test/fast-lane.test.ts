@@ -35,6 +35,15 @@ describe('fast-lane frames', () => {
     expect(() => decodeStep(frame)).toThrowError(expect.objectContaining({ code: 'MALFORMED_FRAME', field: 'flags' }));
   });
 
+  it('carries what remains of chunked contexts (flag bit 2) only when some is above 0', () => {
+    const chunked = { ...sample, remaining: [900, 0] };
+    const frame = encodeStep(chunked, 3);
+    expect(Array.from(decodeStep(frame).remaining!)).toEqual([900, 0]);
+    expect(frame[4 + 8 + 8 + 4 + 2] & 4).toBe(4);
+    expect(decodeStep(encodeStep({ ...sample, remaining: [0, 0] }, 3)).remaining).toBeUndefined();
+    expect(encodeStep({ ...sample, remaining: [0, 0] }, 3)).toEqual(encodeStep(sample, 3));
+  });
+
   it('reuses the request-id strings of a connection\'s last step only when the ids are byte-identical', () => {
     const cache = new IdBlockCache();
     const first = decodeStep(encodeStep(sample, 1), cache).reqIds;

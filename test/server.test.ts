@@ -271,7 +271,7 @@ describe('sidecar server', () => {
         const reply = await client.raw(frame, callId);
         expect([FrameKind.ERROR_REPLY, FrameKind.STEP_REPLY, FrameKind.RELEASE_REPLY, FrameKind.PONG]).toContain(readHeader(reply).kind);
       }),
-      { numRuns: 300 },
+      { numRuns: 300, seed: 20261201 },
     );
     const after = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }], { engineId: 'after-fuzz' }));
     expect(drafts(after)).toEqual([[3, 1, 2]]);

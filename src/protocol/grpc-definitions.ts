@@ -11,6 +11,18 @@ export const PROTO_DIR = join(packageRoot(), 'proto') + '/';
 
 const root = new protobuf.Root().loadSync([`${PROTO_DIR}sam_sidecar.proto`, `${PROTO_DIR}grpc/health/v1/health.proto`], { keepCase: true });
 
+/**
+ * A request whose bytes are not a message of its type. Handed to the handler in place of the
+ * message (a deserializer that throws makes grpc-js answer INTERNAL with no code), which answers
+ * it with a coded MALFORMED_MESSAGE.
+ */
+export class UndecodableMessage {
+  constructor(
+    readonly type: string,
+    readonly reason: string,
+  ) {}
+}
+
 function method<Req, Res>(path: string, requestType: string, responseType: string, responseStream = false) {
   const request = root.lookupType(requestType);
   const response = root.lookupType(responseType);
@@ -19,7 +31,13 @@ function method<Req, Res>(path: string, requestType: string, responseType: strin
     requestStream: false,
     responseStream,
     requestSerialize: (value: Req) => Buffer.from(request.encode(request.fromObject(value as object)).finish()),
-    requestDeserialize: (bytes: Buffer) => request.decode(bytes) as unknown as Req,
+    requestDeserialize: (bytes: Buffer) => {
+      try {
+        return request.decode(bytes) as unknown as Req;
+      } catch (error) {
+        return new UndecodableMessage(requestType, (error as Error).message) as unknown as Req;
+      }
+    },
     responseSerialize: (value: Res) => Buffer.from(response.encode(response.fromObject(value as object)).finish()),
     responseDeserialize: (bytes: Buffer) => response.decode(bytes) as unknown as Res,
   };

@@ -4,7 +4,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { dirname } from 'node:path';
-import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService } from '../protocol/grpc-definitions.js';
+import { HEALTH_SERVICE_NAMES, HealthService, ServingStatus, SidecarService, UndecodableMessage } from '../protocol/grpc-definitions.js';
 import { batchFromMessage, messageFromOutcome, statsToMessage, type StepRequestMessage } from '../protocol/messages.js';
 import type { SidecarContext } from './context.js';
 import { sidecarError } from '../core/errors.js';
@@ -25,13 +25,21 @@ export class GrpcServer {
     this.server.addService(SidecarService, {
       Step: (call: grpc.ServerUnaryCall<StepRequestMessage, unknown>, callback: grpc.sendUnaryData<unknown>) => this.step(call, callback),
       Release: (call: grpc.ServerUnaryCall<{ engine_id: string; req_ids: string[] }, unknown>, callback: grpc.sendUnaryData<unknown>) =>
-        this.unary(callback, () => ({ released: this.context.release(call.request.engine_id, call.request.req_ids) })),
-      Stats: (_call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => this.unary(callback, () => statsToMessage(this.context.stats())),
+        this.unary(callback, () => {
+          const request = decoded(call.request);
+          return { released: this.context.release(request.engine_id, request.req_ids) };
+        }),
+      Stats: (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) =>
+        this.unary(callback, () => {
+          decoded(call.request);
+          return statsToMessage(this.context.stats());
+        }),
       FastLane: (call: grpc.ServerUnaryCall<{ data: Buffer }, unknown>, callback: grpc.sendUnaryData<unknown>) =>
-        callback(null, { data: answerFrame(this.context, Buffer.from(call.request.data ?? []), 'grpc') }),
+        this.unary(callback, () => ({ data: answerFrame(this.context, Buffer.from(decoded(call.request).data ?? []), 'grpc') })),
     });
     this.server.addService(HealthService, {
       Check: (call: grpc.ServerUnaryCall<{ service: string }, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        if (call.request instanceof UndecodableMessage) return this.unary(callback, () => decoded(call.request));
         const status = this.healthOf(call.request.service);
         // The health protocol answers NOT_FOUND for a service it does not know.
         if (status === ServingStatus.SERVICE_UNKNOWN) callback({ code: grpc.status.NOT_FOUND, details: `unknown service ${JSON.stringify(call.request.service)}` });
@@ -100,7 +108,7 @@ export class GrpcServer {
   private step(call: grpc.ServerUnaryCall<StepRequestMessage, unknown>, callback: grpc.sendUnaryData<unknown>): void {
     const started = process.hrtime.bigint();
     this.unary(callback, () => {
-      const reply = messageFromOutcome(this.context.step(batchFromMessage(call.request)));
+      const reply = messageFromOutcome(this.context.step(batchFromMessage(decoded(call.request))));
       this.context.metrics.observeStep('grpc', started);
       return reply;
     });
@@ -125,4 +133,10 @@ export class GrpcServer {
     if (!(HEALTH_SERVICE_NAMES as readonly string[]).includes(service)) return ServingStatus.SERVICE_UNKNOWN;
     return this.context.ready ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   }
+}
+
+/** The request, or a coded MALFORMED_MESSAGE where its bytes were not a message of its type. */
+function decoded<T>(request: T): T {
+  if (request instanceof UndecodableMessage) throw sidecarError('MALFORMED_MESSAGE', `not a ${request.type}: ${request.reason}`, 'message');
+  return request;
 }
