@@ -109,6 +109,19 @@ describe('step service', () => {
     expect(service.counters.duplicateSteps).toBe(1);
   });
 
+  it('refuses a repeated step id that carries other requests or tokens (CONFLICTING_STEP), but not another rank\'s full context for the same tokens', () => {
+    const service = newService();
+    service.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2], prompt: 4 }]), 0);
+    const next = batch([{ id: 'r', start: 9, tokens: [3] }]);
+    const answer = service.step(next, 0);
+    // A rank that lost a reply resends the whole context for the same step: the same answer.
+    expect(service.step({ ...next, starts: [0], counts: [10], promptLengths: [4], tokens: [...prompt, 1, 2, 3, 1, 2, 3] }, 0)).toBe(answer);
+    for (const conflicting of [{ tokens: [4] }, { reqIds: ['other'] }, { starts: [8], tokens: [3] }, { k: 2 }]) {
+      expect(() => service.step({ ...next, ...conflicting }, 0)).toThrowError(expect.objectContaining({ code: 'CONFLICTING_STEP', field: 'step_id' }));
+    }
+    expect(service.draftEngine.lengthOf('engine-a\u0000r')).toBe(10); // nothing applied twice, nothing of the conflicting calls
+  });
+
   it('refuses a step id older than the engine last step once it left the cache', () => {
     const service = newService();
     const base = reserveStepIds(6);

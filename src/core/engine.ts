@@ -579,12 +579,25 @@ export class DraftEngine {
   /** Throws TOKEN_OUT_OF_RANGE naming `field` unless tokens[from..to) are all token ids of the vocabulary. */
   validateTokens(tokens: ArrayLike<number>, from: number, to: number, field: string): void {
     const vocab = this.options.vocabSize;
-    for (let i = from; i < to; i++) {
-      const t = tokens[i];
-      if (!(Number.isInteger(t) && t >= 0 && t < vocab)) {
-        throw sidecarError('TOKEN_OUT_OF_RANGE', `${field}[${i}] = ${t}, vocabulary size ${vocab}`, field);
+    let bad = -1;
+    if (tokens instanceof Uint32Array) {
+      // The fast lane's tokens: integers >= 0 by type, so one comparison each (long contexts).
+      for (let i = from; i < to; i++) {
+        if (tokens[i] >= vocab) {
+          bad = i;
+          break;
+        }
+      }
+    } else {
+      for (let i = from; i < to; i++) {
+        const t = tokens[i];
+        if (!(Number.isInteger(t) && t >= 0 && t < vocab)) {
+          bad = i;
+          break;
+        }
       }
     }
+    if (bad >= 0) throw sidecarError('TOKEN_OUT_OF_RANGE', `${field}[${bad}] = ${tokens[bad]}, vocabulary size ${vocab}`, field);
   }
 
   private joinGroup(id: string, context: ArrayLike<number>, promptLength: number): Group {

@@ -13,6 +13,7 @@ export const ErrorCodes = {
   INVALID_ARGUMENT: { status: 'ERROR', http: 400, grpc: 3, text: 'invalid argument' },
   DUPLICATE_REQUEST: { status: 'ERROR', http: 400, grpc: 3, text: 'request appears twice in one step' },
   STALE_STEP: { status: 'ERROR', http: 409, grpc: 9, text: 'step id is older than the engine\u2019s last step' },
+  CONFLICTING_STEP: { status: 'ERROR', http: 409, grpc: 9, text: 'a step id already answered, repeated with other requests or tokens' },
   MALFORMED_FRAME: { status: 'ERROR', http: 400, grpc: 3, text: 'malformed frame' },
   MALFORMED_MESSAGE: { status: 'ERROR', http: 400, grpc: 3, text: 'the protobuf message cannot be decoded' },
   MESSAGE_TOO_LARGE: { status: 'ERROR', http: 413, grpc: 8, text: 'message exceeds the configured limit' },

@@ -202,6 +202,8 @@ class EngineState {
   draftTokens = 0;
   acceptedTokens = 0;
   readonly recent = new Map<bigint, StepOutcome | SidecarError>();
+  /** What each cached step asked for, so a repeat that asks for something else is refused. */
+  readonly shapes = new Map<bigint, StepShape>();
   readonly requests = new Map<string, RequestState>();
   readonly gate: BatchGate;
   constructor(
@@ -292,6 +294,13 @@ export class StepService {
     const engine = this.engineFor(batch.engineId, nowMs);
     const cached = engine.recent.get(batch.stepId);
     if (cached !== undefined) {
+      // A tensor-parallel rank repeating the step: the same requests ending at the same tokens
+      // (a rank may send a full context where another sends a delta). Anything else would get
+      // an answer to another batch.
+      const shape = engine.shapes.get(batch.stepId);
+      if (shape !== undefined && !sameShape(shape, batch)) {
+        throw sidecarError('CONFLICTING_STEP', `step ${batch.stepId} of engine ${JSON.stringify(batch.engineId)} was answered for other requests or tokens`, 'step_id');
+      }
       this.counters.duplicateSteps++;
       if (cached instanceof SidecarError) throw cached;
       return cached;
@@ -308,7 +317,12 @@ export class StepService {
     }
     engine.lastStepId = batch.stepId;
     engine.recent.set(batch.stepId, outcome);
-    if (engine.recent.size > this.limits.stepCacheSize) engine.recent.delete(engine.recent.keys().next().value!);
+    engine.shapes.set(batch.stepId, shapeOf(batch));
+    if (engine.recent.size > this.limits.stepCacheSize) {
+      const oldest = engine.recent.keys().next().value!;
+      engine.recent.delete(oldest);
+      engine.shapes.delete(oldest);
+    }
     if (this.tokensSinceMaintenance > this.limits.maxTokens / 16) this.maintain(nowMs);
     else if (this.requestsSinceMaintenance > MAINTAIN_EVERY_NEW_REQUESTS) this.enforceMemoryBudget();
     if (outcome instanceof SidecarError) throw outcome;
@@ -656,7 +670,9 @@ export class StepService {
       state.backlog = backlog = grown;
     }
     const at = state.backlogTo;
-    for (let j = 0; j < count; j++) backlog[at + j] = tokens[from + j];
+    // Checked token ids (below 2^31): a typed array's set() copies them at memory speed.
+    if (ArrayBuffer.isView(tokens)) backlog.set((tokens as unknown as Uint32Array).subarray(from, to), at);
+    else for (let j = 0; j < count; j++) backlog[at + j] = tokens[from + j];
     state.backlogTo += count;
     this.backlogTokens += count;
     if (!state.queued) {
@@ -845,6 +861,39 @@ export class StepService {
       if (excess(stats) === 0) return;
     }
   }
+}
+
+/** A step's requests, where each ends and its last token (-1 for an item with no tokens). */
+interface StepShape {
+  numReqs: number;
+  k: number;
+  reqIds: readonly string[];
+  ends: Float64Array;
+  last: Float64Array;
+}
+
+function shapeOf(batch: StepBatch): StepShape {
+  const n = batch.reqIds.length;
+  const ends = new Float64Array(n);
+  const last = new Float64Array(n);
+  let offset = 0;
+  for (let i = 0; i < n; i++) {
+    const count = batch.counts[i];
+    offset += count;
+    ends[i] = batch.starts[i] + count;
+    last[i] = count > 0 ? batch.tokens[offset - 1] : -1;
+  }
+  return { numReqs: batch.numReqs, k: batch.k, reqIds: batch.reqIds, ends, last };
+}
+
+function sameShape(shape: StepShape, batch: StepBatch): boolean {
+  if (shape.numReqs !== batch.numReqs || shape.k !== batch.k || shape.reqIds.length !== batch.reqIds.length) return false;
+  const other = shapeOf(batch);
+  for (let i = 0; i < other.ends.length; i++) {
+    if (shape.reqIds[i] !== batch.reqIds[i] || shape.ends[i] !== other.ends[i]) return false;
+    if (shape.last[i] >= 0 && other.last[i] >= 0 && shape.last[i] !== other.last[i]) return false;
+  }
+  return true;
 }
 
 /** Items per step are below this (checked), so serial * ORDER_SPAN + index packs both exactly. */
