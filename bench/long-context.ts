@@ -4,7 +4,7 @@
  * deadline: how long until drafting resumes for (nearly) every request, the slowest step call on
  * the way, and the sidecar's peak RSS. One fresh sidecar per context length and runner step time
  * (BENCH_CONTEXTS, default "32768,200000"; BENCH_MODEL_MS, the forward pass between step calls,
- * default "0,20": back to back, and a typical decode step; BENCH_REQUESTS, default 128). The
+ * default "5,20": a small model's decode step and a typical one; BENCH_REQUESTS, default 128). The
  * gate is off so every step asks for drafts. Prints one JSON object on the last line; nothing is
  * asserted.
  */
@@ -19,7 +19,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/ben
 const CONTEXTS = (process.env.BENCH_CONTEXTS ?? '32768,200000').split(',').map(Number);
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 128);
 /** The runner's forward pass between step calls, per run: back to back, and a decode step's typical time. */
-const MODEL_MS = (process.env.BENCH_MODEL_MS ?? '0,20').split(',').map(Number);
+const MODEL_MS = (process.env.BENCH_MODEL_MS ?? '5,20').split(',').map(Number);
 
 function rssBytes(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
