@@ -206,9 +206,10 @@ export class DraftEngine {
    * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
    * the prompt, which decides its sibling group. Indexes the first `indexed` tokens of the
    * context (all by default); the caller appends the rest later (a long context indexed over
-   * several steps). Validates before touching any state.
+   * several steps), up to `expectedLength` in all, which sizes the storage. Validates before
+   * touching any state.
    */
-  open(id: string, context: ArrayLike<number>, promptLength: number, indexed = context.length): RequestEntry {
+  open(id: string, context: ArrayLike<number>, promptLength: number, indexed = context.length, expectedLength = context.length): RequestEntry {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
     }
@@ -226,7 +227,7 @@ export class DraftEngine {
     let own: SuffixAutomaton | null = null;
     let ngram: NgramIndex | null = null;
     if (drafter === 'sam') {
-      group = this.joinGroup(id, context, promptLength);
+      group = this.joinGroup(id, context, promptLength, Math.max(context.length, expectedLength));
       cursor = group.automaton.openCursor();
     } else if (drafter === 'seed') {
       own = new SuffixAutomaton({ positions: true, initialTokens: Math.max(256, context.length * 2) });
@@ -235,7 +236,7 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
-    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(16, context.length - entry.sharedPromptLength + 8));
+    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(16, Math.max(context.length, expectedLength) - entry.sharedPromptLength + 8));
     if (this.corpus !== null) {
       entry.corpusMatch = this.corpus.newMatch();
       entry.corpusStream = new CorpusStream();
@@ -600,7 +601,7 @@ export class DraftEngine {
     if (bad >= 0) throw sidecarError('TOKEN_OUT_OF_RANGE', `${field}[${bad}] = ${tokens[bad]}, vocabulary size ${vocab}`, field);
   }
 
-  private joinGroup(id: string, context: ArrayLike<number>, promptLength: number): Group {
+  private joinGroup(id: string, context: ArrayLike<number>, promptLength: number, expectedLength: number): Group {
     // Without sibling sharing every request is a group of its own.
     let key = this.options.siblings ? promptKey(context, promptLength) : `req:${id}`;
     let group = this.groups.get(key);
@@ -613,7 +614,7 @@ export class DraftEngine {
     if (group === undefined) {
       const prompt = new Int32Array(promptLength); // a plain loop: Int32Array.from with a mapper is slow on long prompts
       for (let i = 0; i < promptLength; i++) prompt[i] = context[i];
-      group = new Group(key, prompt, context.length);
+      group = new Group(key, prompt, expectedLength);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);

@@ -15,6 +15,7 @@ import { type ErrorCode, SidecarError, sidecarError } from './errors.js';
 import { BatchGate, type GateConfig, GateReason, type StepTiming } from './gate.js';
 import type { SharedTextSource, TextDelta } from './shared-text.js';
 import type { CostPoint } from './step-cost.js';
+import { TokenQueue } from './token-queue.js';
 import { grownCapacity } from './typed.js';
 
 /** `promptLengths[i]` of an item that carries a delta, not a full context. */
@@ -154,13 +155,8 @@ class RequestState {
   /** In the engine; undefined while its prompt is still arriving (a long context sent in chunks). */
   entry: RequestEntry | undefined = undefined;
   promptLength = 0;
-  /**
-   * Tokens received and not yet indexed, backlog[backlogFrom..backlogTo), which follow the
-   * entry's tokens; `queued` while in the service's backlog queue.
-   */
-  backlog: Int32Array | null = null;
-  backlogFrom = 0;
-  backlogTo = 0;
+  /** Tokens received and not yet indexed, which follow the entry's; `queued` while in the service's backlog queue. */
+  readonly backlog = new TokenQueue();
   queued = false;
   released = false;
   /** Tokens the client said it still has to send: no draft while above 0. */
@@ -180,7 +176,7 @@ class RequestState {
   }
 
   get waiting(): number {
-    return this.backlogTo - this.backlogFrom;
+    return this.backlog.length;
   }
 
   /** Tokens the sidecar holds for the request, indexed or waiting. */
@@ -190,7 +186,7 @@ class RequestState {
 
   /** Drafts only from a context that is all indexed and complete. */
   get draftable(): boolean {
-    return this.entry !== undefined && this.backlogTo === this.backlogFrom && this.remaining === 0;
+    return this.entry !== undefined && this.backlog.length === 0 && this.remaining === 0;
   }
 }
 
@@ -597,7 +593,7 @@ export class StepService {
         state.predictionLength = 0;
         if (count >= promptLength && this.ingestLeft > 0) {
           const indexed = Math.min(count, this.ingestLeft);
-          state.entry = this.draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength, indexed);
+          state.entry = this.draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength, indexed, count + remaining);
           this.ingestLeft -= indexed;
           this.defer(state, batch.tokens, from + indexed, to);
         } else {
@@ -657,24 +653,9 @@ export class StepService {
 
   /** Appends tokens[from..to) (checked) to a request's backlog and queues it. */
   private defer(state: RequestState, tokens: ArrayLike<number>, from: number, to: number): void {
-    const count = to - from;
-    if (count <= 0) return;
-    let backlog = state.backlog;
-    if (backlog === null || state.backlogTo + count > backlog.length) {
-      // Sized for what the client said is still to come, so a context sent in chunks is copied once.
-      const needed = state.waiting + count;
-      const grown = new Int32Array(Math.max(needed + state.remaining, grownCapacity(backlog?.length ?? 0, needed)));
-      if (backlog !== null) grown.set(backlog.subarray(state.backlogFrom, state.backlogTo));
-      state.backlogTo -= state.backlogFrom;
-      state.backlogFrom = 0;
-      state.backlog = backlog = grown;
-    }
-    const at = state.backlogTo;
-    // Checked token ids (below 2^31): a typed array's set() copies them at memory speed.
-    if (ArrayBuffer.isView(tokens)) backlog.set((tokens as unknown as Uint32Array).subarray(from, to), at);
-    else for (let j = 0; j < count; j++) backlog[at + j] = tokens[from + j];
-    state.backlogTo += count;
-    this.backlogTokens += count;
+    if (to <= from) return;
+    state.backlog.push(tokens, from, to);
+    this.backlogTokens += to - from;
     if (!state.queued) {
       state.queued = true;
       this.backlogQueue.push(state);
@@ -683,8 +664,7 @@ export class StepService {
 
   private dropBacklog(state: RequestState): void {
     this.backlogTokens -= state.waiting;
-    state.backlog = null;
-    state.backlogFrom = state.backlogTo = 0;
+    state.backlog.clear();
   }
 
   /**
@@ -708,14 +688,17 @@ export class StepService {
    * Text indexed `late` (between steps) is left out of the corpus.
    */
   private indexBacklog(state: RequestState, late: boolean): boolean {
-    const backlog = state.backlog!;
-    const n = Math.min(state.waiting, this.ingestLeft);
+    const backlog = state.backlog;
+    const n = Math.min(backlog.length, this.ingestLeft);
     try {
       if (state.entry === undefined) {
-        if (state.waiting < state.promptLength) return false;
-        state.entry = this.draftEngine.open(state.key, backlog.subarray(state.backlogFrom, state.backlogTo), state.promptLength, n);
+        if (backlog.length < state.promptLength) return false;
+        const expected = backlog.length + state.remaining;
+        state.entry = this.draftEngine.open(state.key, backlog.peek(Math.max(state.promptLength, n)), state.promptLength, n, expected);
+        backlog.shift(n);
       } else {
-        this.draftEngine.appendTo(state.entry, backlog, state.backlogFrom, state.backlogFrom + n);
+        const entry = state.entry;
+        backlog.shift(n, (span, from, to) => this.draftEngine.appendTo(entry, span, from, to));
       }
     } catch (error) {
       // Checked when they arrived, so not expected; the request starts over (RESYNC) rather than stall.
@@ -730,8 +713,6 @@ export class StepService {
     if (late) this.draftEngine.skipCorpus(state.entry);
     this.ingestLeft -= n;
     this.backlogTokens -= n;
-    state.backlogFrom += n;
-    if (state.waiting === 0) this.dropBacklog(state);
     return true;
   }
 
