@@ -89,9 +89,9 @@ export interface ServiceLimits {
    * Tokens one step call indexes (default: no bound): of those it brings, and of the backlogs of
    * its requests. The rest wait in their request's backlog, indexed oldest first between steps
    * (`doIdleWork`, a quarter of this per slice; left out of the corpus), so a long context never
-   * holds a step, or the event loop, for long. A request gets
-   * no draft while tokens of it wait. Items of at most ALWAYS_INDEXED tokens (decode deltas) of
-   * requests with no backlog are always indexed at once.
+   * holds a step, or the event loop, for long. A request gets no draft while tokens of it wait.
+   * Items of at most ALWAYS_INDEXED tokens (decode deltas) of requests with no backlog are always
+   * indexed at once.
    */
   ingestTokensPerStep?: number;
   /**
@@ -106,7 +106,8 @@ export interface ServiceLimits {
 /**
  * What the typed arrays do not show: the objects, maps and keys of each request, group and
  * engine, measured on V8 (Node 20) as RSS per object beyond the arrays' bytes: 200k tiny requests
- * sharing 4 to a prompt took 2.1 KB each, with a prompt each 4.4 KB (scripts in docs/results.md).
+ * sharing 4 to a prompt took 2.1 KB each, with a prompt each 4.4 KB (docs/results.md, "Memory under
+ * hostile inputs").
  */
 export const MemoryCost = Object.freeze({ requestBytes: 2200, groupBytes: 2300, engineBytes: 16384, backlogTokenBytes: 4 });
 

@@ -319,7 +319,16 @@ class FastLaneClient:
                     break
                 now = time.monotonic()
                 if now > deadline:
-                    raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True)
+                    # Past the deadline, only what has already arrived is taken (a late reply that
+                    # is waiting in the socket is read, not declared missing).
+                    try:
+                        got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True) from None
+                    if got == 0:
+                        raise SidecarUnavailable("connection closed by the sidecar")
+                    have += got
+                    continue
                 if now < spin_until:
                     try:
                         got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
