@@ -53,7 +53,7 @@ def main():
     rows = contexts(args.requests, args.context, args.prompt, args.group, extra, seed=1)
     ids = [f"long-{r}" for r in range(args.requests)]
     prompts = np.full(args.requests, args.prompt, dtype=np.int64)
-    session = DraftSession(3, FastLaneClient(args.socket, deadline_s=args.deadline_ms / 1000), engine_id=f"bench-long-{os.getpid()}", keep_latencies=bool(os.environ.get("BENCH_DEBUG")))
+    session = DraftSession(3, FastLaneClient(args.socket, deadline_s=args.deadline_ms / 1000), engine_id=f"bench-long-{os.getpid()}")
     step_ms = []
     drafting_at = None
     steps_to_drafting = None
@@ -65,8 +65,6 @@ def main():
         t0 = time.perf_counter()
         result = session.step(ids, rows, ends, prompts, args.requests)
         step_ms.append((time.perf_counter() - t0) * 1000)
-        if os.environ.get("BENCH_DEBUG") and step_ms[-1] > 10:
-            print(f"step {step}: {step_ms[-1]:.1f} ms, call {session.stats.call_us[-1] / 1000 if session.stats.call_us else 0:.1f} ms, source {result.source}", file=sys.stderr)
         failed += result.source != "sidecar"
         drafted = sum(1 for d in result.drafts if d)
         step += 1

@@ -222,12 +222,13 @@ export class DraftEngine {
     this.validateTokens(context, 0, context.length, 'context');
     if (this.requests.has(id)) this.release(id);
     const { drafter } = this.options;
+    const length = Math.max(context.length, expectedLength);
     let group: Group | null = null;
     let cursor = -1;
     let own: SuffixAutomaton | null = null;
     let ngram: NgramIndex | null = null;
     if (drafter === 'sam') {
-      group = this.joinGroup(id, context, promptLength, Math.max(context.length, expectedLength));
+      group = this.joinGroup(id, context, promptLength, length);
       cursor = group.automaton.openCursor();
     } else if (drafter === 'seed') {
       own = new SuffixAutomaton({ positions: true, initialTokens: Math.max(256, context.length * 2) });
@@ -236,7 +237,7 @@ export class DraftEngine {
       ngram = new NgramIndex(this.options.ngramMin, this.options.ngramMax, Math.max(256, context.length * 2));
     }
     const entry = new RequestEntry(id, promptLength, group, cursor, own, ngram);
-    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(16, Math.max(context.length, expectedLength) - entry.sharedPromptLength + 8));
+    if (this.keepsOutputs) entry.output = new Int32Array(Math.max(16, length - entry.sharedPromptLength + 8));
     if (this.corpus !== null) {
       entry.corpusMatch = this.corpus.newMatch();
       entry.corpusStream = new CorpusStream();

@@ -159,7 +159,6 @@ class RequestState {
   /** Tokens received and not yet indexed, which follow the entry's; `queued` while in the service's backlog queue. */
   readonly backlog = new TokenQueue();
   queued = false;
-  released = false;
   /** Tokens the client said it still has to send: no draft while above 0. */
   remaining = 0;
   stamp = -1;
@@ -577,9 +576,15 @@ export class StepService {
         this.take(engine, state, batch.tokens, from + state.held, to, i);
       } else {
         this.checkLength(count, 0, i);
-        // Before the request it replaces is let go: a bad full context leaves it as it was.
-        this.draftEngine.validateTokens(tokenView(batch.tokens, from, to), 0, count, 'context');
         const key = state?.key ?? requestKey(engine.id, reqId);
+        const context = tokenView(batch.tokens, from, to);
+        // Opened now, or once its prompt is here and the budget allows. Either way checked before
+        // the request it replaces is let go (open checks, and releases it, itself): a bad full
+        // context leaves it as it was.
+        const opensNow = count >= promptLength && this.ingestLeft > 0;
+        const indexed = opensNow ? Math.min(count, this.ingestLeft) : 0;
+        if (!opensNow) this.draftEngine.validateTokens(context, 0, count, 'context');
+        const entry = opensNow ? this.draftEngine.open(key, context, promptLength, indexed, count + remaining) : undefined;
         if (state === undefined) {
           state = new RequestState(key, reqId, this.limits.maxK);
           state.serial = serial;
@@ -587,19 +592,13 @@ export class StepService {
           this.requestsSinceMaintenance++;
         } else {
           this.dropBacklog(state);
-          this.draftEngine.release(key);
-          state.entry = undefined;
+          if (entry === undefined) this.draftEngine.release(key);
         }
+        state.entry = entry;
         state.promptLength = promptLength;
         state.predictionLength = 0;
-        if (count >= promptLength && this.ingestLeft > 0) {
-          const indexed = Math.min(count, this.ingestLeft);
-          state.entry = this.draftEngine.open(key, tokenView(batch.tokens, from, to), promptLength, indexed, count + remaining);
-          this.ingestLeft -= indexed;
-          this.defer(state, batch.tokens, from + indexed, to);
-        } else {
-          this.defer(state, batch.tokens, from, to); // opened once its prompt is here and the budget allows
-        }
+        this.ingestLeft -= indexed;
+        this.defer(state, batch.tokens, from + indexed, to);
       }
     } else {
       if (state === undefined) throw sidecarError('UNKNOWN_REQUEST', `request ${JSON.stringify(reqId)} of engine ${JSON.stringify(engine.id)}`, `requests[${i}].req_id`);
@@ -635,16 +634,17 @@ export class StepService {
   private take(engine: EngineState, state: RequestState, tokens: ArrayLike<number>, from: number, to: number, i: number): void {
     if (from >= to) return;
     this.checkLength(to - from, state.held, i);
-    this.draftEngine.validateTokens(tokens, from, to, 'tokens');
     const entry = state.entry;
-    if (entry !== undefined && state.waiting === 0) {
-      const now = to - from <= ALWAYS_INDEXED ? to - from : Math.max(0, Math.min(to - from, this.ingestLeft));
-      if (now > 0) {
-        this.draftEngine.appendTo(entry, tokens, from, from + now);
-        this.score(engine, state, tokens, from, from + now);
-        this.ingestLeft -= now;
-        from += now;
-      }
+    // Tokens indexed now: none behind a backlog, a short delta whole, else what the budget allows.
+    let now = 0;
+    if (entry !== undefined && state.waiting === 0) now = to - from <= ALWAYS_INDEXED ? to - from : Math.max(0, Math.min(to - from, this.ingestLeft));
+    // appendTo checks what it indexes; where some will wait, all of it is checked here first.
+    if (now < to - from) this.draftEngine.validateTokens(tokens, from, to, 'tokens');
+    if (now > 0) {
+      this.draftEngine.appendTo(entry!, tokens, from, from + now);
+      this.score(engine, state, tokens, from, from + now);
+      this.ingestLeft -= now;
+      from += now;
     }
     if (from < to) state.predictionLength = 0; // its draft is scored no further: the text has moved on
     this.defer(state, tokens, from, to);
@@ -677,7 +677,7 @@ export class StepService {
     let head = 0;
     while (head < queue.length && this.ingestLeft > 0) {
       const state = queue[head];
-      if (!state.released && this.indexBacklog(state, true) && state.waiting > 0) break; // the budget ran out inside it
+      if (state.waiting > 0 && this.indexBacklog(state, true) && state.waiting > 0) break; // the budget ran out inside it
       state.queued = false;
       head++;
     }
@@ -774,8 +774,7 @@ export class StepService {
     const state = engine.requests.get(reqId);
     if (state === undefined) return false;
     engine.requests.delete(reqId);
-    state.released = true; // leaves the backlog queue at its next drain
-    this.dropBacklog(state);
+    this.dropBacklog(state); // with nothing waiting, it leaves the backlog queue at its next drain
     this.draftEngine.release(state.key);
     return true;
   }

@@ -318,21 +318,15 @@ class FastLaneClient:
                 if have >= need:
                     break
                 now = time.monotonic()
-                if now > deadline:
-                    # Past the deadline, only what has already arrived is taken (a late reply that
-                    # is waiting in the socket is read, not declared missing).
+                past = now > deadline
+                if past or now < spin_until:
                     try:
                         got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
                     except BlockingIOError:
-                        raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True) from None
-                    if got == 0:
-                        raise SidecarUnavailable("connection closed by the sidecar")
-                    have += got
-                    continue
-                if now < spin_until:
-                    try:
-                        got = sock.recv_into(view[have:], 0, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
+                        if past:
+                            # Past the deadline only what has already arrived is taken: a late
+                            # reply waiting in the socket is read, not declared missing.
+                            raise SidecarUnavailable("deadline passed while reading the reply", deadline_missed=True) from None
                         _yield_cpu()
                         continue
                 else:
