@@ -97,6 +97,33 @@ describe('suffix automaton', () => {
     expect(sam.transition(ROOT, 1000)).toBe(NONE);
   });
 
+  it('makes room for the tokens it is told to expect in one growth, not 1.5x at a time', () => {
+    // Eight 2000-token siblings joining an automaton sized for the first: announced as they join
+    // (as the engine does), the arrays grow once each; unannounced, again and again.
+    let seed = 7;
+    const sequences = Array.from({ length: 8 }, () => Array.from({ length: 2000 }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 4));
+    const growths = (announce: boolean) => {
+      const sam = new SuffixAutomaton({ initialTokens: 2000 });
+      const cursors = sequences.map((_, i) => {
+        if (announce && i > 0) sam.expect(2000);
+        return sam.openCursor();
+      });
+      let changes = 0;
+      let size = sam.byteSize();
+      sequences.forEach((tokens, i) => {
+        for (const t of tokens) {
+          sam.append(cursors[i], t);
+          if (sam.byteSize() !== size) (changes++, (size = sam.byteSize()));
+        }
+      });
+      expect(sam.tokenCount).toBe(16_000);
+      return changes;
+    };
+    const announced = growths(true);
+    expect(announced).toBeLessThanOrEqual(2); // states and edges
+    expect(growths(false)).toBeGreaterThan(announced + 4);
+  });
+
   it('compacts to its used size and keeps answering', () => {
     const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
     const { sam, cursor } = build(tokens);

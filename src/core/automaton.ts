@@ -35,6 +35,8 @@ const VOTE_CAP = 4;
 
 // Interleaved record layouts.
 const STATE_STRIDE = 4;
+/** States (and edge records) room is made for per expected token: a suffix automaton has at most 2n states. */
+const STATES_PER_PLANNED_TOKEN = 2;
 const LEN = 0; // length in the low LENGTH_BITS; above it the saturating edge count (degree), then the votes
 const LENGTH_BITS = 24;
 const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
@@ -110,12 +112,15 @@ export class SuffixAutomaton {
   private freeCursorCount = 0;
   private openCursors = 0;
   private tokensAppended = 0;
+  /** Tokens the automaton is expected to hold in all (expect()): growth goes there in one copy. */
+  private plannedTokens = 0;
 
   constructor(options: AutomatonOptions = {}) {
     this.positions = options.positions ?? false;
     const tokens = Math.max(16, options.initialTokens ?? 256);
-    const states = tokens * 2;
+    const states = tokens * STATES_PER_PLANNED_TOKEN;
     this.stateCapacity = states;
+    this.plannedTokens = tokens;
     this.states = new Int32Array(states * STATE_STRIDE);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
     this.edgeCapacity = states;
@@ -301,6 +306,7 @@ export class SuffixAutomaton {
 
   /** Shrinks every array to what is in use (a finished group keeps no slack in history). */
   compact(): void {
+    this.plannedTokens = this.tokensAppended;
     const states = this.stateCount;
     this.stateCapacity = states;
     this.states = this.states.slice(0, states * STATE_STRIDE);
@@ -311,6 +317,17 @@ export class SuffixAutomaton {
       this.logToken = this.logToken.slice(0, this.logLength);
       if (this.logNext !== null) this.logNext = this.logNext.slice(0, this.logLength);
     }
+  }
+
+  /**
+   * Announces `tokens` more tokens to come (a long context joining, indexed over many steps): the
+   * next growth makes room for all of them at once. Growing by 1.5x instead would copy the arrays
+   * again and again as sixteen 200k-token siblings are indexed, and on a VM every copy's fresh
+   * pages cost milliseconds per megabyte. Nothing is allocated here; untouched capacity costs
+   * address space only.
+   */
+  expect(tokens: number): void {
+    this.plannedTokens = Math.max(this.plannedTokens, this.tokensAppended) + Math.max(0, tokens);
   }
 
   // ---------------------------------------------------------------- append
@@ -424,7 +441,7 @@ export class SuffixAutomaton {
   }
 
   private growStates(needed: number): void {
-    const capacity = grownCapacity(this.stateCapacity, needed);
+    const capacity = Math.max(grownCapacity(this.stateCapacity, needed), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
     this.states = resizedInt32(this.states, capacity * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
     this.stateCapacity = capacity;
@@ -444,7 +461,7 @@ export class SuffixAutomaton {
   private addEdge(state: number, token: number, target: number): void {
     const e = this.edgeCount;
     if (e >= this.edgeCapacity) {
-      this.edgeCapacity = grownCapacity(this.edgeCapacity, e + 1);
+      this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
       this.edgeData = resizedInt32(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
     }
     const base = e * EDGE_STRIDE;

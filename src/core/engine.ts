@@ -619,10 +619,14 @@ export class DraftEngine {
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);
-    } else if (group.activeMembers === 0) {
-      this.history.delete(group.key);
-      this.historyTokenCount -= group.automaton.tokenCount;
-      if (this.options.shareText) this.opened.push(group.key);
+    } else {
+      // Room for this member's whole text, made at the next growth, not 1.5x at a time.
+      group.automaton.expect(expectedLength - group.prompt.length);
+      if (group.activeMembers === 0) {
+        this.history.delete(group.key);
+        this.historyTokenCount -= group.automaton.tokenCount;
+        if (this.options.shareText) this.opened.push(group.key);
+      }
     }
     group.activeMembers++;
     return group;
