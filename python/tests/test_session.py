@@ -416,6 +416,19 @@ def test_a_step_sends_short_deltas_whole_and_long_contexts_in_chunks_within_the_
     assert chunked(starts, ends, 10_000) == (ends, None)
 
 
+def test_every_new_request_s_prompt_goes_before_any_request_s_long_text():
+    # Three new 1000-token contexts with 100-token prompts, a budget of 500: all three prompts
+    # (so the sidecar meets every request and its group at once), then text in row order.
+    starts = np.array([0, 0, 0])
+    ends = np.array([1000, 1000, 1000])
+    sent_end, remaining = chunked(starts, ends, 500, prompt_ends=np.array([100, 100, 100]))
+    assert sent_end.tolist() == [300, 100, 100]
+    assert remaining.tolist() == [700, 900, 900]
+    # Budget short of the prompts: prompts in row order; a request with its prompt confirmed gets none first.
+    sent_end, _ = chunked(np.array([0, 0, 150]), ends, 150, prompt_ends=np.array([100, 100, 100]))
+    assert sent_end.tolist() == [100, 50, 150]
+
+
 def test_a_long_context_goes_in_chunks_confirmed_as_they_land_and_drafts_once_all_of_it_is_there(sidecar):
     session = session_for(sidecar, max_step_tokens=100)
     sent = []

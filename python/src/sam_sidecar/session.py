@@ -185,7 +185,7 @@ class DraftSession:
         start_arr[full] = 0
         prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
         # What the sidecar holds once this step is confirmed: everything, or the chunks sent so far.
-        sent_end, remaining = chunked(start_arr, end_arr, self.max_step_tokens)
+        sent_end, remaining = chunked(start_arr, end_arr, self.max_step_tokens, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows])
         tokens = gather_spans(token_rows, rows, start_arr, sent_end)
         included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
         if steady is not None and everyone:
@@ -351,19 +351,31 @@ class DraftSession:
             self.stats.step_us.append((time.perf_counter() - started) * 1e6)
 
 
-def chunked(starts: np.ndarray, ends: np.ndarray, budget: int):
+def chunked(starts: np.ndarray, ends: np.ndarray, budget: int, prompt_ends: Optional[np.ndarray] = None):
     """Where each row's tokens sent this step end, and what remains of each (None if nothing does):
-    short deltas whole, then the others in row order while `budget` tokens last."""
+    short deltas whole; then what is left of every long row's prompt (up to `prompt_ends`), so the
+    sidecar meets every new request and its sibling group at once and can size the group for
+    all of them; then the rest in row order, while `budget` tokens last."""
     need = ends - starts
     if int(need.sum()) <= budget:
         return ends, None
     short = need <= ALWAYS_SENT
     left = max(0, budget - int(need[short].sum()))
     long_need = np.where(short, 0, need)
-    before = np.cumsum(long_need) - long_need  # long tokens of earlier rows
-    send = np.where(short, need, np.clip(left - before, 0, long_need))
+    send = np.zeros_like(need)
+    if prompt_ends is not None:
+        send = _in_row_order(np.clip(prompt_ends - starts, 0, long_need), left)
+        left -= int(send.sum())
+    send = send + _in_row_order(long_need - send, left)
+    send = np.where(short, need, send)
     sent_end = starts + send
     return sent_end, ends - sent_end
+
+
+def _in_row_order(wanted: np.ndarray, budget: int) -> np.ndarray:
+    """As much of each row's `wanted` tokens as `budget` covers, first rows first."""
+    before = np.cumsum(wanted) - wanted
+    return np.clip(budget - before, 0, wanted)
 
 
 def gather_spans(token_rows: np.ndarray, rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
