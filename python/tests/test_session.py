@@ -512,6 +512,32 @@ def test_a_reply_that_misses_the_deadline_is_applied_at_the_next_step_so_nothing
     assert session.confirmed()["long"] == len(context)
 
 
+def test_a_large_frame_the_sidecar_reads_slowly_is_abandoned_at_the_deadline(socket_dir):
+    # A reader that keeps draining, a little at a time: no single write ever waits a whole kernel
+    # timeout, so only the step's own deadline can end the send.
+    path = os.path.join(socket_dir, "slow.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def drain_slowly():
+        conn, _ = server.accept()
+        try:
+            while conn.recv(16 << 10):
+                time.sleep(0.002)
+        except OSError:
+            pass
+
+    threading.Thread(target=drain_slowly, daemon=True).start()
+    session = DraftSession(3, FastLaneClient(path, deadline_s=0.02), max_step_tokens=4_000_000)
+    rows = np.zeros((1, 2_000_000), dtype=np.int32)  # 8 MB: about a second at this reader's pace
+    started = time.perf_counter()
+    result = session.step(["big"], rows, np.array([2_000_000]), np.array([4]), 1)
+    assert result.source == "local"
+    assert time.perf_counter() - started < 0.3
+    server.close()
+
+
 def test_a_large_frame_the_sidecar_does_not_read_is_abandoned_at_the_deadline(socket_dir):
     path = os.path.join(socket_dir, "deaf.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -5,7 +5,9 @@ It raises on failure; `session.DraftSession` turns failures into "no drafts this
 """
 from __future__ import annotations
 
+import math
 import os
+import select
 import socket
 import struct
 import time
@@ -238,21 +240,29 @@ class FastLaneClient:
         self._unread = call_id
 
     def _send_frame(self, sock: socket.socket, frame: bytes, deadline: float) -> None:
-        """sendall with one deadline for the whole frame: a large frame the sidecar reads slowly
-        goes in several writes, each of which may wait, and together they must not outlast it."""
-        sent = sock.send(frame)  # a step frame usually fits the socket buffer: one write
+        """sendall by one deadline for the whole frame. Writes never block: a blocking send of a
+        large frame waits up to the kernel timeout per buffer it allocates, several timeouts in
+        all, so a frame the sidecar reads slowly is written as the socket drains, waiting in poll()
+        for what is left of the deadline, and abandoned (SidecarUnavailable) when it passes."""
+        try:
+            sent = sock.send(frame, socket.MSG_DONTWAIT)  # a step frame usually fits the socket buffer
+        except BlockingIOError:
+            sent = 0
         if sent == len(frame):
             return
         view = memoryview(frame)
-        try:
-            while sent < len(view):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SidecarUnavailable("deadline passed while sending the step", deadline_missed=True)
-                self._set_kernel_timeout(sock, min(left, self.deadline_s))
-                sent += sock.send(view[sent:])
-        finally:
-            self._set_kernel_timeout(sock, self.deadline_s)
+        writable = select.poll()
+        writable.register(sock, select.POLLOUT)
+        while sent < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SidecarUnavailable("deadline passed while sending the step", deadline_missed=True)
+            if not writable.poll(max(1, math.ceil(left * 1000))):
+                continue  # the deadline is checked again
+            try:
+                sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
 
     def receive(self, call_id: int, deadline_s: Optional[float] = None, deadline: Optional[float] = None) -> bytes:
         """The reply to a frame sent with send(), within the deadline (deadline_s from now, or
