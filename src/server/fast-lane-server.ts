@@ -95,9 +95,9 @@ export class FastLaneServer {
       splitter.push(chunk);
       const pending = splitter.pendingBytes;
       if ((pending > 0) !== (counted > 0)) this.context.framesArriving += pending > 0 ? 1 : -1;
-      this.bufferedBytes += pending - counted;
+      this.buffered += pending - counted;
       counted = pending;
-      if (this.bufferedBytes > limits.maxBufferedBytes) return drop(`incomplete frames across connections past limits.maxBufferedBytes (${limits.maxBufferedBytes})`);
+      if (this.buffered > limits.maxBufferedBytes) return drop(`incomplete frames across connections past limits.maxBufferedBytes (${limits.maxBufferedBytes})`);
       // An incomplete frame must complete within partialFrameSeconds; each frame completed restarts the clock.
       if (stalled !== null && (pending === 0 || framesDone > before)) {
         clearTimeout(stalled);
@@ -111,13 +111,17 @@ export class FastLaneServer {
     socket.on('close', () => {
       if (stalled !== null) clearTimeout(stalled);
       if (counted > 0) this.context.framesArriving--;
-      this.bufferedBytes -= counted;
+      this.buffered -= counted;
       counted = 0;
     });
   }
 
   /** Bytes of incomplete frames held across connections (bounded by limits.maxBufferedBytes). */
-  private bufferedBytes = 0;
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  private buffered = 0;
 }
 
 /**

@@ -11,6 +11,7 @@ import type { StepService } from '../core/step-service.js';
 type EngineCounts = ReturnType<StepService['engineCounters']>[number];
 import { packageVersion } from '../package-root.js';
 import type { Transport } from '../protocol/transports.js';
+import type { MemoryWatch } from './memory-watch.js';
 import type { RedisSharing } from '../sharing/redis-sharing.js';
 
 
@@ -196,6 +197,19 @@ export class SidecarMetrics {
       gauge('sam_sidecar_sharing_lag_seconds', 'Age of the newest entry read from another engine, when read.', () => shared.lagMs / 1000);
       counter('sam_sidecar_sharing_remote_ignored_total', 'Deltas for groups this engine no longer holds, or beyond a group\'s bound of remote sequences.', () => service.draftEngine.remoteDeltasIgnored);
     }
+  }
+
+  /** The memory watch's collections (see memory-watch.ts). */
+  watchMemory(watch: MemoryWatch): void {
+    new client.Counter({
+      name: 'sam_sidecar_memory_collections_total',
+      help: 'Garbage collections the sidecar started because its RSS was above the runtime\'s own plus memory.maxBytes plus the frames being received.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(watch.collections);
+      },
+    });
   }
 
   observeStep(transport: Transport, startedNs: bigint): void {

@@ -10,6 +10,7 @@ import { SidecarContext } from './context.js';
 import { FastLaneServer } from './fast-lane-server.js';
 import { GrpcServer } from './grpc-server.js';
 import { HttpServer } from './http-server.js';
+import { MemoryWatch } from './memory-watch.js';
 import { SidecarMetrics } from './metrics.js';
 import { RedisSharing, redactedUrl } from '../sharing/redis-sharing.js';
 import { warmUp } from './warm-up.js';
@@ -72,7 +73,14 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   }
   const warmUpStarted = Date.now();
   warmUp(createService(config), config.warmUpSteps);
-  const maintenance = setInterval(() => service.maintain(Date.now()), config.memory.maintenanceIntervalMs);
+  // What the process holds beyond the core's budget and the frames being received: the runtime's own.
+  const runtimeBytes = process.memoryUsage.rss();
+  const memoryWatch = new MemoryWatch(() => runtimeBytes + config.memory.maxBytes + fastLane.bufferedBytes);
+  metrics.watchMemory(memoryWatch);
+  const maintenance = setInterval(() => {
+    service.maintain(Date.now());
+    if (memoryWatch.check()) logger.debug({ rss: process.memoryUsage.rss(), collections: memoryWatch.collections }, 'RSS above the byte budget: garbage collection started');
+  }, config.memory.maintenanceIntervalMs);
   maintenance.unref();
   // Publishes the engine's new text on a timer, off every step's path; reads in the background.
   sharing?.start(() => service.draftEngine.takeOutbound());
