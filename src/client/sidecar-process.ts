@@ -14,11 +14,18 @@ export interface SidecarProcess {
   stop(): Promise<void>;
 }
 
+/**
+ * glibc hands the sidecar's large arrays transparent huge pages where the kernel leaves them to
+ * madvise (the image sets the same): on a VM a fresh 4 KiB page costs microseconds, and a long
+ * context touches gigabytes of them. Read by glibc at exec, so it goes in the child's environment.
+ */
+export const HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1';
+
 export const PYTHON = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 
 export async function startSidecarProcess(socket: string, env: NodeJS.ProcessEnv = {}): Promise<SidecarProcess> {
   const child = spawn(process.execPath, [join(packageRoot(), 'dist', 'cli.js'), 'serve'], {
-    env: { ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn', ...env },
+    env: { GLIBC_TUNABLES: HUGE_PAGES_TUNABLE, ...process.env, SAM_SIDECAR_SOCKET: socket, SAM_SIDECAR_HTTP_PORT: '0', SAM_SIDECAR_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -2,6 +2,7 @@
  * The sidecar process: one core service behind the fast lane, gRPC and HTTP, with periodic
  * maintenance (idle eviction, token budget) and graceful shutdown.
  */
+import { readFileSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import { StepService } from '../core/step-service.js';
 import { packageVersion } from '../package-root.js';
@@ -22,6 +23,22 @@ export interface Sidecar {
   readonly http: HttpServer;
   /** Not ready, drain, close every transport, remove the socket files. Idempotent. */
   close(): Promise<void>;
+}
+
+/**
+ * Whether the large arrays of long contexts get transparent huge pages: the kernel's mode, and
+ * where that is madvise, glibc's tunable (the image sets it). Without them, first-touch page
+ * faults can cost more than the indexing itself on a VM.
+ */
+function hugePagesState(): string {
+  let mode: string;
+  try {
+    mode = /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1] ?? 'unknown';
+  } catch {
+    return 'unavailable';
+  }
+  if (mode !== 'madvise') return mode;
+  return /glibc\.malloc\.hugetlb=1/.test(process.env.GLIBC_TUNABLES ?? '') ? 'madvise, on' : 'madvise, off (set GLIBC_TUNABLES=glibc.malloc.hugetlb=1)';
 }
 
 export function createLogger(config: Readonly<SidecarConfig>): Logger {
@@ -96,6 +113,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       threshold: config.gate.threshold,
       sharing: url === null ? 'off' : { redis: redactedUrl(url), keyPrefix: redis.keyPrefix },
       warmUpMs: Date.now() - warmUpStarted,
+      hugePages: hugePagesState(),
     },
     'sam-sidecar ready',
   );
