@@ -23,8 +23,10 @@ from .log import logger
 MAX_PENDING_RELEASES = 4096  # finished ids kept for the next successful step
 # Tokens one step sends beyond short deltas: a long context (a new request, a RESYNC, every request
 # after a sidecar restart) goes in chunks of this over several steps, so building, sending and
-# serving a step stay within the deadline at any context length. SAM_SIDECAR_MAX_STEP_TOKENS.
-DEFAULT_MAX_STEP_TOKENS = 65_536
+# serving a step stay within the deadline at any context length (512 KiB of tokens, built in about
+# 0.1 ms). Fewer make a resync send-bound: 128 x 200k tokens take 200 steps at
+# this size, and at 65,536 a 20 ms runner step alone made that 9 s. SAM_SIDECAR_MAX_STEP_TOKENS.
+DEFAULT_MAX_STEP_TOKENS = 131_072
 ALWAYS_SENT = 64  # a delta this short (a decode step's tokens) always goes whole
 
 
