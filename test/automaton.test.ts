@@ -124,6 +124,32 @@ describe('suffix automaton', () => {
     expect(growths(false)).toBeGreaterThan(announced + 4);
   });
 
+  it('compacts in slices to the same arrays as at once, answering from the old ones meanwhile', () => {
+    const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
+    const whole = build(tokens).sam;
+    whole.compact();
+    const { sam, cursor } = build(tokens);
+    const out = new Int32Array(4);
+    const draftBefore = Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)));
+    let slices = 0;
+    while (!sam.compactSome(1000)) {
+      slices++;
+      expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(draftBefore);
+    }
+    expect(slices).toBeGreaterThan(5);
+    expect(sam.byteSize()).toBe(whole.byteSize());
+    expect(sam.compactionElementsLeft).toBe(whole.compactionElementsLeft);
+    // An append in the middle: the copy starts over from the changed arrays, and loses nothing.
+    const growing = build(tokens);
+    growing.sam.compactSome(1000);
+    growing.sam.append(growing.cursor, 5);
+    while (!growing.sam.compactSome(1000));
+    const grown = build([...tokens, 5]).sam;
+    grown.compact();
+    expect(growing.sam.byteSize()).toBe(grown.byteSize());
+    expect(Array.from(out.subarray(0, seedDraft(growing.sam, growing.cursor, 4, out, 0)))).toEqual(Array.from(out.subarray(0, seedDraft(grown, 0, 4, out, 0))));
+  });
+
   it('compacts to its used size and keeps answering', () => {
     const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
     const { sam, cursor } = build(tokens);

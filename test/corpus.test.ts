@@ -115,6 +115,26 @@ describe('corpus', () => {
     expect(into.length).toBe(2);
   });
 
+  it('sheds the older generation\'s growth slack in idle slices after a rotation, not inside it', () => {
+    const corpus = new Corpus(20_000);
+    const sequence = (base: number) => Array.from({ length: 6000 }, (_, i) => base + ((i * 7919) % 4001));
+    corpus.add([], sequence(0), 6000);
+    expect(corpus.compactionPending).toBe(false);
+    corpus.add([], sequence(10_000), 6000); // past half the budget: the first generation becomes the older one
+    expect(corpus.compactionPending).toBe(true);
+    const rotated = corpus.byteSize();
+    let slices = 0;
+    while (corpus.compactionPending) {
+      expect(corpus.compactOlder(2048)).toBeLessThanOrEqual(2048);
+      slices++;
+    }
+    expect(slices).toBeGreaterThan(3);
+    expect(corpus.byteSize()).toBeLessThan(rotated);
+    const match = corpus.newMatch();
+    for (const t of sequence(0).slice(0, 5)) corpus.advance(match, t);
+    expect(corpus.draftSource(match, new Match())).not.toBeNull(); // still drafts from it
+  });
+
   it('drafts only continuations of what the sidecar has seen, in any interleaving of requests', () => {
     const tokens = fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 1, maxLength: 20 });
     fc.assert(

@@ -78,10 +78,47 @@ describe('draft engine', () => {
     engine.release('long');
     const released = groupBytes();
     expect(engine.idleWorkPending).toBe(true);
-    engine.compactRetired();
-    expect(groupBytes()).toBeLessThan(released);
     engine.flushCorpus(); // the released request's stream ends
-    expect(engine.idleWorkPending).toBe(false);
+    while (engine.idleWorkPending) engine.compactRetired();
+    expect(groupBytes()).toBeLessThan(released);
+  });
+
+  it('compacts a long retired group over several idle slices, each copying at most its budget', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 100_000 });
+    const text = Array.from({ length: 20_000 }, (_, i) => (i * 7919) % 5003);
+    engine.open('long', [...prompt, ...text], prompt.length);
+    const groupBytes = () => engine.stats().bytes - engine.stats().corpusBytes;
+    engine.flushCorpus();
+    engine.release('long');
+    engine.flushCorpus();
+    const released = groupBytes();
+    let slices = 0;
+    while (engine.idleWorkPending) {
+      engine.compactRetired(4096);
+      slices++;
+      if (engine.idleWorkPending) expect(groupBytes()).toBe(released); // the old arrays until the last slice
+    }
+    expect(slices).toBeGreaterThan(10);
+    expect(groupBytes()).toBeLessThan(released);
+    // Drafting from history is the same as before: the next step's request continues the text.
+    engine.open('again', [...prompt, ...text.slice(0, 100)], prompt.length);
+    expect(draftOf(engine, 'again')).toEqual(text.slice(100, 103));
+  });
+
+  it('abandons a compaction when the group is rejoined before it ends', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 100_000 });
+    const text = Array.from({ length: 20_000 }, (_, i) => (i * 7919) % 5003);
+    engine.open('long', [...prompt, ...text], prompt.length);
+    engine.flushCorpus();
+    engine.release('long');
+    engine.flushCorpus();
+    engine.compactRetired(4096); // under way
+    engine.open('again', [...prompt, ...text.slice(0, 100)], prompt.length);
+    engine.append('again', text.slice(100, 110));
+    engine.flushCorpus();
+    engine.compactRetired(4096);
+    expect(engine.idleWorkPending).toBe(false); // dropped: a live group grows, it is not shrunk
+    expect(draftOf(engine, 'again')).toEqual(text.slice(110, 113));
   });
 
   it('evicts least recently used history beyond its token budget', () => {

@@ -36,8 +36,23 @@ export class Corpus {
   private older: SuffixAutomaton | null = null;
   private newer = new SuffixAutomaton();
   private epoch = 0;
+  private olderCompacted = true;
 
   constructor(readonly budgetTokens: number) {}
+
+  /** Whether the older generation still has growth slack to shed (compactOlder). */
+  get compactionPending(): boolean {
+    return !this.olderCompacted;
+  }
+
+  /** One slice of the older generation's compaction: copies at most `maxElements`; returns how many it did. */
+  compactOlder(maxElements: number): number {
+    const older = this.older;
+    if (older === null || this.olderCompacted) return 0;
+    const left = older.compactionElementsLeft;
+    this.olderCompacted = older.compactSome(maxElements);
+    return Math.min(left, maxElements);
+  }
 
   /** A match for a new request, current with this corpus. */
   newMatch(): CorpusMatch {
@@ -68,8 +83,9 @@ export class Corpus {
    */
   reserve(stream: CorpusStream, tokens: number): boolean {
     if (this.newer.tokenCount > 0 && this.newer.tokenCount + tokens > this.budgetTokens / 2) {
-      this.newer.compact();
+      // Read-only from now on: shrunk in idle slices (compactOlder), not here inside a step.
       this.older = this.newer;
+      this.olderCompacted = false;
       this.newer = new SuffixAutomaton();
       this.epoch++;
     }

@@ -66,6 +66,12 @@ const CORPUS_RESTART_CONTEXT = 32;
 /** Longest corpus context a draft looks for after a pause; longer ones add nothing to the choice. */
 const CORPUS_MATCH_WINDOW = 64;
 
+/**
+ * Array elements one idle slice copies when compacting (128 KiB): about half a millisecond even where
+ * fresh pages are slow (3.5 ms per MB on the test VM without huge pages), far less elsewhere.
+ */
+const COMPACTION_ELEMENTS_PER_SLICE = 1 << 15;
+
 /** Candidate groups (longest prompts first) a prompt is compared with, token by token, when it extends no exact prompt. */
 const PREFIX_CANDIDATES_VERIFIED = 4;
 
@@ -297,22 +303,36 @@ export class DraftEngine {
     return true;
   }
 
-  /** Whether requests' latest tokens wait to enter the corpus, or retired groups to be compacted. */
+  /** Whether requests' latest tokens wait to enter the corpus, or automata to be compacted. */
   get idleWorkPending(): boolean {
-    return this.corpusQueue.length > 0 || this.compactQueue.length > 0;
+    return this.corpusQueue.length > 0 || this.compactQueue.length > 0 || (this.corpus?.compactionPending ?? false);
   }
 
   /**
    * Shrinks the automata of groups retired since the last call to what they use (history keeps
-   * no growth slack). Copying a long group's arrays takes milliseconds, so it is idle work, off
-   * the step that released the group's last member; drafts do not depend on it.
+   * no growth slack), and the corpus's older generation once it stops growing. Idle work, in
+   * slices of at most `maxElements` array elements copied: a step that arrives meanwhile waits for
+   * one slice, not for a long group's whole copy. Drafts do not depend on it.
    */
-  compactRetired(): void {
-    for (const group of this.compactQueue) {
-      // Rejoined since (it grows again) or evicted: nothing to shrink.
-      if (group.activeMembers === 0 && this.groups.get(group.key) === group) group.automaton.compact();
+  compactRetired(maxElements = COMPACTION_ELEMENTS_PER_SLICE): void {
+    let budget = maxElements;
+    const corpus = this.corpus;
+    if (corpus?.compactionPending) {
+      budget -= corpus.compactOlder(budget);
+      if (budget <= 0) return;
     }
-    this.compactQueue.length = 0;
+    const queue = this.compactQueue;
+    let head = 0;
+    for (; head < queue.length && budget > 0; head++) {
+      const group = queue[head];
+      // Rejoined since (it grows again) or evicted: nothing to shrink.
+      if (group.activeMembers !== 0 || this.groups.get(group.key) !== group) continue;
+      const automaton = group.automaton;
+      const left = automaton.compactionElementsLeft;
+      if (!automaton.compactSome(budget)) break; // the rest next slice
+      budget -= left;
+    }
+    queue.splice(0, head);
   }
 
   /**
@@ -623,6 +643,7 @@ export class DraftEngine {
       // Room for this member's whole text, made at the next growth, not 1.5x at a time.
       group.automaton.expect(expectedLength - group.prompt.length);
       if (group.activeMembers === 0) {
+        group.automaton.abandonCompaction();
         this.history.delete(group.key);
         this.historyTokenCount -= group.automaton.tokenCount;
         if (this.options.shareText) this.opened.push(group.key);
