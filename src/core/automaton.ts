@@ -311,12 +311,6 @@ export class SuffixAutomaton {
     while (!this.compactSome(Number.POSITIVE_INFINITY));
   }
 
-  /**
-   * compact() in pieces: copies at most `maxElements` array elements into the shrunk arrays per
-   * call, and true once they are the automaton's. Reading goes on from the old arrays meanwhile;
-   * after an append it starts over (the old arrays changed). Compacting a retired
-   * 274k-token group at once took 31 to 42 ms here, which a step arriving then would wait for.
-   */
   /** Drops a compaction under way and the arrays it was filling (the automaton is in use again). */
   abandonCompaction(): void {
     this.compaction = null;
@@ -325,12 +319,21 @@ export class SuffixAutomaton {
   /** Array elements compactSome() still has to copy (all that are in use, before it starts). */
   get compactionElementsLeft(): number {
     const compaction = this.compaction;
-    if (compaction === null || compaction.tokens !== this.tokensAppended) return (this.stateCount * (STATE_STRIDE + (this.positions ? 1 : 0)) + this.edgeCount * EDGE_STRIDE + (this.positions ? this.logLength * (this.logNext === null ? 1 : 2) : 0));
+    if (compaction === null || compaction.tokens !== this.tokensAppended) {
+      const logArrays = this.positions ? (this.logNext === null ? 1 : 2) : 0;
+      return this.stateCount * (STATE_STRIDE + (this.positions ? 1 : 0)) + this.edgeCount * EDGE_STRIDE + this.logLength * logArrays;
+    }
     let left = -compaction.copied;
     for (let i = compaction.array; i < compaction.to.length; i++) left += compaction.to[i].length;
     return left;
   }
 
+  /**
+   * compact() in pieces: copies at most `maxElements` array elements into the shrunk arrays per
+   * call, and true once they are the automaton's. Reading goes on from the old arrays meanwhile;
+   * after an append it starts over (the old arrays changed). Compacting a retired 274k-token
+   * group at once took 31 to 50 ms here, which a step arriving then would wait for.
+   */
   compactSome(maxElements: number): boolean {
     let compaction = this.compaction;
     // Appended to since it began (every change to the arrays is an append): what it copied is stale.
