@@ -640,8 +640,9 @@ export class DraftEngine {
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);
     } else {
-      // Room for this member's whole text, made at the next growth, not 1.5x at a time.
-      group.automaton.expect(expectedLength - group.prompt.length);
+      // A member whose text is still to come (a backlog): room for all of it at the next growth,
+      // not 1.5x at a time as it is indexed.
+      if (expectedLength > context.length) group.automaton.expect(expectedLength - group.prompt.length);
       if (group.activeMembers === 0) {
         group.automaton.abandonCompaction();
         this.history.delete(group.key);

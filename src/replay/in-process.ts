@@ -35,9 +35,9 @@ export class InProcessBackend implements StepBackend {
     this.lastSpeculated = outcome.speculate;
     // k = 0 only ingests (history preload): no latency samples.
     if (k > 0 && items.length > 0) this.draftLatenciesUs.push(Number(process.hrtime.bigint() - started) / 1000 / items.length);
-    // What the server does after each reply (corpus indexing, compacting retired groups), so memory
-    // is what a sidecar holds; drafts do not depend on it.
-    this.service.doIdleWork();
+    // What the server does after each reply (corpus indexing, compacting retired groups, slice by
+    // slice while no step comes), so memory is what a sidecar holds; drafts do not depend on it.
+    while (this.service.idleWorkPending) this.service.doIdleWork();
     return draftsOf(outcome);
   }
 }
