@@ -362,7 +362,7 @@ export class SuffixAutomaton {
     }
     const [states, firstEnd, edgeData, logToken, logNext] = compaction.to;
     this.compaction = null;
-    this.plannedTokens = this.tokensAppended;
+    this.plannedTokens = 0; // nothing announced: the next growth is the usual 1.5x
     this.stateCapacity = this.stateCount;
     this.states = states;
     this.edgeCapacity = this.edgeCount;
