@@ -5,10 +5,12 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
+from sam_sidecar import client as client_module
 from sam_sidecar import wire
 from sam_sidecar.client import FastLaneClient
-from sam_sidecar.session import DraftSession, chunked, gather_spans
+from sam_sidecar.session import DEFAULT_MAX_STEP_TOKENS, DraftSession, chunked, gather_spans
 
 PROMPT = [100, 101, 102, 103]
 
@@ -535,6 +537,26 @@ def test_a_large_frame_the_sidecar_reads_slowly_is_abandoned_at_the_deadline(soc
     result = session.step(["big"], rows, np.array([2_000_000]), np.array([4]), 1)
     assert result.source == "local"
     assert time.perf_counter() - started < 0.3
+    server.close()
+
+
+def test_a_default_chunk_goes_into_the_kernel_buffer_while_the_sidecar_is_busy(socket_dir):
+    # A sidecar that reads nothing for now (busy indexing, or collecting garbage): a step of the
+    # default chunk size is still sent whole, where a frame past the default buffer (208 KiB)
+    # would wait for it and be cut off by the deadline, costing the connection.
+    with open("/proc/sys/net/core/wmem_max") as f:
+        if int(f.read()) < client_module.SEND_BUFFER_BYTES:
+            pytest.skip("net.core.wmem_max caps the send buffer below what the shim asks for")
+    path = os.path.join(socket_dir, "busy.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    accepted = []  # the connection stays open, unread
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    client = FastLaneClient(path, deadline_s=0.02)
+    frame = bytes(4 * DEFAULT_MAX_STEP_TOKENS + 4096)
+    client.send(frame, client.next_call_id(), time.monotonic() + 0.02)  # no SidecarUnavailable
+    assert client.connects == 1
     server.close()
 
 

@@ -50,6 +50,8 @@ _yield_cpu = getattr(os, "sched_yield", lambda: None)
 # Replies that missed their deadline in a row before the connection is taken for hung: dropped,
 # with a backoff, so a stopped sidecar does not cost a full deadline at every step.
 MAX_LATE_REPLIES = 3
+# Kernel send buffer asked for: twice a default step chunk (131,072 tokens, 512 KiB) and its header.
+SEND_BUFFER_BYTES = 2 << 20
 
 
 class SidecarUnavailable(Exception):
@@ -149,6 +151,14 @@ class FastLaneClient:
         # Python-level timeout would add a poll() to each.
         sock.settimeout(None)
         self._set_kernel_timeout(sock, self.deadline_s)
+        try:
+            # Room for a whole chunk of a long context in the kernel (the kernel caps it at
+            # net.core.wmem_max): a send then completes while the sidecar is busy for a moment,
+            # where a frame larger than the default buffer waits for it to read, and one the
+            # deadline cuts off costs the connection.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:
+            pass
         self._sock = sock
         self._pid = os.getpid()
         self._backoff = self.backoff_initial_s
