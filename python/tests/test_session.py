@@ -560,6 +560,35 @@ def test_a_default_chunk_goes_into_the_kernel_buffer_while_the_sidecar_is_busy(s
     server.close()
 
 
+def test_a_hung_sidecar_is_reconnected_to_ever_less_often(socket_dir):
+    # A stopped sidecar's kernel still accepts connections; nothing ever answers. Each connection
+    # costs full deadlines (three late replies, then the drop), so the backoff between them must
+    # keep growing until a reply comes, not start over at every connect.
+    path = os.path.join(socket_dir, "hung.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(64)
+    held = []
+
+    def accept_forever():
+        try:
+            while True:
+                held.append(server.accept())
+        except OSError:
+            pass
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    session = DraftSession(3, FastLaneClient(path, deadline_s=0.005, backoff_initial_s=0.01, backoff_max_s=0.32))
+    rows = np.arange(1, 9, dtype=np.int32).reshape(1, 8)
+    until = time.monotonic() + 1.5
+    while time.monotonic() < until:
+        assert session.step(["r"], rows, np.array([8]), np.array([4]), 1).source == "local"
+        time.sleep(0.001)
+    # Backoffs of 10, 20, 40, ... 320 ms: about 9 connections in 1.5 s (about 50 if each reset it).
+    assert session.client.connects <= 15
+    server.close()
+
+
 def test_a_large_frame_the_sidecar_does_not_read_is_abandoned_at_the_deadline(socket_dir):
     path = os.path.join(socket_dir, "deaf.sock")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -121,6 +121,8 @@ class FastLaneClient:
         self.frame_buffer = wire.FrameBuffer()  # step frames are encoded into it (one call at a time)
         self.last_call_id = 0  # of the last step()
         self._late_replies = 0  # consecutive calls whose reply missed its deadline
+        self._answered = False  # a reply came on the current connection
+        self._dropped_unanswered = False  # the last connection was dropped before any reply
 
     # ------------------------------------------------------------------ connection
 
@@ -161,7 +163,12 @@ class FastLaneClient:
             pass
         self._sock = sock
         self._pid = os.getpid()
-        self._backoff = self.backoff_initial_s
+        # A new connection starts the backoff over, unless the last one was dropped without a
+        # single reply: a hung sidecar's kernel still accepts connections, and each would cost
+        # full deadlines again. Then only a reply starts it over.
+        if not self._dropped_unanswered:
+            self._backoff = self.backoff_initial_s
+        self._answered = False
         self.connects += 1
         return sock
 
@@ -174,6 +181,7 @@ class FastLaneClient:
 
     def _fail(self) -> None:
         """Drops the connection (a late reply must never be read as the next call's) and backs off."""
+        self._dropped_unanswered = self._sock is not None and not self._answered
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -307,6 +315,9 @@ class FastLaneClient:
             raise failed from error
         self._unread = None
         self._late_replies = 0
+        self._answered = True
+        self._dropped_unanswered = False
+        self._backoff = self.backoff_initial_s
         return reply
 
     def _read_reply(self, sock: socket.socket, call_id: int, deadline: float) -> bytes:
