@@ -35,6 +35,14 @@ class Batch:
         return session.step(self.req_ids, self.tokens, self.ends, self.prompts, num_reqs or len(self.req_ids), finished)
 
 
+def unix_listener(path, backlog=1):
+    """A listening Unix socket at `path`: a stand-in sidecar that answers as each test needs."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(backlog)
+    return server
+
+
 def session_for(sidecar, k=3, **kwargs):
     return DraftSession(k, FastLaneClient(sidecar.socket, deadline_s=0.5), engine_id=f"test-{time.monotonic_ns()}", **kwargs)
 
@@ -197,9 +205,7 @@ def test_no_sidecar_means_no_drafts_at_once_and_the_local_switch(socket_dir, mon
 
 def test_a_sidecar_that_does_not_answer_costs_one_deadline_then_fails_open(socket_dir):
     path = os.path.join(socket_dir, "silent.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = unix_listener(path)
     accepted = []
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
     session = DraftSession(3, FastLaneClient(path, deadline_s=0.02))
@@ -260,9 +266,7 @@ def test_frames_read_together_are_split_and_none_is_lost(socket_dir):
     """A wake's PONG and the next reply may come in one read: the bytes past the first frame stay
     for the next one."""
     path = os.path.join(socket_dir, "two-frames.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = unix_listener(path)
 
     def answer_pings_two_at_a_time():
         conn, _ = server.accept()
@@ -456,9 +460,7 @@ class DelayingProxy:
     calls numbered in `late` (by step frame order) for `delay_s`."""
 
     def __init__(self, target, path, late, delay_s):
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(path)
-        self.server.listen(1)
+        self.server = unix_listener(path)
         self.target, self.late, self.delay_s = target, set(late), delay_s
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -518,9 +520,7 @@ def test_a_large_frame_the_sidecar_reads_slowly_is_abandoned_at_the_deadline(soc
     # A reader that keeps draining, a little at a time: no single write ever waits a whole kernel
     # timeout, so only the step's own deadline can end the send.
     path = os.path.join(socket_dir, "slow.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = unix_listener(path)
 
     def drain_slowly():
         conn, _ = server.accept()
@@ -548,9 +548,7 @@ def test_a_default_chunk_goes_into_the_kernel_buffer_while_the_sidecar_is_busy(s
         if int(f.read()) < client_module.SEND_BUFFER_BYTES:
             pytest.skip("net.core.wmem_max caps the send buffer below what the shim asks for")
     path = os.path.join(socket_dir, "busy.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = unix_listener(path)
     accepted = []  # the connection stays open, unread
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
     client = FastLaneClient(path, deadline_s=0.02)
@@ -565,9 +563,7 @@ def test_a_hung_sidecar_is_reconnected_to_ever_less_often(socket_dir):
     # costs full deadlines (three late replies, then the drop), so the backoff between them must
     # keep growing until a reply comes, not start over at every connect.
     path = os.path.join(socket_dir, "hung.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(64)
+    server = unix_listener(path, 64)
     held = []
 
     def accept_forever():
@@ -591,9 +587,7 @@ def test_a_hung_sidecar_is_reconnected_to_ever_less_often(socket_dir):
 
 def test_a_large_frame_the_sidecar_does_not_read_is_abandoned_at_the_deadline(socket_dir):
     path = os.path.join(socket_dir, "deaf.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
+    server = unix_listener(path)
     threading.Thread(target=lambda: server.accept() and time.sleep(5), daemon=True).start()
     session = DraftSession(3, FastLaneClient(path, deadline_s=0.02), max_step_tokens=4_000_000)
     rows = np.zeros((1, 2_000_000), dtype=np.int32)  # an 8 MB frame: far more than a socket buffer

@@ -185,9 +185,10 @@ class DraftSession:
         # Unknown, or the engine holds fewer tokens than we confirmed (recomputed): full context.
         full = (start_arr < 0) | (start_arr > end_arr)
         start_arr[full] = 0
-        prompt_arr = np.where(full, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows], wire.NO_PROMPT)
+        row_prompts = np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows]
+        prompt_arr = np.where(full, row_prompts, wire.NO_PROMPT)
         # What the sidecar holds once this step is confirmed: everything, or the chunks sent so far.
-        sent_end, remaining = chunked(start_arr, end_arr, self.max_step_tokens, np.asarray(prompt_lens[:n_rows], dtype=np.int64)[rows])
+        sent_end, remaining = chunked(start_arr, end_arr, self.max_step_tokens, row_prompts)
         tokens = gather_spans(token_rows, rows, start_arr, sent_end)
         included_ids = list(req_ids) if everyone else [req_ids[row] for row in rows.tolist()]
         if steady is not None and everyone:
