@@ -150,6 +150,36 @@ describe('suffix automaton', () => {
     expect(Array.from(out.subarray(0, seedDraft(growing.sam, growing.cursor, 4, out, 0)))).toEqual(Array.from(out.subarray(0, seedDraft(grown, 0, 4, out, 0))));
   });
 
+  it('compacts into the arrays its supply hands over, copying nothing while the supply has none ready', () => {
+    const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
+    const whole = build(tokens).sam;
+    whole.compact();
+    const { sam, cursor } = build(tokens);
+    const asked: number[] = [];
+    let readyLength = -1;
+    // Each length is ready the second time it is asked for (as if prepared elsewhere meanwhile).
+    const supply = {
+      awaiting: false,
+      take(length: number): Int32Array | null {
+        asked.push(length);
+        if (readyLength === length) return new Int32Array(length).fill(-7); // stale contents: all overwritten
+        readyLength = length;
+        return null;
+      },
+    };
+    const left = sam.compactionElementsLeft;
+    expect(sam.compactSome(1 << 20, supply)).toBe(false);
+    expect(sam.compactionElementsLeft).toBe(left); // waiting: nothing copied
+    while (!sam.compactSome(1 << 20, supply));
+    // Every array asked for twice (once not ready, once taken), each of exactly its used length.
+    expect(asked.length % 2).toBe(0);
+    for (let i = 0; i < asked.length; i += 2) expect(asked[i + 1]).toBe(asked[i]);
+    expect(asked.reduce((sum, length) => sum + length, 0) / 2).toBe(left);
+    expect(sam.byteSize()).toBe(whole.byteSize());
+    const out = new Int32Array(4);
+    expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(Array.from(out.subarray(0, seedDraft(whole, 0, 4, out, 0))));
+  });
+
   it('compacts to its used size and keeps answering', () => {
     const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
     const { sam, cursor } = build(tokens);

@@ -105,6 +105,34 @@ describe('draft engine', () => {
     expect(draftOf(engine, 'again')).toEqual(text.slice(100, 103));
   });
 
+  it('has no idle work while its array supply is making the next array ready, and goes on once it is', () => {
+    const engine = new DraftEngine({ drafter: 'sam', historyTokens: 100_000 });
+    let ready = false;
+    const supply = {
+      awaiting: false,
+      take(length: number): Int32Array | null {
+        if (ready) return new Int32Array(length);
+        supply.awaiting = true;
+        return null;
+      },
+    };
+    engine.arraySupply = supply;
+    const text = Array.from({ length: 20_000 }, (_, i) => (i * 7919) % 5003);
+    engine.open('long', [...prompt, ...text], prompt.length);
+    engine.flushCorpus();
+    engine.release('long');
+    engine.flushCorpus();
+    const released = engine.stats().bytes;
+    expect(engine.idleWorkPending).toBe(true);
+    engine.compactRetired();
+    expect(engine.idleWorkPending).toBe(false); // nothing to do but wait: the server is not kept spinning
+    expect(engine.stats().bytes).toBe(released);
+    ready = true;
+    supply.awaiting = false;
+    while (engine.idleWorkPending) engine.compactRetired();
+    expect(engine.stats().bytes).toBeLessThan(released);
+  });
+
   it('abandons a compaction when the group is rejoined before it ends', () => {
     const engine = new DraftEngine({ drafter: 'sam', historyTokens: 100_000 });
     const text = Array.from({ length: 20_000 }, (_, i) => (i * 7919) % 5003);

@@ -11,7 +11,7 @@
  * lists; states with many edges (the root, single-token contexts) are also indexed in an
  * open-addressing hash so lookups stay O(1) on large vocabularies.
  */
-import { grownCapacity, grownPowerOfTwo, resizedInt32 } from './typed.js';
+import { type ArraySupply, grownCapacity, grownPowerOfTwo, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const ROOT = 0;
 export const NONE = -1;
@@ -115,7 +115,7 @@ export class SuffixAutomaton {
   /** Tokens the automaton is expected to hold in all (expect()): growth goes there in one copy. */
   private plannedTokens = 0;
   /** A compaction under way (compactSome): the arrays being filled, and how far. */
-  private compaction: { from: Int32Array[]; to: Int32Array[]; array: number; copied: number; tokens: number } | null = null;
+  private compaction: { from: Int32Array[]; used: number[]; to: Int32Array[]; array: number; copied: number; tokens: number } | null = null;
 
   constructor(options: AutomatonOptions = {}) {
     this.positions = options.positions ?? false;
@@ -324,7 +324,7 @@ export class SuffixAutomaton {
       return this.stateCount * (STATE_STRIDE + (this.positions ? 1 : 0)) + this.edgeCount * EDGE_STRIDE + this.logLength * logArrays;
     }
     let left = -compaction.copied;
-    for (let i = compaction.array; i < compaction.to.length; i++) left += compaction.to[i].length;
+    for (let i = compaction.array; i < compaction.used.length; i++) left += compaction.used[i];
     return left;
   }
 
@@ -332,9 +332,10 @@ export class SuffixAutomaton {
    * compact() in pieces: copies at most `maxElements` array elements into the shrunk arrays per
    * call, and true once they are the automaton's. Reading goes on from the old arrays meanwhile;
    * after an append it starts over (the old arrays changed). Compacting a retired 274k-token
-   * group at once took 31 to 50 ms here, which a step arriving then would wait for.
+   * group at once took 31 to 50 ms here, which a step arriving then would wait for. The shrunk
+   * arrays come from `arrays`, one when the copy reaches it; while it has none ready, nothing is copied.
    */
-  compactSome(maxElements: number): boolean {
+  compactSome(maxElements: number, arrays: ArraySupply = HEAP_ARRAYS): boolean {
     let compaction = this.compaction;
     // Appended to since it began (every change to the arrays is an append): what it copied is stale.
     if (compaction !== null && compaction.tokens !== this.tokensAppended) compaction = this.compaction = null;
@@ -347,16 +348,24 @@ export class SuffixAutomaton {
         [this.logToken, positions ? this.logLength : 0],
         [this.logNext ?? this.logToken, positions && this.logNext !== null ? this.logLength : 0],
       ];
-      compaction = this.compaction = { from: pairs.map(([array]) => array), to: pairs.map(([, used]) => new Int32Array(used)), array: 0, copied: 0, tokens: this.tokensAppended };
+      compaction = this.compaction = { from: pairs.map(([array]) => array), used: pairs.map(([, used]) => used), to: [], array: 0, copied: 0, tokens: this.tokensAppended };
     }
     let budget = maxElements;
-    while (compaction.array < compaction.to.length) {
+    while (compaction.array < compaction.used.length) {
+      const used = compaction.used[compaction.array];
+      // Each array when the copy reaches it, and not zeroed (the copy writes every element):
+      // allocating them all at once, zeroed, took 2 to 7 ms of a million-token group's first slice.
+      if (compaction.to.length === compaction.array) {
+        const array = arrays.take(used);
+        if (array === null) return false;
+        compaction.to.push(array);
+      }
       const to = compaction.to[compaction.array];
-      const end = Math.min(to.length, compaction.copied + budget);
+      const end = Math.min(used, compaction.copied + budget);
       to.set(compaction.from[compaction.array].subarray(compaction.copied, end), compaction.copied);
       budget -= end - compaction.copied;
       compaction.copied = end;
-      if (end < to.length) return false;
+      if (end < used) return false;
       compaction.array++;
       compaction.copied = 0;
     }

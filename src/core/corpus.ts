@@ -17,6 +17,7 @@
  * O(1) per ingested token.
  */
 import { Match, SuffixAutomaton } from './automaton.js';
+import { type ArraySupply, HEAP_ARRAYS } from './typed.js';
 
 /** A request's running matches in the corpus's generations. */
 export class CorpusMatch {
@@ -46,12 +47,12 @@ export class Corpus {
   }
 
   /** One slice of the older generation's compaction: copies at most `maxElements`; returns how many it did. */
-  compactOlder(maxElements: number): number {
+  compactOlder(maxElements: number, arrays: ArraySupply = HEAP_ARRAYS): number {
     const older = this.older;
     if (older === null || this.olderCompacted) return 0;
     const left = older.compactionElementsLeft;
-    this.olderCompacted = older.compactSome(maxElements);
-    return Math.min(left, maxElements);
+    this.olderCompacted = older.compactSome(maxElements, arrays);
+    return this.olderCompacted ? left : left - older.compactionElementsLeft;
   }
 
   /** A match for a new request, current with this corpus. */

@@ -19,7 +19,7 @@ import { NgramIndex } from './ngram.js';
 import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
 import { PrefixHash, promptKey, samePrefix } from './prompt-hash.js';
 import type { OutboundText, TextDelta } from './shared-text.js';
-import { grownCapacity, resizedInt32 } from './typed.js';
+import { type ArraySupply, grownCapacity, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
 export type DrafterKind = (typeof DRAFTERS)[number];
@@ -303,9 +303,16 @@ export class DraftEngine {
     return true;
   }
 
+  /**
+   * Where compaction gets its shrunk arrays (an adapter may prepare them off the event loop).
+   * While it is making one ready, compaction is not idle work: nothing could be done.
+   */
+  arraySupply: ArraySupply = HEAP_ARRAYS;
+
   /** Whether requests' latest tokens wait to enter the corpus, or automata to be compacted. */
   get idleWorkPending(): boolean {
-    return this.corpusQueue.length > 0 || this.compactQueue.length > 0 || (this.corpus?.compactionPending ?? false);
+    if (this.corpusQueue.length > 0) return true;
+    return (this.compactQueue.length > 0 || (this.corpus?.compactionPending ?? false)) && !this.arraySupply.awaiting;
   }
 
   /**
@@ -318,8 +325,9 @@ export class DraftEngine {
     let budget = maxElements;
     const corpus = this.corpus;
     if (corpus?.compactionPending) {
-      budget -= corpus.compactOlder(budget);
-      if (budget <= 0) return;
+      budget -= corpus.compactOlder(budget, this.arraySupply);
+      // Not done: out of budget, or waiting for an array (a group asking for another would cancel it).
+      if (corpus.compactionPending) return;
     }
     const queue = this.compactQueue;
     let head = 0;
@@ -329,7 +337,7 @@ export class DraftEngine {
       if (group.activeMembers !== 0 || this.groups.get(group.key) !== group) continue;
       const automaton = group.automaton;
       const left = automaton.compactionElementsLeft;
-      if (!automaton.compactSome(budget)) break; // the rest next slice
+      if (!automaton.compactSome(budget, this.arraySupply)) break; // the rest next slice
       budget -= left;
     }
     queue.splice(0, head);
