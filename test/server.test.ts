@@ -22,6 +22,7 @@ import { syntheticTraces } from '../src/replay/synthetic.js';
 import { WireBackend } from '../src/replay/wire.js';
 import { packageVersion } from '../src/package-root.js';
 import { loadConfig } from '../src/server/config.js';
+import { PrefaultedArrays } from '../src/server/prefaulted-arrays.js';
 import { startSidecar, type Sidecar } from '../src/server/sidecar.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
 
@@ -305,6 +306,30 @@ describe('sidecar server', () => {
     expect(lost.statuses[0]).toBe(ItemStatus.RESYNC);
     const resent = await client.step(batch([{ id: 'r', tokens: [...prompt, 1, 2, 3, 1, 2, 3], prompt: 4 }]));
     expect(drafts(resent)).toEqual([[1, 2, 3]]);
+  });
+
+  it('shrinks a retired group in the background into arrays a worker thread prepared, and drafts from it as before', async () => {
+    const sidecar = await start();
+    const client = await fastLane(sidecar);
+    const text = Array.from({ length: 60_000 }, (_, i) => ((i * 7919) % 30011) + 1);
+    await client.step(batch([{ id: 'long', tokens: [...prompt, ...text], prompt: prompt.length }]));
+    const service = sidecar.context.service;
+    while (service.stats().backlogTokens > 0) await new Promise((resolve) => setTimeout(resolve, 10)); // indexed in idle slices
+    await client.step(batch([], { finished: ['long'] }));
+    const bytes = async () => ((await (await fetch(`${sidecar.http.address}/v1/memory`)).json()) as { bytes: number }).bytes;
+    const retired = await bytes();
+    const deadline = Date.now() + 20_000;
+    while ((await bytes()) >= retired && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(await bytes()).toBeLessThan(retired);
+    const arrays = service.draftEngine.arraySupply as PrefaultedArrays;
+    expect(arrays).toBeInstanceOf(PrefaultedArrays);
+    expect(arrays.problem).toBeNull();
+    expect(arrays.handedOver).toBeGreaterThan(0);
+    // Each slice is timed, for operators to see what idle work holds the loop for.
+    const metrics = await (await fetch(`${sidecar.http.address}/metrics`)).text();
+    expect(Number(/sam_sidecar_idle_slice_duration_seconds_count (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(1);
+    const again = await client.step(batch([{ id: 'again', tokens: [...prompt, ...text.slice(0, 500)], prompt: prompt.length }]));
+    expect(drafts(again)).toEqual([text.slice(500, 503)]);
   });
 
   it('keeps within a small token budget by evicting history, then idle requests (which RESYNC); the corpus within its own', async () => {

@@ -49,14 +49,18 @@ export class SidecarContext {
     for (const item of outcome.errors) this.logCoded(item.code, { engine: batch.engineId, request: batch.reqIds[item.index], message: item.message }, 'request not drafted');
     // Ends a PING's window (the step it announced is here) unless configured to poll on.
     this.busyPoll.restart(this.config.busyPollUs);
-    if (this.service.idleWorkPending && !this.idleWorkScheduled) {
-      // After the transport has written this reply, not before: indexing requests' new tokens and
-      // compacting retired groups are off the step's critical path (a step that arrives first
-      // indexes the corpus itself).
-      this.idleWorkScheduled = true;
-      setImmediate(this.doIdleWork);
-    }
+    // After the transport has written this reply, not before: indexing requests' new tokens and
+    // compacting retired groups are off the step's critical path (a step that arrives first
+    // indexes the corpus itself).
+    this.scheduleIdleWork();
     return outcome;
+  }
+
+  /** Runs idle work in slices, one per turn of the event loop, while there is some (call when some may have appeared). */
+  scheduleIdleWork(): void {
+    if (this.idleWorkScheduled || !this.service.idleWorkPending) return;
+    this.idleWorkScheduled = true;
+    setImmediate(this.doIdleWork);
   }
 
   /** Fast-lane connections with part of a frame received (the rest of a step is on its way). */
@@ -78,18 +82,17 @@ export class SidecarContext {
       }
     }
     this.yieldingSince = null;
+    const started = process.hrtime.bigint();
     try {
       this.service.doIdleWork();
+      this.metrics.observeIdleSlice(started);
     } catch (error) {
       // Outside any call: nobody to answer, so logged; drafting goes on without those tokens.
       this.logger.error({ err: error }, 'idle work (corpus indexing, group compaction, backlog) failed');
       return;
     }
     // One bounded slice per turn of the event loop: calls and probes are served in between.
-    if (this.service.idleWorkPending) {
-      this.idleWorkScheduled = true;
-      setImmediate(this.doIdleWork);
-    }
+    this.scheduleIdleWork();
   };
 
   stats(): SidecarStats {

@@ -20,6 +20,7 @@ const STEP_BUCKETS_SECONDS = [5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6,
 export class SidecarMetrics {
   readonly registry = new client.Registry();
   private readonly stepDuration: Record<Transport, client.Histogram.Internal<string>>;
+  private readonly idleSliceDuration: client.Histogram;
 
   constructor(service: StepService, sharing: RedisSharing | null = null) {
     const registry = this.registry;
@@ -172,6 +173,12 @@ export class SidecarMetrics {
       registers: [registry],
     });
     this.stepDuration = { uds: histogram.labels('uds'), grpc: histogram.labels('grpc'), http: histogram.labels('http') };
+    this.idleSliceDuration = new client.Histogram({
+      name: 'sam_sidecar_idle_slice_duration_seconds',
+      help: 'Time of one slice of idle work (indexing backlogs and the corpus, compacting retired groups): the longest a call arriving during it waits.',
+      buckets: STEP_BUCKETS_SECONDS,
+      registers: [registry],
+    });
     // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), as Node
     // dashboards expect them; the scrape's job and pod labels tell this process from others.
     client.collectDefaultMetrics({ register: registry });
@@ -214,5 +221,9 @@ export class SidecarMetrics {
 
   observeStep(transport: Transport, startedNs: bigint): void {
     this.stepDuration[transport].observe(Number(process.hrtime.bigint() - startedNs) / 1e9);
+  }
+
+  observeIdleSlice(startedNs: bigint): void {
+    this.idleSliceDuration.observe(Number(process.hrtime.bigint() - startedNs) / 1e9);
   }
 }

@@ -12,6 +12,7 @@ import { FastLaneServer } from './fast-lane-server.js';
 import { GrpcServer } from './grpc-server.js';
 import { HttpServer } from './http-server.js';
 import { MemoryWatch } from './memory-watch.js';
+import { PrefaultedArrays } from './prefaulted-arrays.js';
 import { SidecarMetrics } from './metrics.js';
 import { RedisSharing, redactedUrl } from '../sharing/redis-sharing.js';
 import { warmUp } from './warm-up.js';
@@ -75,6 +76,13 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   service.sharedText = sharing;
   const metrics = new SidecarMetrics(service, sharing);
   const context = new SidecarContext(config, service, metrics, logger);
+  // Compaction's arrays come from a worker thread; started here so its memory counts as the runtime's.
+  const compactionArrays = new PrefaultedArrays();
+  compactionArrays.onReady = () => {
+    if (compactionArrays.problem !== null) logger.warn({ problem: compactionArrays.problem }, 'compaction allocates on the event loop');
+    context.scheduleIdleWork();
+  };
+  service.draftEngine.arraySupply = compactionArrays;
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
@@ -85,7 +93,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   } catch (error) {
     // Whatever did start is closed again, so a failed start leaves no port or socket behind; a
     // socket file is removed only by the process that bound it.
-    await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close()]);
+    await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close(), compactionArrays.close()]);
     throw error;
   }
   const warmUpStarted = Date.now();
@@ -132,6 +140,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       await Promise.all([fastLane.close(), grpcServer.close()]);
       await sharing?.close();
       await http.close();
+      await compactionArrays.close();
       logger.info('sam-sidecar closed');
     })();
     return closing;
