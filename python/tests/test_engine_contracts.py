@@ -121,8 +121,60 @@ def test_each_supported_vllm_ascend_release_drafts_with_sam_and_verifies_lossles
     # Finished ids reach the next step: with the call (to 0.15) or through _update_states (0.16 on).
     runner._update_states(SimpleNamespace(finished_req_ids={"r"}))
     assert runner.finished_seen == ["r"]
-    if standins.ASCEND[tag]["dispatch"] == "class":
+    if standins.ASCEND[tag]["dispatch"] in ("class", "class-by-vllm-version"):
         assert runner.drafter._noted_finished == ["r"]
+
+
+def test_vllm_ascend_0_23_on_another_vllm_passes_the_steps_draft_count_and_drafts_are_cut_to_it(engine, sidecar, monkeypatch):
+    engine("ascend", "v0.23.0", vllm_version="0.23.1")
+    monkeypatch.setenv("SAM_SIDECAR_SOCKET", sidecar.socket)
+    monkeypatch.setenv("SAM_SIDECAR_DEADLINE_MS", "500")
+    plugin.register()
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    runner = runner_module.NPUModelRunner(sam_config())
+    runner.input_batch = input_batch()
+    scheduler_output = SimpleNamespace(finished_req_ids=set(), num_spec_tokens_to_schedule=2)
+    assert runner.propose_draft_token_ids([[2]], None, scheduler_output, None) == [[3, 1]]
+
+
+def test_vocabulary_parallel_sampling_refuses_sam_on_vllm_ascend_0_20_on(engine):
+    engine("ascend", "v0.23.0")
+    plugin.register()
+    config = sam_config()
+    import vllm_ascend.ascend_config
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    vllm_ascend.ascend_config.get_ascend_config().enable_reduce_sample = True
+    with pytest.raises(SamSidecarError) as refused:
+        runner_module.NPUModelRunner(config)
+    assert refused.value.code == "UNSUPPORTED_OPTION" and "enable_reduce_sample" in str(refused.value)
+
+
+def test_an_all_greedy_batch_on_vllm_ascend_0_20_on_is_verified_from_its_logits_and_no_indices(engine):
+    engine("ascend", "v0.23.0")
+    plugin.register()
+    import vllm_ascend.worker.model_runner_v1 as runner_module
+
+    runner = runner_module.NPUModelRunner(sam_config())
+    k, trials = 3, 4
+    logits = torch.tensor([[0.0, 3.0, 1.0, 0.5]], dtype=torch.float64).repeat(trials * (k + 1), 1)
+    per_request = torch.arange(trials) * (k + 1)
+    metadata = SimpleNamespace(
+        draft_token_ids=torch.tensor([1, 1, 2] * trials),  # the argmax twice, then not
+        num_draft_tokens=[k] * trials,
+        max_spec_len=k,
+        cu_num_draft_tokens=torch.arange(1, trials + 1, dtype=torch.int32) * k,
+        target_logits_indices=(per_request.unsqueeze(1) + torch.arange(k)).reshape(-1),
+        bonus_logits_indices=per_request + k,
+    )
+    greedy = SimpleNamespace(all_greedy=True, all_random=False, temperature=torch.full((trials,), -1.0), generators={})
+    out = runner.rejection_sampler(metadata, None, logits, greedy).sampled_token_ids
+    assert out[:, :3].tolist() == [[1, 1, 1]] * trials  # two accepted, the third replaced by the argmax
+    from sam_sidecar import rejection_sampler
+
+    with pytest.raises(SamSidecarError, match="enable_reduce_sample"):
+        rejection_sampler._full_vocabulary_logits((logits, torch.zeros_like(logits, dtype=torch.long)))
 
 
 @pytest.mark.parametrize("tag", [t for t in SUPPORTED_ASCEND if standins.ASCEND[t]["block_verify"]])

@@ -17,7 +17,7 @@ PATCH = os.path.join(os.path.dirname(__file__), "..", "src", "sam_sidecar", "pat
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to apply the patch")
-@pytest.mark.parametrize("tag", ["v0.11.0rc0", "v0.12.0rc1", "v0.14.0rc1", "v0.18.0"])
+@pytest.mark.parametrize("tag", ["v0.11.0rc0", "v0.12.0rc1", "v0.14.0rc1", "v0.18.0", "v0.23.0"])
 def test_patch_applies_and_installs_the_sam_drafter_and_the_lossless_sampler(tag, tmp_path, monkeypatch):
     root = standins.write_vllm_ascend(tmp_path / "site", tag)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)

@@ -197,17 +197,30 @@ def _sampling_function(sampler_class):
     return namespace
 
 
-SAMPLER_ARGUMENTS = ("target_probs", "target_logits")
+SAMPLER_ARGUMENTS = ("target_probs", "target_logits", "target_logits_or_tuple")
+
+
+def _full_vocabulary_logits(target):
+    """vLLM-Ascend 0.20 on: processed logits, or (logits, indices) where indices is None (an
+    all-greedy batch) or the global vocabulary ids of the columns (vocabulary-parallel sampling,
+    `enable_reduce_sample`, which the shim refuses at start: its greedy logits are one shard)."""
+    if isinstance(target, tuple):
+        logits, indices = target
+        if indices is not None:
+            raise SamSidecarError("SAMPLER_MISMATCH", "the sampler passed logits of selected vocabulary columns (enable_reduce_sample): the shim verifies from the whole vocabulary only")
+        return logits
+    return target
 
 
 def install(sampler_class, argument: str):
     """Makes the `rejection_sample` that `sampler_class.forward` really calls (its module's global,
     resolved after every patch the engine applied to it) verify probability-free drafts with the
     lossless rule above. Drafts with probabilities keep the engine's own path. `argument` is the name
-    the engine's function gives its sixth parameter: "target_probs" (vLLM up to 0.14), or
+    the engine's function gives its sixth parameter: "target_probs" (vLLM up to 0.14),
     "target_logits" (vLLM 0.15 on: the logits after temperature, top-k and top-p, whose softmax is
-    the target distribution). A function with any other parameters is refused rather than guessed
-    at. Each verification it makes is counted (metrics "lossless_verifications"). Idempotent; returns
+    the target distribution), or "target_logits_or_tuple" (vLLM-Ascend 0.20 on: those logits, or
+    (logits, None) for an all-greedy batch). A function with any other parameters is refused
+    rather than guessed at. Each verification it makes is counted (metrics "lossless_verifications"). Idempotent; returns
     the installed function."""
     namespace = _sampling_function(sampler_class)
     original = namespace["rejection_sample"]
@@ -217,11 +230,14 @@ def install(sampler_class, argument: str):
     found = tuple(inspect.signature(original).parameters)[: len(expected)]
     if argument not in SAMPLER_ARGUMENTS or found != expected:
         raise SamSidecarError("SAMPLER_MISMATCH", f"the engine's rejection_sample{found} is not {expected}: the shim cannot verify sam's drafts losslessly through it")
-    from_logits = argument == "target_logits"
+    from_logits = argument != "target_probs"
+    maybe_tuple = argument == "target_logits_or_tuple"
 
     def lossless_rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs):
         if draft_probs is None:
             metrics.inc("lossless_verifications")
+            if maybe_tuple:
+                target = _full_vocabulary_logits(target)
             target_probs = target.softmax(dim=-1, dtype=torch.float32) if from_logits else target
             return rejection_sample(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, None, target_probs, bonus_token_ids, sampling_metadata)
         return original(draft_token_ids, num_draft_tokens, max_spec_len, cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata, *args, **kwargs)

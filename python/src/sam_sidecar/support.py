@@ -46,7 +46,7 @@ class Row:
     runner_module: str
     runner_class: str
     sampler_class: str  # the rejection sampler class, as the runner module names it
-    sampler_argument: str  # the sampling function's sixth parameter: "target_probs", or "target_logits" (processed logits, softmax still to apply)
+    sampler_argument: str  # the sampling function's sixth parameter: "target_probs"; "target_logits" (processed logits, softmax still to apply); "target_logits_or_tuple" (those logits, or (logits, vocabulary indices or None))
     # vLLM-Ascend rows: the vLLM releases that line was built on. Its runner calls vLLM's code
     # (the sampler's forward, from 0.13), so the pair is checked too.
     vllm_minimum: Optional[str] = None
@@ -95,6 +95,18 @@ ROWS: Tuple[Row, ...] = (
         sampler_argument="target_logits",
         vllm_minimum="0.15.0rc1",
         vllm_below="0.20.0rc1",
+    ),
+    Row(
+        engine="vllm-ascend",
+        label="vLLM-Ascend 0.20.x-0.23.x",
+        minimum="0.20.0rc1",
+        below="0.24.0rc1",
+        runner_module="vllm_ascend.worker.model_runner_v1",
+        runner_class="NPUModelRunner",
+        sampler_class="AscendRejectionSampler",
+        sampler_argument="target_logits_or_tuple",
+        vllm_minimum="0.20.0rc1",
+        vllm_below="0.24.0rc1",
     ),
     Row(
         engine="vllm",

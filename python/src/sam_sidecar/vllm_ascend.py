@@ -1,5 +1,5 @@
-"""vLLM-Ascend integration (rows "vLLM-Ascend 0.11.x-0.12.x", "0.13.x-0.14.x" and "0.15.x-0.19.x" of
-support.ROWS).
+"""vLLM-Ascend integration (rows "vLLM-Ascend 0.11.x-0.12.x", "0.13.x-0.14.x", "0.15.x-0.19.x" and
+"0.20.x-0.23.x" of support.ROWS).
 
 In these releases `NPUModelRunner` builds its drafter by calling the name `get_spec_decode_method`
 from its own module's globals (imported from `vllm_ascend.spec_decode`), in `__init__` (0.11) or
@@ -13,6 +13,11 @@ or vLLM's `RejectionSampler` (0.13 on), whose forward calls the module-level `re
 vLLM-Ascend's worker patch (`vllm_ascend.patch.worker.patch_rejection_sampler`) replaced with its
 own; from 0.13.0rc2 to 0.17.0rc1 that function verifies K >= 3 with block verification, which is
 biased without draft probabilities. From 0.15 it takes processed logits instead of probabilities.
+From 0.20 the runner builds `AscendRejectionSampler` again, whose forward calls the `rejection_sample`
+of its own module with the processed logits, or (logits, None) for an all-greedy batch; block
+verification without draft probabilities is back from 0.21 behind `enable_block_verify`. 0.23 calls
+`propose(valid_sampled_token_ids)` on vLLM 0.23.0 and `propose(num_spec_tokens_to_schedule,
+valid_sampled_token_ids, ...)` on any other vLLM.
 
 `patch_runner_module` runs right after the engine imports the runner module (after vLLM-Ascend's
 worker patches). For a sam config the drafter becomes `AscendSamProposer` and the function the
@@ -27,14 +32,14 @@ from typing import Any, Callable
 from . import rejection_sampler
 from .log import logger
 from .proposer import SamProposerCore, note_finished_ids_from_update_states
-from .support import Row, SamSidecarError
+from .support import DISABLE_HINT, Row, SamSidecarError
 from .tensor_parallel import TensorParallelShare
 
 FACTORY_PARAMETERS = ("method", "vllm_config", "device", "runner")
 
 
 class AscendSamProposer:
-    """Drafter interface of vLLM-Ascend's NPUModelRunner for the n-gram slot (0.11-0.19)."""
+    """Drafter interface of vLLM-Ascend's NPUModelRunner for the n-gram slot (0.11-0.23)."""
 
     def __init__(self, vllm_config, device=None, runner=None, core: SamProposerCore | None = None):
         self.vllm_config = vllm_config
@@ -61,10 +66,16 @@ class AscendSamProposer:
         finished = getattr(scheduler_output, "finished_req_ids", ()) if scheduler_output is not None else ()
         return self._propose(valid_sampled_token_ids, finished)
 
-    def propose(self, valid_sampled_token_ids, *args, **kwargs) -> list:
-        """From 0.16: only the sampled tokens come; finished ids were noted in _update_states."""
+    def propose(self, *args, **kwargs) -> list:
+        """From 0.16: only the sampled tokens come; finished ids were noted in _update_states.
+        vLLM-Ascend 0.23 on a vLLM other than 0.23.0 passes the step's number of draft tokens first
+        (num_spec_tokens_to_schedule, at most K), then the sampled tokens: drafts are cut to it."""
         finished, self._noted_finished = self._noted_finished, []
-        return self._propose(valid_sampled_token_ids, finished)
+        if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+            limit, sampled = args[0], args[1] if len(args) > 1 else kwargs["sampled_token_ids"]
+            return [draft[: max(0, limit)] for draft in self._propose(sampled, finished)]
+        sampled = args[0] if args else kwargs.get("valid_sampled_token_ids", kwargs.get("sampled_token_ids"))
+        return self._propose(sampled, finished)
 
     def _propose(self, valid_sampled_token_ids, finished) -> list:
         prefill = bool(getattr(self.runner, "with_prefill", False))
@@ -90,8 +101,25 @@ def drafter_class(runner_module) -> type:
     return cached
 
 
+def check_whole_vocabulary_sampling(row: Row) -> None:
+    """vLLM-Ascend 0.20 on: with `enable_reduce_sample` (experimental, off by default) the sampler
+    gets each shard's logits (greedy) or the gathered top candidates, which the shim's rule cannot
+    verify from; sam then refuses to start rather than verify from a part of the vocabulary."""
+    if row.sampler_argument != "target_logits_or_tuple":
+        return
+    import importlib
+
+    try:
+        config = importlib.import_module("vllm_ascend.ascend_config").get_ascend_config()
+    except Exception as error:  # no config module or not initialised: the seam is not the one recorded
+        raise SamSidecarError("RUNNER_MISMATCH", f"cannot read vLLM-Ascend's additional_config ({error}): not {row.label}") from None
+    if bool(getattr(config, "enable_reduce_sample", False)):
+        raise SamSidecarError("UNSUPPORTED_OPTION", f"method 'sam' cannot verify losslessly with additional_config enable_reduce_sample on {row.label} (the sampler sees only part of the vocabulary). Fix: turn enable_reduce_sample off, or {DISABLE_HINT}")
+
+
 def build_drafter(row: Row, runner_module, vllm_config, device, runner) -> AscendSamProposer:
     """The sam drafter, after making the runner's sampler lossless for probability-free drafts."""
+    check_whole_vocabulary_sampling(row)
     sampler_class = getattr(runner_module, row.sampler_class, None)
     if sampler_class is None:
         raise SamSidecarError("RUNNER_MISMATCH", f"{row.runner_module} has no {row.sampler_class}: not {row.label}")

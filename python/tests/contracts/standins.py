@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ASCEND = json.loads((HERE / "vllm_ascend.json").read_text())["tags"]
 VLLM = json.loads((HERE / "vllm.json").read_text())["lines"]
-UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.20.2rc1", "0.21.0rc1", "0.23.0", "0.25.1rc1")
+UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.24.0rc1", "0.25.1rc1")
 UNSUPPORTED_VLLM = ("0.10.2", "0.15.0", "0.19.0", "0.33.0")
 
 SAMPLING_RULES = '''
@@ -32,11 +32,15 @@ import torch
 from sam_sidecar.rejection_sampler import block_verify_without_draft_probs, rejection_sample_point_mass
 
 # What the sampling function receives as its sixth argument in this release: probabilities (vLLM to
-# 0.14), or the logits after temperature, top-k and top-p (vLLM 0.15 on).
+# 0.14), the logits after temperature, top-k and top-p (vLLM 0.15 on), or those logits or a tuple
+# (logits, indices), indices None for an all-greedy batch (vLLM-Ascend 0.20 on).
 TAKES = {takes!r}
 
 
 def _probs(target):
+    if isinstance(target, tuple):
+        target, indices = target
+        assert indices is None, "stand-ins sample from the whole vocabulary"
     return target if TAKES == "target_probs" else torch.softmax(target.to(torch.float64), dim=-1)
 
 
@@ -76,6 +80,8 @@ FORWARD_FROM_LOGITS = '''
         bonus_token_ids = torch.multinomial(bonus_probs, 1)
         target_logits = logits[metadata.target_logits_indices]
         target = torch.softmax(target_logits.to(torch.float64), dim=-1) if TAKES == "target_probs" else target_logits
+        if TAKES == "target_logits_or_tuple" and sampling_metadata.all_greedy:
+            target = (target_logits, None)  # vLLM-Ascend 0.20 on: raw logits, no indices, when all are greedy
         tokens = rejection_sample(metadata.draft_token_ids, metadata.num_draft_tokens, metadata.max_spec_len, metadata.cu_num_draft_tokens, draft_probs, target, bonus_token_ids, sampling_metadata)
         return SimpleNamespace(sampled_token_ids=tokens, logprobs_tensors=None)
 '''
@@ -146,7 +152,7 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
     _vllm_base(root, VLLM["0.11"]["sampler_forward_arguments"] if built_on < (0, 12) else VLLM["0.14"]["sampler_forward_arguments"], takes)
     _write(root, "vllm_ascend/__init__.py", "def register():\n    return 'vllm_ascend.platform.NPUPlatform'\n")
     _write(root, "vllm_ascend/_version.py", f"__version__ = {version!r}\n")
-    if entry["dispatch"] == "class":
+    if entry["dispatch"] in ("class", "class-by-vllm-version"):
         _write(root, "vllm_ascend/spec_decode/ngram_proposer.py", '''
             class AscendNgramProposer:
                 """vLLM-Ascend's own n-gram drafter: its drafts are recognisable in tests."""
@@ -154,8 +160,9 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
                 def __init__(self, vllm_config, runner):
                     self.runner = runner
 
-                def propose(self, valid_sampled_token_ids):
-                    return [[7, 7, 7] for _ in valid_sampled_token_ids]
+                def propose(self, *args):
+                    sampled = args[1] if isinstance(args[0], int) else args[0]  # 0.23 on another vLLM: the step's K first
+                    return [[7, 7, 7] for _ in sampled]
             ''')
         factory = "from vllm_ascend.spec_decode.ngram_proposer import AscendNgramProposer\n\n\ndef get_spec_decode_method(method, vllm_config, device, runner):\n    if method == \"ngram\":\n        return AscendNgramProposer(vllm_config, runner)\n"
     else:
@@ -188,6 +195,17 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
     if entry["sampler"] == "AscendRejectionSampler":
         sampler_source += sampler_class("AscendRejectionSampler", entry["sampler_forward_arguments"])
     _write(root, "vllm_ascend/sample/rejection_sampler.py", sampler_source)
+    if takes == "target_logits_or_tuple":
+        # additional_config as vLLM-Ascend exposes it; a test turns enable_reduce_sample on by hand.
+        _write(root, "vllm_ascend/ascend_config.py", '''
+            from types import SimpleNamespace
+
+            _config = SimpleNamespace(enable_reduce_sample=False)
+
+
+            def get_ascend_config():
+                return _config
+            ''')
     worker_patches = ""
     if entry["worker_patch_copies_sampler"]:
         _write(root, "vllm_ascend/patch/worker/__init__.py", "import vllm_ascend.patch.worker.patch_rejection_sampler  # noqa\n")
@@ -202,7 +220,23 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
         worker_patches = "import vllm_ascend.patch.worker.patch_module  # noqa: runs vllm_ascend.patch.worker first\n"
     sampler_import = "from vllm_ascend.sample.rejection_sampler import AscendRejectionSampler" if entry["sampler"] == "AscendRejectionSampler" else "from vllm.v1.sample.rejection_sampler import RejectionSampler"
     build = "self.drafter = get_spec_decode_method(self.speculative_config.method, vllm_config, device, self)" if entry["factory_called_from"] == "__init__" else "self.drafter = self._get_drafter()"
-    if entry["dispatch"] == "class":
+    if entry["dispatch"] == "class-by-vllm-version":
+        propose = '''if isinstance(self.drafter, AscendNgramProposer):
+                    if vllm_version_is("0.23.0"):
+                        return self.drafter.propose(valid_sampled_token_ids)
+                    return self.drafter.propose(scheduler_output.num_spec_tokens_to_schedule, valid_sampled_token_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu)
+                raise NotImplementedError(type(self.drafter).__name__)'''
+        sampler_import += "\nfrom vllm_ascend.spec_decode.ngram_proposer import AscendNgramProposer\nfrom vllm_ascend.utils import vllm_version_is\n"
+        _write(root, "vllm_ascend/utils.py", '''
+            import importlib.metadata
+
+            from packaging.version import Version
+
+
+            def vllm_version_is(target_vllm_version):
+                return Version(importlib.metadata.version("vllm")) == Version(target_vllm_version)
+            ''')
+    elif entry["dispatch"] == "class":
         propose = '''if isinstance(self.drafter, (AscendNgramProposer, AscendSuffixDecodingProposer)):
                     return self.drafter.propose(valid_sampled_token_ids)
                 raise NotImplementedError(type(self.drafter).__name__)'''
