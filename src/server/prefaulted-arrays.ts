@@ -18,6 +18,9 @@ const PREFAULT_FROM_BYTES = 256 * 1024;
  */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
+// The lowest priority, for this thread only (Linux's nice value is per thread): its page faults
+// give way to the event loop and to the engine's processes on the same cores.
+try { require('node:os').setPriority(19); } catch {}
 parentPort.on('message', (bytes) => {
   const buffer = new ArrayBuffer(bytes);
   const words = new Int32Array(buffer);
