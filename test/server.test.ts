@@ -328,6 +328,8 @@ describe('sidecar server', () => {
     // Each slice is timed, for operators to see what idle work holds the loop for.
     const metrics = await (await fetch(`${sidecar.http.address}/metrics`)).text();
     expect(Number(/sam_sidecar_idle_slice_duration_seconds_count (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(1);
+    expect(metrics).toContain(`sam_sidecar_compaction_prepared_arrays_total ${arrays.handedOver}`);
+    expect(metrics).toContain('sam_sidecar_compaction_worker_up 1');
     const again = await client.step(batch([{ id: 'again', tokens: [...prompt, ...text.slice(0, 500)], prompt: prompt.length }]));
     expect(drafts(again)).toEqual([text.slice(500, 503)]);
   });

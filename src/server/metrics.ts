@@ -12,6 +12,7 @@ type EngineCounts = ReturnType<StepService['engineCounters']>[number];
 import { packageVersion } from '../package-root.js';
 import type { Transport } from '../protocol/transports.js';
 import type { MemoryWatch } from './memory-watch.js';
+import type { PrefaultedArrays } from './prefaulted-arrays.js';
 import type { RedisSharing } from '../sharing/redis-sharing.js';
 
 
@@ -215,6 +216,27 @@ export class SidecarMetrics {
       collect() {
         this.reset();
         this.inc(watch.collections);
+      },
+    });
+  }
+
+  /** The worker that prepares compaction's arrays (see prefaulted-arrays.ts). */
+  watchCompactionArrays(arrays: PrefaultedArrays): void {
+    new client.Counter({
+      name: 'sam_sidecar_compaction_prepared_arrays_total',
+      help: 'Arrays a worker thread allocated and touched that compacting retired groups copied into.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(arrays.handedOver);
+      },
+    });
+    new client.Gauge({
+      name: 'sam_sidecar_compaction_worker_up',
+      help: '1 while compaction gets its arrays from the worker thread; 0 after it failed (arrays are then allocated on the event loop; the log says why).',
+      registers: [this.registry],
+      collect() {
+        this.set(arrays.problem === null ? 1 : 0);
       },
     });
   }

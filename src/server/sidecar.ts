@@ -83,6 +83,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
     context.scheduleIdleWork();
   };
   service.draftEngine.arraySupply = compactionArrays;
+  metrics.watchCompactionArrays(compactionArrays);
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
