@@ -180,6 +180,50 @@ describe('suffix automaton', () => {
     expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(Array.from(out.subarray(0, seedDraft(whole, 0, 4, out, 0))));
   });
 
+  it('keeps its large arrays in memory it is given, says how far it writes each, and releases every one it replaces', () => {
+    const allocated: Int32Array[] = [];
+    const released: Int32Array[] = [];
+    const written = new Map<Int32Array, number[]>();
+    const memory = {
+      allocate(length: number): Int32Array | null {
+        if (length < 4096) return null; // small ones: the automaton's own
+        const array = new Int32Array(length);
+        allocated.push(array);
+        written.set(array, []);
+        return array;
+      },
+      ahead(array: Int32Array, at: number): number {
+        written.get(array)!.push(at);
+        return at + 1000;
+      },
+      release(array: Int32Array): void {
+        released.push(array);
+      },
+    };
+    const tokens = Array.from({ length: 30_000 }, (_, i) => ((i * 7919) % 5003) + (i % 7));
+    const shared = new SuffixAutomaton({ memory, initialTokens: 1024 });
+    const plain = new SuffixAutomaton({ initialTokens: 1024 });
+    const [a, b] = [shared.openCursor(), plain.openCursor()];
+    for (const token of tokens) {
+      shared.append(a, token);
+      plain.append(b, token);
+    }
+    const out = new Int32Array(3);
+    const draft = (sam: SuffixAutomaton, cursor: number) => Array.from(out.subarray(0, recencyWalkDraft(sam, cursor, 3, out, 0, { minMatch: 1 })));
+    expect(draft(shared, a)).toEqual(draft(plain, b));
+    expect(shared.byteSize()).toBe(plain.byteSize());
+    expect(allocated.length).toBeGreaterThan(4); // states and edges, grown several times
+    expect(released.length).toBe(allocated.length - 2); // all but the current states and edges
+    for (const at of written.values()) {
+      // Told in order, never more than its stride apart once it starts.
+      for (let i = 1; i < at.length; i++) expect(at[i] - at[i - 1]).toBeGreaterThan(0);
+      for (let i = 1; i < at.length; i++) expect(at[i] - at[i - 1]).toBeLessThanOrEqual(1000 + 4);
+    }
+    shared.compact(); // into exact-size arrays of its own: the last two are released
+    expect(released.length).toBe(allocated.length);
+    expect(draft(shared, a)).toEqual(draft(plain, b));
+  });
+
   it('compacts to its used size and keeps answering', () => {
     const tokens = Array.from({ length: 3000 }, (_, i) => (i * 31) % 97);
     const { sam, cursor } = build(tokens);

@@ -115,6 +115,27 @@ describe('corpus', () => {
     expect(into.length).toBe(2);
   });
 
+  it('grows every generation in the memory it is given, the one it holds and those after a rotation', () => {
+    const corpus = new Corpus(40_000);
+    const grownIn: Int32Array[] = [];
+    corpus.memory = {
+      allocate(length: number) {
+        const array = new Int32Array(length);
+        grownIn.push(array);
+        return array;
+      },
+      ahead: (_array: Int32Array, at: number) => at + 4096,
+      release: () => {},
+    };
+    const sequence = (base: number) => Array.from({ length: 12_000 }, (_, i) => base + ((i * 7919) % 4001));
+    corpus.add([], sequence(0), 12_000);
+    const before = grownIn.length;
+    expect(before).toBeGreaterThan(0); // the first generation's growth
+    corpus.add([], sequence(10_000), 12_000); // a rotation: a new generation
+    corpus.add([], sequence(20_000), 12_000);
+    expect(grownIn.length).toBeGreaterThan(before + 1); // the new one's first arrays and growth
+  });
+
   it('sheds the older generation\'s growth slack in idle slices after a rotation, not inside it', () => {
     const corpus = new Corpus(20_000);
     const sequence = (base: number) => Array.from({ length: 6000 }, (_, i) => base + ((i * 7919) % 4001));

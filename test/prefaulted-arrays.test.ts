@@ -9,7 +9,7 @@ function nextReady(arrays: PrefaultedArrays): Promise<void> {
   });
 }
 
-describe('compaction arrays prepared on a worker thread', () => {
+describe('memory made resident on a worker thread', () => {
   it('answers a large array not yet, then the same length once the worker has made it ready', async () => {
     const arrays = new PrefaultedArrays();
     try {
@@ -46,11 +46,44 @@ describe('compaction arrays prepared on a worker thread', () => {
     }
   });
 
+  it('shares large grown arrays with the worker, which makes them resident ahead of the writer without changing a word', async () => {
+    const arrays = new PrefaultedArrays();
+    try {
+      expect(arrays.allocate(1000)).toBeNull(); // small: the automaton allocates it
+      const length = 4 * BIG; // 16 MiB: several strides ahead
+      const grown = arrays.allocate(length)!;
+      expect(grown.buffer).toBeInstanceOf(SharedArrayBuffer);
+      expect(grown.length).toBe(length);
+      for (let i = 0; i < length; i++) grown[i] = i ^ 0x5a5a; // what the automaton wrote meanwhile
+      let at = 0;
+      let asked = 0;
+      while (at < length) {
+        const next = arrays.ahead(grown, at);
+        asked++;
+        at = next === Number.POSITIVE_INFINITY ? length : next;
+      }
+      expect(asked).toBeGreaterThan(1);
+      expect(arrays.aheadBytes).toBe(length * Int32Array.BYTES_PER_ELEMENT);
+      // The worker handles messages in order: once an array asked for after the touches is here, they are done.
+      const ready = nextReady(arrays);
+      expect(arrays.take(BIG)).toBeNull();
+      await ready;
+      let changed = 0;
+      for (let i = 0; i < length; i++) if (grown[i] !== (i ^ 0x5a5a)) changed++;
+      expect(changed).toBe(0);
+      arrays.release(grown);
+      expect(arrays.ahead(grown, 0)).toBe(Number.POSITIVE_INFINITY); // forgotten
+    } finally {
+      await arrays.close();
+    }
+  });
+
   it('allocates small arrays on the spot, and every array once the worker is gone', async () => {
     const arrays = new PrefaultedArrays();
     expect(arrays.take(1000)?.length).toBe(1000);
     await arrays.close();
     expect(arrays.take(BIG)?.length).toBe(BIG);
     expect(arrays.awaiting).toBe(false);
+    expect(arrays.allocate(BIG)).toBeNull(); // grown arrays too: the automaton's own
   });
 });

@@ -308,10 +308,10 @@ describe('sidecar server', () => {
     expect(drafts(resent)).toEqual([[1, 2, 3]]);
   });
 
-  it('shrinks a retired group in the background into arrays a worker thread prepared, and drafts from it as before', async () => {
+  it('keeps a long group\'s arrays resident ahead from a worker thread, shrinks it once retired into arrays that worker prepared, and drafts from it as before', async () => {
     const sidecar = await start();
     const client = await fastLane(sidecar);
-    const text = Array.from({ length: 60_000 }, (_, i) => ((i * 7919) % 30011) + 1);
+    const text = Array.from({ length: 140_000 }, (_, i) => ((i * 7919) % 30011) + 1); // arrays over 4 MiB
     await client.step(batch([{ id: 'long', tokens: [...prompt, ...text], prompt: prompt.length }]));
     const service = sidecar.context.service;
     while (service.stats().backlogTokens > 0) await new Promise((resolve) => setTimeout(resolve, 10)); // indexed in idle slices
@@ -329,7 +329,8 @@ describe('sidecar server', () => {
     const metrics = await (await fetch(`${sidecar.http.address}/metrics`)).text();
     expect(Number(/sam_sidecar_idle_slice_duration_seconds_count (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(1);
     expect(metrics).toContain(`sam_sidecar_compaction_prepared_arrays_total ${arrays.handedOver}`);
-    expect(metrics).toContain('sam_sidecar_compaction_worker_up 1');
+    expect(metrics).toContain('sam_sidecar_prefault_worker_up 1');
+    expect(Number(/sam_sidecar_prefaulted_ahead_bytes_total (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0); // its arrays were made resident ahead
     const again = await client.step(batch([{ id: 'again', tokens: [...prompt, ...text.slice(0, 500)], prompt: prompt.length }]));
     expect(drafts(again)).toEqual([text.slice(500, 503)]);
   });

@@ -11,7 +11,7 @@
  * lists; states with many edges (the root, single-token contexts) are also indexed in an
  * open-addressing hash so lookups stay O(1) on large vocabularies.
  */
-import { type ArraySupply, grownCapacity, grownPowerOfTwo, HEAP_ARRAYS, resizedInt32 } from './typed.js';
+import { type ArraySupply, type GrowthMemory, grownCapacity, grownPowerOfTwo, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const ROOT = 0;
 export const NONE = -1;
@@ -78,6 +78,8 @@ export interface AutomatonOptions {
   positions?: boolean;
   /** Initial capacity in tokens. */
   initialTokens?: number;
+  /** Where large grown states and edges arrays come from (see GrowthMemory). */
+  memory?: GrowthMemory | null;
 }
 
 export class SuffixAutomaton {
@@ -117,16 +119,28 @@ export class SuffixAutomaton {
   /** A compaction under way (compactSome): the arrays being filled, and how far. */
   private compaction: { from: Int32Array[]; used: number[]; to: Int32Array[]; array: number; copied: number; tokens: number } | null = null;
 
+  /** Where large grown arrays come from; may be set before the automaton has grown any. */
+  memory: GrowthMemory | null;
+  /** Element of states / edgeData at which to tell the memory how far the writer is (GrowthMemory.ahead). */
+  private statesAhead = Number.POSITIVE_INFINITY;
+  private edgesAhead = Number.POSITIVE_INFINITY;
+
   constructor(options: AutomatonOptions = {}) {
     this.positions = options.positions ?? false;
+    this.memory = options.memory ?? null;
     const tokens = Math.max(16, options.initialTokens ?? 256);
     const states = tokens * STATES_PER_PLANNED_TOKEN;
     this.stateCapacity = states;
     this.plannedTokens = tokens;
-    this.states = new Int32Array(states * STATE_STRIDE);
+    const memory = this.memory;
+    const sharedStates = memory?.allocate(states * STATE_STRIDE) ?? null;
+    this.states = sharedStates ?? new Int32Array(states * STATE_STRIDE);
+    if (sharedStates !== null) this.statesAhead = 0;
     this.firstEnd = new Int32Array(this.positions ? states : 0);
     this.edgeCapacity = states;
-    this.edgeData = new Int32Array(states * EDGE_STRIDE);
+    const sharedEdges = memory?.allocate(states * EDGE_STRIDE) ?? null;
+    this.edgeData = sharedEdges ?? new Int32Array(states * EDGE_STRIDE);
+    if (sharedEdges !== null) this.edgesAhead = 0;
     this.hashSlots = new Int32Array(0);
     this.logToken = new Int32Array(this.positions ? tokens : 0);
     this.cursorLast = new Int32Array(4);
@@ -353,8 +367,8 @@ export class SuffixAutomaton {
     let budget = maxElements;
     while (compaction.array < compaction.used.length) {
       const used = compaction.used[compaction.array];
-      // Each array when the copy reaches it, and not zeroed (the copy writes every element):
-      // allocating them all at once, zeroed, took 2 to 7 ms of a million-token group's first slice.
+      // Each array when the copy reaches it: allocating a million-token group's all at once took
+      // 2 to 7 ms of its first slice.
       if (compaction.to.length === compaction.array) {
         const array = arrays.take(used);
         if (array === null) return false;
@@ -373,9 +387,12 @@ export class SuffixAutomaton {
     this.compaction = null;
     this.plannedTokens = 0; // nothing announced: the next growth is the usual 1.5x
     this.stateCapacity = this.stateCount;
+    this.memory?.release(this.states);
+    this.memory?.release(this.edgeData);
     this.states = states;
     this.edgeCapacity = this.edgeCount;
     this.edgeData = edgeData;
+    this.statesAhead = this.edgesAhead = Number.POSITIVE_INFINITY; // full: the next append grows them
     if (this.positions) {
       this.firstEnd = firstEnd;
       this.logToken = logToken;
@@ -496,6 +513,7 @@ export class SuffixAutomaton {
     const id = this.stateCount;
     if (id >= this.stateCapacity) this.growStates(id + 1);
     const base = id * STATE_STRIDE;
+    if (base >= this.statesAhead) this.statesAhead = this.memory!.ahead(this.states, base);
     this.states[base + LEN] = length; // degree 0 in the top bits
     this.states[base + LINK] = suffixLink;
     this.states[base + HEAD] = NONE;
@@ -507,9 +525,20 @@ export class SuffixAutomaton {
 
   private growStates(needed: number): void {
     const capacity = Math.max(grownCapacity(this.stateCapacity, needed), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
-    this.states = resizedInt32(this.states, capacity * STATE_STRIDE);
+    const states = this.grown(this.states, capacity * STATE_STRIDE);
+    this.statesAhead = states === null ? Number.POSITIVE_INFINITY : this.stateCount * STATE_STRIDE;
+    this.states = states ?? resizedInt32(this.states, capacity * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
     this.stateCapacity = capacity;
+  }
+
+  /** `current` grown to `length` elements in memory from `this.memory`, or null where it gives none. */
+  private grown(current: Int32Array, length: number): Int32Array | null {
+    const next = this.memory?.allocate(length) ?? null;
+    if (next === null) return null;
+    next.set(current);
+    this.memory!.release(current);
+    return next;
   }
 
   // ---------------------------------------------------------------- edges
@@ -527,9 +556,12 @@ export class SuffixAutomaton {
     const e = this.edgeCount;
     if (e >= this.edgeCapacity) {
       this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
-      this.edgeData = resizedInt32(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
+      const edges = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
+      this.edgesAhead = edges === null ? Number.POSITIVE_INFINITY : e * EDGE_STRIDE;
+      this.edgeData = edges ?? resizedInt32(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
     }
     const base = e * EDGE_STRIDE;
+    if (base >= this.edgesAhead) this.edgesAhead = this.memory!.ahead(this.edgeData, base);
     const headIndex = state * STATE_STRIDE + HEAD;
     this.edgeData[base + TOKEN] = token;
     this.edgeData[base + TARGET] = target;

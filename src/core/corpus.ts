@@ -17,7 +17,7 @@
  * O(1) per ingested token.
  */
 import { Match, SuffixAutomaton } from './automaton.js';
-import { type ArraySupply, HEAP_ARRAYS } from './typed.js';
+import { type ArraySupply, type GrowthMemory, HEAP_ARRAYS } from './typed.js';
 
 /** A request's running matches in the corpus's generations. */
 export class CorpusMatch {
@@ -40,6 +40,13 @@ export class Corpus {
   private olderCompacted = true;
 
   constructor(readonly budgetTokens: number) {}
+
+  private growthMemory: GrowthMemory | null = null;
+  /** Where each generation's large arrays come from (SuffixAutomaton.memory). */
+  set memory(memory: GrowthMemory | null) {
+    this.growthMemory = memory;
+    this.newer.memory = memory;
+  }
 
   /** Whether the older generation still has growth slack to shed (compactOlder). */
   get compactionPending(): boolean {
@@ -87,7 +94,7 @@ export class Corpus {
       // Read-only from now on: shrunk in idle slices (compactOlder), not here inside a step.
       this.older = this.newer;
       this.olderCompacted = false;
-      this.newer = new SuffixAutomaton();
+      this.newer = new SuffixAutomaton({ memory: this.growthMemory });
       this.epoch++;
     }
     return stream.epoch === this.epoch;

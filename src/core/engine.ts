@@ -19,7 +19,7 @@ import { NgramIndex } from './ngram.js';
 import { draftingContextLength, ownRepeatDraft, recencyWalkDraft, seedDraft } from './policies.js';
 import { PrefixHash, promptKey, samePrefix } from './prompt-hash.js';
 import type { OutboundText, TextDelta } from './shared-text.js';
-import { type ArraySupply, grownCapacity, HEAP_ARRAYS, resizedInt32 } from './typed.js';
+import { type ArraySupply, type GrowthMemory, grownCapacity, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const DRAFTERS = ['sam', 'seed', 'ngram'] as const;
 export type DrafterKind = (typeof DRAFTERS)[number];
@@ -103,8 +103,9 @@ class Group {
     readonly prompt: Int32Array,
     /** Tokens the first member brings (its whole context): the automaton starts that big, not bigger. */
     contextLength: number,
+    memory: GrowthMemory | null = null,
   ) {
-    this.automaton = new SuffixAutomaton({ initialTokens: Math.max(16, contextLength + 8) });
+    this.automaton = new SuffixAutomaton({ initialTokens: Math.max(16, contextLength + 8), memory });
   }
 }
 
@@ -308,6 +309,13 @@ export class DraftEngine {
    * While it is making one ready, compaction is not idle work: nothing could be done.
    */
   arraySupply: ArraySupply = HEAP_ARRAYS;
+
+  private memory: GrowthMemory | null = null;
+  /** Where groups' and the corpus's large grown arrays come from (SuffixAutomaton.memory). */
+  set growthMemory(memory: GrowthMemory | null) {
+    this.memory = memory;
+    if (this.corpus !== null) this.corpus.memory = memory;
+  }
 
   /** Whether requests' latest tokens wait to enter the corpus, or automata to be compacted. */
   get idleWorkPending(): boolean {
@@ -643,7 +651,7 @@ export class DraftEngine {
     if (group === undefined) {
       const prompt = new Int32Array(promptLength); // a plain loop: Int32Array.from with a mapper is slow on long prompts
       for (let i = 0; i < promptLength; i++) prompt[i] = context[i];
-      group = new Group(key, prompt, expectedLength);
+      group = new Group(key, prompt, expectedLength, this.memory);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);

@@ -29,6 +29,13 @@ function collector(): Collect | null {
   }
 }
 
+/**
+ * Taken once, when this module loads: V8's flags are the process's, and a worker thread that
+ * toggles --expose-gc for itself later (prefaulted-arrays.ts) could otherwise turn it off between
+ * the two calls above, leaving the watch without a collector.
+ */
+const PROCESS_COLLECTOR = collector();
+
 /** While collections do not bring RSS back within the limit, checks skipped between them double up to this. */
 const MAX_SKIPPED_CHECKS = 64;
 
@@ -44,7 +51,7 @@ export class MemoryWatch {
     /** RSS the process should stay within now: the runtime's own, the byte budget, the frames buffered. */
     private readonly limitBytes: () => number,
     private readonly rss: () => number = () => process.memoryUsage.rss(),
-    collect: Collect | null = collector(),
+    collect: Collect | null = PROCESS_COLLECTOR,
   ) {
     this.collect = collect;
   }

@@ -220,8 +220,8 @@ export class SidecarMetrics {
     });
   }
 
-  /** The worker that prepares compaction's arrays (see prefaulted-arrays.ts). */
-  watchCompactionArrays(arrays: PrefaultedArrays): void {
+  /** The worker that makes compaction's and grown arrays resident (see prefaulted-arrays.ts). */
+  watchPrefaultedArrays(arrays: PrefaultedArrays): void {
     new client.Counter({
       name: 'sam_sidecar_compaction_prepared_arrays_total',
       help: 'Arrays a worker thread allocated and touched that compacting retired groups copied into.',
@@ -231,9 +231,18 @@ export class SidecarMetrics {
         this.inc(arrays.handedOver);
       },
     });
+    new client.Counter({
+      name: 'sam_sidecar_prefaulted_ahead_bytes_total',
+      help: 'Bytes of groups\' and the corpus\'s large arrays the worker thread made resident ahead of the automaton writing them.',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(arrays.aheadBytes);
+      },
+    });
     new client.Gauge({
-      name: 'sam_sidecar_compaction_worker_up',
-      help: '1 while compaction gets its arrays from the worker thread; 0 after it failed (arrays are then allocated on the event loop; the log says why).',
+      name: 'sam_sidecar_prefault_worker_up',
+      help: '1 while a worker thread makes compaction\'s and grown arrays resident; 0 after it failed (the event loop then faults them in itself; the log says why).',
       registers: [this.registry],
       collect() {
         this.set(arrays.problem === null ? 1 : 0);

@@ -76,14 +76,16 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   service.sharedText = sharing;
   const metrics = new SidecarMetrics(service, sharing);
   const context = new SidecarContext(config, service, metrics, logger);
-  // Compaction's arrays come from a worker thread; started here so its memory counts as the runtime's.
-  const compactionArrays = new PrefaultedArrays();
-  compactionArrays.onReady = () => {
-    if (compactionArrays.problem !== null) logger.warn({ problem: compactionArrays.problem }, 'compaction allocates on the event loop');
+  // Compaction's arrays and large grown ones are made resident by a worker thread; started here so
+  // its memory counts as the runtime's.
+  const prefaulted = new PrefaultedArrays();
+  prefaulted.onReady = () => {
+    if (prefaulted.problem !== null) logger.warn({ problem: prefaulted.problem }, 'memory is made resident on the event loop: the prefault worker is gone');
     context.scheduleIdleWork();
   };
-  service.draftEngine.arraySupply = compactionArrays;
-  metrics.watchCompactionArrays(compactionArrays);
+  service.draftEngine.arraySupply = prefaulted;
+  service.draftEngine.growthMemory = prefaulted;
+  metrics.watchPrefaultedArrays(prefaulted);
   const fastLane = new FastLaneServer(context, config.socket);
   const grpcServer = new GrpcServer(context, config.grpc.socket || undefined, config.grpc.tcp);
   const http = new HttpServer(context, () => [fastLane.socketProblem(), grpcServer.socketProblem()].filter((problem): problem is string => problem !== null));
@@ -94,7 +96,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   } catch (error) {
     // Whatever did start is closed again, so a failed start leaves no port or socket behind; a
     // socket file is removed only by the process that bound it.
-    await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close(), compactionArrays.close()]);
+    await Promise.allSettled([http.close(), fastLane.close(), grpcServer.close(), prefaulted.close()]);
     throw error;
   }
   const warmUpStarted = Date.now();
@@ -141,7 +143,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
       await Promise.all([fastLane.close(), grpcServer.close()]);
       await sharing?.close();
       await http.close();
-      await compactionArrays.close();
+      await prefaulted.close();
       logger.info('sam-sidecar closed');
     })();
     return closing;
