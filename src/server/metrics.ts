@@ -18,6 +18,31 @@ import type { RedisSharing } from '../sharing/redis-sharing.js';
 
 const STEP_BUCKETS_SECONDS = [5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 50e-3, 0.25];
 
+/** A counter whose value is read at scrape time. */
+function readCounter(registry: client.Registry, name: string, help: string, read: () => number): void {
+  new client.Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+/** A gauge whose value is read at scrape time. */
+function readGauge(registry: client.Registry, name: string, help: string, read: () => number): void {
+  new client.Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
 export class SidecarMetrics {
   readonly registry = new client.Registry();
   private readonly stepDuration: Record<Transport, client.Histogram.Internal<string>>;
@@ -26,27 +51,8 @@ export class SidecarMetrics {
   constructor(service: StepService, sharing: RedisSharing | null = null) {
     const registry = this.registry;
     const counters = service.counters;
-    const counter = (name: string, help: string, read: () => number): void => {
-      new client.Counter({
-        name,
-        help,
-        registers: [registry],
-        collect() {
-          this.reset();
-          this.inc(read());
-        },
-      });
-    };
-    const gauge = (name: string, help: string, read: () => number): void => {
-      new client.Gauge({
-        name,
-        help,
-        registers: [registry],
-        collect() {
-          this.set(read());
-        },
-      });
-    };
+    const counter = (name: string, help: string, read: () => number): void => readCounter(registry, name, help, read);
+    const gauge = (name: string, help: string, read: () => number): void => readGauge(registry, name, help, read);
     counter('sam_sidecar_evicted_engines_total', 'Engines evicted to admit a new one beyond limits.maxEngines (their requests resync if they return).', () => counters.evictedEngines);
     counter('sam_sidecar_steps_total', 'Step calls computed (tensor-parallel duplicates excluded).', () => counters.steps);
     counter('sam_sidecar_duplicate_steps_total', 'Step calls answered from the per-engine cache (tensor-parallel ranks).', () => counters.duplicateSteps);
@@ -209,45 +215,14 @@ export class SidecarMetrics {
 
   /** The memory watch's collections (see memory-watch.ts). */
   watchMemory(watch: MemoryWatch): void {
-    new client.Counter({
-      name: 'sam_sidecar_memory_collections_total',
-      help: 'Garbage collections the sidecar started because its RSS was above the runtime\'s own plus memory.maxBytes plus the frames being received.',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(watch.collections);
-      },
-    });
+    readCounter(this.registry, 'sam_sidecar_memory_collections_total', 'Garbage collections the sidecar started because its RSS was above the runtime\'s own plus memory.maxBytes plus the frames being received.', () => watch.collections);
   }
 
   /** The worker that makes compaction's and grown arrays resident (see prefaulted-arrays.ts). */
   watchPrefaultedArrays(arrays: PrefaultedArrays): void {
-    new client.Counter({
-      name: 'sam_sidecar_compaction_prepared_arrays_total',
-      help: 'Arrays a worker thread allocated and touched that compacting retired groups copied into.',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(arrays.handedOver);
-      },
-    });
-    new client.Counter({
-      name: 'sam_sidecar_prefaulted_ahead_bytes_total',
-      help: 'Bytes of groups\' and the corpus\'s large arrays the worker thread made resident ahead of the automaton writing them.',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(arrays.aheadBytes);
-      },
-    });
-    new client.Gauge({
-      name: 'sam_sidecar_prefault_worker_up',
-      help: '1 while a worker thread makes compaction\'s and grown arrays resident; 0 after it failed (the event loop then faults them in itself; the log says why).',
-      registers: [this.registry],
-      collect() {
-        this.set(arrays.problem === null ? 1 : 0);
-      },
-    });
+    readCounter(this.registry, 'sam_sidecar_compaction_prepared_arrays_total', 'Arrays a worker thread allocated and touched that compacting retired groups copied into.', () => arrays.handedOver);
+    readCounter(this.registry, 'sam_sidecar_prefaulted_ahead_bytes_total', 'Bytes of groups\' and the corpus\'s large arrays the worker thread made resident ahead of the automaton writing them.', () => arrays.aheadBytes);
+    readGauge(this.registry, 'sam_sidecar_prefault_worker_up', '1 while a worker thread makes compaction\'s and grown arrays resident; 0 after it failed (the event loop then faults them in itself; the log says why).', () => (arrays.problem === null ? 1 : 0));
   }
 
   observeStep(transport: Transport, startedNs: bigint): void {
