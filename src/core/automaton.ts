@@ -132,15 +132,12 @@ export class SuffixAutomaton {
     const states = tokens * STATES_PER_PLANNED_TOKEN;
     this.stateCapacity = states;
     this.plannedTokens = tokens;
-    const memory = this.memory;
-    const sharedStates = memory?.allocate(states * STATE_STRIDE) ?? null;
-    this.states = sharedStates ?? new Int32Array(states * STATE_STRIDE);
-    if (sharedStates !== null) this.statesAhead = 0;
+    this.states = this.memory?.allocate(states * STATE_STRIDE) ?? new Int32Array(states * STATE_STRIDE);
+    this.statesAhead = this.aheadFrom(0);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
     this.edgeCapacity = states;
-    const sharedEdges = memory?.allocate(states * EDGE_STRIDE) ?? null;
-    this.edgeData = sharedEdges ?? new Int32Array(states * EDGE_STRIDE);
-    if (sharedEdges !== null) this.edgesAhead = 0;
+    this.edgeData = this.memory?.allocate(states * EDGE_STRIDE) ?? new Int32Array(states * EDGE_STRIDE);
+    this.edgesAhead = this.aheadFrom(0);
     this.hashSlots = new Int32Array(0);
     this.logToken = new Int32Array(this.positions ? tokens : 0);
     this.cursorLast = new Int32Array(4);
@@ -333,13 +330,22 @@ export class SuffixAutomaton {
   /** Array elements compactSome() still has to copy (all that are in use, before it starts). */
   get compactionElementsLeft(): number {
     const compaction = this.compaction;
-    if (compaction === null || compaction.tokens !== this.tokensAppended) {
-      const logArrays = this.positions ? (this.logNext === null ? 1 : 2) : 0;
-      return this.stateCount * (STATE_STRIDE + (this.positions ? 1 : 0)) + this.edgeCount * EDGE_STRIDE + this.logLength * logArrays;
-    }
+    if (compaction === null || compaction.tokens !== this.tokensAppended) return this.compactionSources().reduce((sum, [, used]) => sum + used, 0);
     let left = -compaction.copied;
     for (let i = compaction.array; i < compaction.used.length; i++) left += compaction.used[i];
     return left;
+  }
+
+  /** The arrays a compaction shrinks, in the order it copies them, each with the elements in use. */
+  private compactionSources(): Array<[Int32Array, number]> {
+    const positions = this.positions;
+    return [
+      [this.states, this.stateCount * STATE_STRIDE],
+      [this.firstEnd, positions ? this.stateCount : 0],
+      [this.edgeData, this.edgeCount * EDGE_STRIDE],
+      [this.logToken, positions ? this.logLength : 0],
+      [this.logNext ?? this.logToken, positions && this.logNext !== null ? this.logLength : 0],
+    ];
   }
 
   /**
@@ -354,14 +360,7 @@ export class SuffixAutomaton {
     // Appended to since it began (every change to the arrays is an append): what it copied is stale.
     if (compaction !== null && compaction.tokens !== this.tokensAppended) compaction = this.compaction = null;
     if (compaction === null) {
-      const positions = this.positions;
-      const pairs: Array<[Int32Array, number]> = [
-        [this.states, this.stateCount * STATE_STRIDE],
-        [this.firstEnd, positions ? this.stateCount : 0],
-        [this.edgeData, this.edgeCount * EDGE_STRIDE],
-        [this.logToken, positions ? this.logLength : 0],
-        [this.logNext ?? this.logToken, positions && this.logNext !== null ? this.logLength : 0],
-      ];
+      const pairs = this.compactionSources();
       compaction = this.compaction = { from: pairs.map(([array]) => array), used: pairs.map(([, used]) => used), to: [], array: 0, copied: 0, tokens: this.tokensAppended };
     }
     let budget = maxElements;
@@ -525,20 +524,24 @@ export class SuffixAutomaton {
 
   private growStates(needed: number): void {
     const capacity = Math.max(grownCapacity(this.stateCapacity, needed), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
-    const states = this.grown(this.states, capacity * STATE_STRIDE);
-    this.statesAhead = states === null ? Number.POSITIVE_INFINITY : this.stateCount * STATE_STRIDE;
-    this.states = states ?? resizedInt32(this.states, capacity * STATE_STRIDE);
+    this.states = this.grown(this.states, capacity * STATE_STRIDE);
+    this.statesAhead = this.aheadFrom(this.stateCount * STATE_STRIDE);
     if (this.positions) this.firstEnd = resizedInt32(this.firstEnd, capacity);
     this.stateCapacity = capacity;
   }
 
-  /** `current` grown to `length` elements in memory from `this.memory`, or null where it gives none. */
-  private grown(current: Int32Array, length: number): Int32Array | null {
+  /** `current` grown to `length` elements, in memory from `this.memory` where it gives some. */
+  private grown(current: Int32Array, length: number): Int32Array {
     const next = this.memory?.allocate(length) ?? null;
-    if (next === null) return null;
+    this.memory?.release(current);
+    if (next === null) return resizedInt32(current, length);
     next.set(current);
-    this.memory!.release(current);
     return next;
+  }
+
+  /** Where the next GrowthMemory.ahead() call is due for an array written from `written` on. */
+  private aheadFrom(written: number): number {
+    return this.memory === null ? Number.POSITIVE_INFINITY : written;
   }
 
   // ---------------------------------------------------------------- edges
@@ -556,9 +559,8 @@ export class SuffixAutomaton {
     const e = this.edgeCount;
     if (e >= this.edgeCapacity) {
       this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
-      const edges = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
-      this.edgesAhead = edges === null ? Number.POSITIVE_INFINITY : e * EDGE_STRIDE;
-      this.edgeData = edges ?? resizedInt32(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
+      this.edgeData = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
+      this.edgesAhead = this.aheadFrom(e * EDGE_STRIDE);
     }
     const base = e * EDGE_STRIDE;
     if (base >= this.edgesAhead) this.edgesAhead = this.memory!.ahead(this.edgeData, base);

@@ -48,10 +48,11 @@ export interface GrowthMemory {
   allocate(length: number): Int32Array | null;
   /**
    * The automaton writes `array` at `written` now: memory just beyond may be made resident.
-   * Returns the element at which to call again (Infinity: not again for this array).
+   * Returns the element at which to call again (Infinity: not again for this array, as for any
+   * array this memory did not allocate).
    */
   ahead(array: Int32Array, written: number): number;
-  /** `array` was replaced (grown or compacted): nothing more to do for it. */
+  /** `array` was replaced (grown or compacted): nothing more to do for it (any array; others are ignored). */
   release(array: Int32Array): void;
 }
 

@@ -14,8 +14,8 @@ import { type ArraySupply, type GrowthMemory } from '../core/typed.js';
 
 /** Below this an array is allocated on the spot: a slice copies about as much anyway. */
 const PREFAULT_FROM_BYTES = 256 * 1024;
-/** Grown arrays from this size (elements; 4 MiB) are shared with the worker. */
-const SHARED_FROM_ELEMENTS = 1 << 20;
+/** Grown arrays from this size are shared with the worker. */
+const SHARED_FROM_BYTES = 4 * 1024 * 1024;
 /** How far ahead of the writer the worker keeps pages resident (elements; 2 MiB, one huge page). */
 const AHEAD_ELEMENTS = 1 << 19;
 
@@ -138,7 +138,7 @@ export class PrefaultedArrays implements ArraySupply, GrowthMemory {
   }
 
   allocate(length: number): Int32Array | null {
-    if (this.problem !== null || this.worker === null || length < SHARED_FROM_ELEMENTS) return null;
+    if (this.problem !== null || this.worker === null || length * Int32Array.BYTES_PER_ELEMENT < SHARED_FROM_BYTES) return null;
     const array = new Int32Array(new SharedArrayBuffer(length * Int32Array.BYTES_PER_ELEMENT));
     const id = this.nextId++;
     this.shared.set(array, { id, requested: 0 });
