@@ -180,6 +180,35 @@ describe('suffix automaton', () => {
     expect(Array.from(out.subarray(0, seedDraft(sam, cursor, 4, out, 0)))).toEqual(Array.from(out.subarray(0, seedDraft(whole, 0, 4, out, 0))));
   });
 
+  it('rebuilds its hash index at compaction with at most 4/3 slots per entry, in slices, every transition found as before', () => {
+    // 180 distinct tokens: a table written at load <= 0.5 that fits in half the slots at 0.75.
+    const tokens = Array.from({ length: 6000 }, (_, i) => ((i * 7919) % 9973) % 180);
+    const { sam } = build(tokens, false);
+    const transitions: Array<[number, number, number]> = [];
+    for (let state = 0; state < sam.size; state++) sam.forEachTransition(state, (token, target) => transitions.push([state, token, target]));
+    const before = sam.hashSlotCount;
+    expect(sam.hashedEdges / before).toBeLessThanOrEqual(0.5);
+    const taken: number[] = [];
+    const supply = { awaiting: false, take: (length: number) => (taken.push(length), new Int32Array(length).fill(-7)) };
+    let slices = 0;
+    while (!sam.compactSome(200, supply)) {
+      slices++;
+      expect(sam.hashSlotCount).toBe(before); // read from the old table until the compaction ends
+    }
+    expect(slices).toBeGreaterThan(5);
+    expect(sam.hashSlotCount).toBeLessThan(before);
+    expect(sam.hashedEdges / sam.hashSlotCount).toBeGreaterThan(0.5);
+    expect(sam.hashedEdges * 4).toBeLessThanOrEqual(sam.hashSlotCount * 3);
+    expect(taken).toContain(sam.hashSlotCount * 3);
+    for (const [state, token, target] of transitions) expect(sam.transition(state, token)).toBe(target);
+    expect(sam.transition(ROOT, 180)).toBe(NONE);
+    // Written again (a group whose prompt comes back): the table grows back to load <= 0.5 at its next entry.
+    const cursor = sam.openCursor();
+    for (let t = 1000; t < 1010; t++) sam.append(cursor, t);
+    expect(sam.hashedEdges / sam.hashSlotCount).toBeLessThanOrEqual(0.5);
+    for (const [state, token] of transitions) expect(sam.transition(state, token)).not.toBe(NONE);
+  });
+
   it('keeps its large arrays in memory it is given, says how far it writes each, and releases every one it replaces', () => {
     const allocated: Int32Array[] = [];
     const released: Int32Array[] = [];

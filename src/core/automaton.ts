@@ -19,6 +19,13 @@ export const NONE = -1;
 /** States whose edge count reaches this are indexed in the hash table. */
 const HASH_DEGREE = 6;
 /**
+ * Most entries per slot in a growing hash table (probes stay short while it is written), and in
+ * a compacted one: a retired group's table is only read, and at 0.5 the tables of history held a
+ * tenth of a single-sample group's bytes.
+ */
+const HASH_LOAD = 0.5;
+const COMPACTED_HASH_LOAD = 0.75;
+/**
  * How many states up the suffix-link chain get their "recent continuation" refreshed per append.
  * The first ones are the longest (most specific) contexts, which are the ones drafting reads;
  * a bound keeps append O(1) on degenerate, highly repetitive sequences.
@@ -117,7 +124,19 @@ export class SuffixAutomaton {
   /** Tokens the automaton is expected to hold in all (expect()): growth goes there in one copy. */
   private plannedTokens = 0;
   /** A compaction under way (compactSome): the arrays being filled, and how far. */
-  private compaction: { from: Int32Array[]; used: number[]; to: Int32Array[]; array: number; copied: number; tokens: number } | null = null;
+  private compaction: {
+    from: Int32Array[];
+    used: number[];
+    to: Int32Array[];
+    array: number;
+    copied: number;
+    tokens: number;
+    /** The hash table's rebuild at COMPACTED_HASH_LOAD: its new table (null: not taken yet, or none to build), and how far filled and read. */
+    hashSlots: number;
+    hashTo: Int32Array | null;
+    hashFilled: number;
+    hashRead: number;
+  } | null = null;
 
   /** Where large grown arrays come from; may be set before the automaton has grown any. */
   memory: GrowthMemory | null;
@@ -221,6 +240,15 @@ export class SuffixAutomaton {
 
   get tokenCount(): number {
     return this.tokensAppended;
+  }
+
+  /** Transitions of high-degree states in the hash index, and the index's slots (its capacity). */
+  get hashedEdges(): number {
+    return this.hashUsed;
+  }
+
+  get hashSlotCount(): number {
+    return this.hashSlots.length / 3;
   }
 
   length(state: number): number {
@@ -330,10 +358,24 @@ export class SuffixAutomaton {
   /** Array elements compactSome() still has to copy (all that are in use, before it starts). */
   get compactionElementsLeft(): number {
     const compaction = this.compaction;
-    if (compaction === null || compaction.tokens !== this.tokensAppended) return this.compactionSources().reduce((sum, [, used]) => sum + used, 0);
+    if (compaction === null || compaction.tokens !== this.tokensAppended) {
+      return this.compactionSources().reduce((sum, [, used]) => sum + used, 0) + this.hashRebuildElements(this.compactedHashSlots());
+    }
     let left = -compaction.copied;
     for (let i = compaction.array; i < compaction.used.length; i++) left += compaction.used[i];
-    return left;
+    return left + this.hashRebuildElements(compaction.hashSlots) - compaction.hashFilled - compaction.hashRead;
+  }
+
+  /** Slots of the hash table a compaction rebuilds, or 0 where the table is as small as it gets. */
+  private compactedHashSlots(): number {
+    if (this.hashUsed === 0) return 0;
+    const slots = grownPowerOfTwo(16, Math.ceil(this.hashUsed / COMPACTED_HASH_LOAD));
+    return slots * 3 < this.hashSlots.length ? slots : 0;
+  }
+
+  /** Elements a rebuild into `slots` slots writes and reads: the new table filled, the old one read. */
+  private hashRebuildElements(slots: number): number {
+    return slots === 0 ? 0 : slots * 3 + this.hashSlots.length;
   }
 
   /** The arrays a compaction shrinks, in the order it copies them, each with the elements in use. */
@@ -361,7 +403,18 @@ export class SuffixAutomaton {
     if (compaction !== null && compaction.tokens !== this.tokensAppended) compaction = this.compaction = null;
     if (compaction === null) {
       const pairs = this.compactionSources();
-      compaction = this.compaction = { from: pairs.map(([array]) => array), used: pairs.map(([, used]) => used), to: [], array: 0, copied: 0, tokens: this.tokensAppended };
+      compaction = this.compaction = {
+        from: pairs.map(([array]) => array),
+        used: pairs.map(([, used]) => used),
+        to: [],
+        array: 0,
+        copied: 0,
+        tokens: this.tokensAppended,
+        hashSlots: this.compactedHashSlots(),
+        hashTo: null,
+        hashFilled: 0,
+        hashRead: 0,
+      };
     }
     let budget = maxElements;
     while (compaction.array < compaction.used.length) {
@@ -382,7 +435,9 @@ export class SuffixAutomaton {
       compaction.array++;
       compaction.copied = 0;
     }
+    if (compaction.hashSlots > 0 && !this.rebuildHashSome(compaction, budget, arrays)) return false;
     const [states, firstEnd, edgeData, logToken, logNext] = compaction.to;
+    if (compaction.hashTo !== null) this.hashSlots = compaction.hashTo;
     this.compaction = null;
     this.plannedTokens = 0; // nothing announced: the next growth is the usual 1.5x
     this.stateCapacity = this.stateCount;
@@ -398,6 +453,32 @@ export class SuffixAutomaton {
       if (this.logNext !== null) this.logNext = logNext;
     }
     return true;
+  }
+
+  /**
+   * The hash table rebuilt smaller, in pieces of at most `budget` elements (filling the new table,
+   * then reading the old one into it); true once the new table is complete. Lookups use the old
+   * table until the compaction ends.
+   */
+  private rebuildHashSome(compaction: NonNullable<SuffixAutomaton['compaction']>, budget: number, arrays: ArraySupply): boolean {
+    if (compaction.hashTo === null) {
+      compaction.hashTo = arrays.take(compaction.hashSlots * 3);
+      if (compaction.hashTo === null) return false;
+    }
+    const to = compaction.hashTo;
+    if (compaction.hashFilled < to.length) {
+      const end = Math.min(to.length, compaction.hashFilled + Math.max(0, budget));
+      to.fill(NONE, compaction.hashFilled, end);
+      budget -= end - compaction.hashFilled;
+      compaction.hashFilled = end;
+      if (end < to.length) return false;
+    }
+    const from = this.hashSlots;
+    // Whole slots (three elements) at a time.
+    const end = Math.min(from.length, compaction.hashRead + 3 * Math.floor(Math.max(0, budget) / 3));
+    for (let i = compaction.hashRead; i < end; i += 3) if (from[i + 2] !== NONE) placeInHash(to, from[i], from[i + 1], from[i + 2]);
+    compaction.hashRead = end;
+    return end === from.length;
   }
 
   /**
@@ -594,27 +675,28 @@ export class SuffixAutomaton {
 
   private hashInsert(state: number, edge: number): void {
     const slotCount = this.hashSlots.length / 3;
-    if ((this.hashUsed + 1) * 2 > slotCount) this.rehash(grownPowerOfTwo(slotCount, (this.hashUsed + 1) * 2));
-    this.hashPlace(state, edge);
+    const needed = Math.ceil((this.hashUsed + 1) / HASH_LOAD);
+    if (needed > slotCount) this.rehash(grownPowerOfTwo(slotCount, needed));
+    placeInHash(this.hashSlots, state, this.edgeData[edge * EDGE_STRIDE + TOKEN], edge);
     this.hashUsed++;
-  }
-
-  private hashPlace(state: number, edge: number): void {
-    const slots = this.hashSlots;
-    const mask = slots.length / 3 - 1;
-    const token = this.edgeData[edge * EDGE_STRIDE + TOKEN];
-    let slot = hashOf(state, token) & mask;
-    while (slots[3 * slot + 2] !== NONE) slot = (slot + 1) & mask;
-    slots[3 * slot] = state;
-    slots[3 * slot + 1] = token;
-    slots[3 * slot + 2] = edge;
   }
 
   private rehash(slotCount: number): void {
     const old = this.hashSlots;
-    this.hashSlots = new Int32Array(slotCount * 3).fill(NONE);
-    for (let i = 0; i < old.length; i += 3) if (old[i + 2] !== NONE) this.hashPlace(old[i], old[i + 2]);
+    const slots = new Int32Array(slotCount * 3).fill(NONE);
+    for (let i = 0; i < old.length; i += 3) if (old[i + 2] !== NONE) placeInHash(slots, old[i], old[i + 1], old[i + 2]);
+    this.hashSlots = slots;
   }
+}
+
+/** Puts a [state, token, edge] entry in the first free slot from its hash on (linear probing). */
+function placeInHash(slots: Int32Array, state: number, token: number, edge: number): void {
+  const mask = slots.length / 3 - 1;
+  let slot = hashOf(state, token) & mask;
+  while (slots[3 * slot + 2] !== NONE) slot = (slot + 1) & mask;
+  slots[3 * slot] = state;
+  slots[3 * slot + 1] = token;
+  slots[3 * slot + 2] = edge;
 }
 
 /** Mixes both keys into all 32 bits (murmur3 finalizer): the table is indexed by the low bits. */
