@@ -25,6 +25,8 @@ const HASH_DEGREE = 6;
  */
 const HASH_LOAD = 0.5;
 const COMPACTED_HASH_LOAD = 0.75;
+/** Budget elements per element of the old hash table read in its rebuild (see rebuildHashSome). */
+const HASH_READ_COST = 2;
 /**
  * How many states up the suffix-link chain get their "recent continuation" refreshed per append.
  * The first ones are the longest (most specific) contexts, which are the ones drafting reads;
@@ -474,8 +476,9 @@ export class SuffixAutomaton {
       if (end < to.length) return false;
     }
     const from = this.hashSlots;
-    // Whole slots (three elements) at a time.
-    const end = Math.min(from.length, compaction.hashRead + 3 * Math.floor(Math.max(0, budget) / 3));
+    // Whole slots (three elements) at a time, each counted twice: an entry read is written at a
+    // random place in the new table (a cache miss), not next to the last one as a copy is.
+    const end = Math.min(from.length, compaction.hashRead + 3 * Math.floor(Math.max(0, budget) / (3 * HASH_READ_COST)));
     for (let i = compaction.hashRead; i < end; i += 3) if (from[i + 2] !== NONE) placeInHash(to, from[i], from[i + 1], from[i + 2]);
     compaction.hashRead = end;
     return end === from.length;
