@@ -20,8 +20,8 @@ export const NONE = -1;
 const HASH_DEGREE = 6;
 /**
  * Most entries per slot in a growing hash table (probes stay short while it is written), and in
- * a compacted one: a retired group's table is only read, and at 0.5 the tables of history held a
- * tenth of a single-sample group's bytes.
+ * a compacted one: a retired group's table is only read, and at 0.5 the hash tables held a fifth
+ * of single-sample groups' bytes.
  */
 const HASH_LOAD = 0.5;
 const COMPACTED_HASH_LOAD = 0.75;
@@ -133,7 +133,7 @@ export class SuffixAutomaton {
     array: number;
     copied: number;
     tokens: number;
-    /** The hash table's rebuild at COMPACTED_HASH_LOAD: its new table (null: not taken yet, or none to build), and how far filled and read. */
+    /** The hash table's rebuild at COMPACTED_HASH_LOAD: its slots (0: none to build), the new table (null until taken), how far filled and read. */
     hashSlots: number;
     hashTo: Int32Array | null;
     hashFilled: number;
