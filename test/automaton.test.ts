@@ -244,14 +244,15 @@ describe('suffix automaton', () => {
     expect(draft(shared, a)).toEqual(draft(plain, b));
     expect(shared.byteSize()).toBe(plain.byteSize());
     expect(allocated.length).toBeGreaterThan(4); // states and edges, grown several times
-    expect(released.length).toBe(allocated.length - 2); // all but the current states and edges
+    const releasedOwn = () => released.filter((array) => allocated.includes(array)).length;
+    expect(releasedOwn()).toBe(allocated.length - 2); // all but the current states and edges
     for (const at of written.values()) {
       // Told in order, never more than its stride apart once it starts.
       for (let i = 1; i < at.length; i++) expect(at[i] - at[i - 1]).toBeGreaterThan(0);
-      for (let i = 1; i < at.length; i++) expect(at[i] - at[i - 1]).toBeLessThanOrEqual(1000 + 4);
+      for (let i = 1; i < at.length; i++) expect(at[i] - at[i - 1]).toBeLessThanOrEqual(1000 + 5);
     }
     shared.compact(); // into exact-size arrays of its own: the last two are released
-    expect(released.length).toBe(allocated.length);
+    expect(releasedOwn()).toBe(allocated.length);
     expect(draft(shared, a)).toEqual(draft(plain, b));
   });
 

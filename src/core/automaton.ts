@@ -7,16 +7,18 @@
  * O(1) per token (plus a bounded walk that refreshes recency, see RECENCY_DEPTH).
  *
  * Storage is typed arrays of interleaved records: no per-state objects or Maps, so a GC pass never
- * walks the states, and one state's fields share a cache line. Transitions are singly linked edge
- * lists; states with many edges (the root, single-token contexts) are also indexed in an
- * open-addressing hash so lookups stay O(1) on large vocabularies.
+ * walks the states, and one state's fields share a cache line. A state's record holds one of its
+ * transitions, its recent continuation's where it has one (most states have one or two
+ * transitions); the others are a singly linked edge list. States with many transitions (the root,
+ * single-token contexts) keep them all in the list, indexed in an open-addressing hash so lookups
+ * stay O(1) on large vocabularies.
  */
 import { type ArraySupply, type GrowthMemory, grownCapacity, grownPowerOfTwo, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const ROOT = 0;
 export const NONE = -1;
 
-/** States whose edge count reaches this are indexed in the hash table. */
+/** States whose transition count reaches this are indexed in the hash table. */
 const HASH_DEGREE = 6;
 /**
  * Most entries per slot in a growing hash table (probes stay short while it is written), and in
@@ -43,21 +45,38 @@ export const RECENCY_DEPTH = 4;
 const VOTE_CAP = 4;
 
 // Interleaved record layouts.
-const STATE_STRIDE = 4;
-/** States (and edge records) room is made for per expected token: a suffix automaton has at most 2n states. */
+const STATE_STRIDE = 5;
+/** States room is made for per expected token: a suffix automaton has at most 2n states. */
 const STATES_PER_PLANNED_TOKEN = 2;
-const LEN = 0; // length in the low LENGTH_BITS; above it the saturating edge count (degree), then the votes
+/**
+ * Edge records room is made for per expected token. Transitions kept in the state records leave
+ * about 0.7 per token to the lists on real text (2.2 transitions, 1.5 states per token); more
+ * grows the array as usual.
+ */
+const EDGES_PER_PLANNED_TOKEN = 1;
+const LEN = 0; // length in the low LENGTH_BITS; above it the saturating transition count (degree), then the votes
 const LENGTH_BITS = 24;
 const LENGTH_MASK = (1 << LENGTH_BITS) - 1;
-/** The degree only tells whether a state is hashed (HASH_DEGREE), so 4 bits do. */
+/** The degree tells whether a state has transitions and whether they are hashed (HASH_DEGREE), so 4 bits do. */
 const MAX_DEGREE = 15;
 const DEGREE_MASK = 0xf;
-/** The support of RECENT (VOTE_CAP), in the same word: no second cache line per state. */
+/**
+ * The support of the recent continuation (VOTE_CAP), in the same word: no second cache line per
+ * state. Zero until the state has been followed once: then the state has no recent continuation.
+ */
 const VOTE_SHIFT = 28;
 const VOTE_MASK = 0x7;
 const LINK = 1;
 const HEAD = 2; // first edge of the state's edge list
-const RECENT = 3; // token that followed this context's recent occurrences (see VOTE_CAP)
+/**
+ * The transition kept in the record. Below HASH_DEGREE: the recent continuation's (votes > 0) or,
+ * before there is one, the first transition; the edge list holds the others. At HASH_DEGREE and
+ * above every transition is in the list and the hash, INLINE_TOKEN is the recent continuation's
+ * token (or NONE) and INLINE_TARGET is unused: the recent continuation then changes without
+ * moving hash entries.
+ */
+const INLINE_TOKEN = 3;
+const INLINE_TARGET = 4;
 const EDGE_STRIDE = 3;
 const TOKEN = 0;
 const TARGET = 1;
@@ -99,7 +118,8 @@ export class SuffixAutomaton {
   private firstEnd: Int32Array; // log index where the first occurrence ends (positions only)
   private stateCount = 0;
   private stateCapacity: number;
-  // Edges: interleaved [token, target, next] records; a state's edges form a linked list.
+  // Edges: interleaved [token, target, next] records of the transitions not in state records; a
+  // state's form a linked list.
   private edgeData: Int32Array;
   private edgeCount = 0;
   private edgeCapacity: number;
@@ -156,8 +176,8 @@ export class SuffixAutomaton {
     this.states = this.memory?.allocate(states * STATE_STRIDE) ?? new Int32Array(states * STATE_STRIDE);
     this.statesAhead = this.aheadFrom(0);
     this.firstEnd = new Int32Array(this.positions ? states : 0);
-    this.edgeCapacity = states;
-    this.edgeData = this.memory?.allocate(states * EDGE_STRIDE) ?? new Int32Array(states * EDGE_STRIDE);
+    this.edgeCapacity = tokens * EDGES_PER_PLANNED_TOKEN;
+    this.edgeData = this.memory?.allocate(this.edgeCapacity * EDGE_STRIDE) ?? new Int32Array(this.edgeCapacity * EDGE_STRIDE);
     this.edgesAhead = this.aheadFrom(0);
     this.hashSlots = new Int32Array(0);
     this.logToken = new Int32Array(this.positions ? tokens : 0);
@@ -263,15 +283,18 @@ export class SuffixAutomaton {
 
   /** Token that followed this state's contexts in most of their recent occurrences (VOTE_CAP), or NONE. */
   recentToken(state: number): number {
-    return this.states[state * STATE_STRIDE + RECENT];
+    const base = state * STATE_STRIDE;
+    return ((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0 ? NONE : this.states[base + INLINE_TOKEN];
   }
 
-  /**
-   * transition(state, recentToken(state)): looked up when a draft walks it (a few per draft), not
-   * kept in the state's record, which would cost 4 bytes per state (about 6 per token).
-   */
+  /** transition(state, recentToken(state)): in the state's record, except for hashed states. */
   recentTarget(state: number): number {
-    return this.transition(state, this.states[state * STATE_STRIDE + RECENT]);
+    const base = state * STATE_STRIDE;
+    const word = this.states[base + LEN];
+    if (((word >>> VOTE_SHIFT) & VOTE_MASK) === 0) return NONE;
+    if (((word >>> LENGTH_BITS) & DEGREE_MASK) < HASH_DEGREE) return this.states[base + INLINE_TARGET];
+    const edge = this.hashFind(state, this.states[base + INLINE_TOKEN]);
+    return edge === NONE ? NONE : this.edgeData[edge * EDGE_STRIDE + TARGET];
   }
 
   /** Log index at which the first occurrence of this state's contexts ends (positions only). */
@@ -291,8 +314,19 @@ export class SuffixAutomaton {
 
   /** Target of the transition on `token`, or NONE. */
   transition(state: number, token: number): number {
-    const edge = this.findEdge(state, token);
-    return edge === NONE ? NONE : this.edgeData[edge * EDGE_STRIDE + TARGET];
+    const base = state * STATE_STRIDE;
+    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (degree === 0) return NONE;
+    const edges = this.edgeData;
+    if (degree >= HASH_DEGREE) {
+      const edge = this.hashFind(state, token);
+      return edge === NONE ? NONE : edges[edge * EDGE_STRIDE + TARGET];
+    }
+    if (this.states[base + INLINE_TOKEN] === token) return this.states[base + INLINE_TARGET];
+    for (let e = this.states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
+      if (edges[e * EDGE_STRIDE + TOKEN] === token) return edges[e * EDGE_STRIDE + TARGET];
+    }
+    return NONE;
   }
 
   /**
@@ -326,8 +360,11 @@ export class SuffixAutomaton {
 
   /** Calls `visit(token, target)` for each outgoing transition (cold paths: tests, introspection). */
   forEachTransition(state: number, visit: (token: number, target: number) => void): void {
+    const base = state * STATE_STRIDE;
+    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (degree > 0 && degree < HASH_DEGREE) visit(this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
     const edges = this.edgeData;
-    for (let e = this.states[state * STATE_STRIDE + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
+    for (let e = this.states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
       visit(edges[e * EDGE_STRIDE + TOKEN], edges[e * EDGE_STRIDE + TARGET]);
     }
   }
@@ -517,13 +554,12 @@ export class SuffixAutomaton {
       const word = data[base + LEN];
       const support = (word >>> VOTE_SHIFT) & VOTE_MASK;
       let next = support;
-      if (data[base + RECENT] === token) {
+      if (support > 0 && data[base + INLINE_TOKEN] === token) {
         if (support < VOTE_CAP) next = support + 1;
       } else if (support > 1) {
         next = support - 1;
-      } else {
+      } else if (this.makeRecent(state, token)) {
         next = 1;
-        data[base + RECENT] = token;
       }
       if (next !== support) data[base + LEN] = (word & ~(VOTE_MASK << VOTE_SHIFT)) | (next << VOTE_SHIFT);
       state = data[base + LINK];
@@ -559,7 +595,7 @@ export class SuffixAutomaton {
       return this.split(p, token, existing);
     }
     const cur = this.newState(this.length(p) + 1, NONE, NONE);
-    while (p !== NONE && this.findEdge(p, token) === NONE) {
+    while (p !== NONE && this.transition(p, token) === NONE) {
       this.addEdge(p, token, cur);
       p = this.suffixLink(p);
     }
@@ -576,20 +612,70 @@ export class SuffixAutomaton {
   /** Clones `q` at length len(p)+1 and redirects p's chain to the clone; returns the clone. */
   private split(p: number, token: number, q: number): number {
     const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
-    this.states[clone * STATE_STRIDE + RECENT] = this.recentToken(q);
-    const votesOfQ = this.states[q * STATE_STRIDE + LEN] & (VOTE_MASK << VOTE_SHIFT);
-    this.states[clone * STATE_STRIDE + LEN] |= votesOfQ;
-    for (let e = this.states[q * STATE_STRIDE + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
+    const qBase = q * STATE_STRIDE;
+    const cloneBase = clone * STATE_STRIDE;
+    // q's transitions, the one in its record first: below HASH_DEGREE the clone's record then
+    // holds the same one (q's recent continuation's, if any).
+    const qDegree = (this.states[qBase + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (qDegree > 0 && qDegree < HASH_DEGREE) this.addEdge(clone, this.states[qBase + INLINE_TOKEN], this.states[qBase + INLINE_TARGET]);
+    for (let e = this.states[qBase + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
       this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
     }
-    this.states[q * STATE_STRIDE + LINK] = clone;
-    while (p !== NONE) {
-      const edge = this.findEdge(p, token);
-      if (edge === NONE || this.edgeData[edge * EDGE_STRIDE + TARGET] !== q) break;
-      this.edgeData[edge * EDGE_STRIDE + TARGET] = clone;
-      p = this.suffixLink(p);
-    }
+    const votesOfQ = this.states[qBase + LEN] & (VOTE_MASK << VOTE_SHIFT);
+    this.states[cloneBase + LEN] |= votesOfQ;
+    if (qDegree >= HASH_DEGREE) this.states[cloneBase + INLINE_TOKEN] = this.states[qBase + INLINE_TOKEN];
+    this.states[qBase + LINK] = clone;
+    while (p !== NONE && this.redirect(p, token, q, clone)) p = this.suffixLink(p);
     return clone;
+  }
+
+  /** Points `state`'s transition on `token` at `to` if it points at `from`; false if it does not. */
+  private redirect(state: number, token: number, from: number, to: number): boolean {
+    const base = state * STATE_STRIDE;
+    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const edges = this.edgeData;
+    let e = NONE;
+    if (degree >= HASH_DEGREE) {
+      e = this.hashFind(state, token);
+    } else if (degree > 0 && this.states[base + INLINE_TOKEN] === token) {
+      if (this.states[base + INLINE_TARGET] !== from) return false;
+      this.states[base + INLINE_TARGET] = to;
+      return true;
+    } else {
+      for (e = this.states[base + HEAD]; e !== NONE && edges[e * EDGE_STRIDE + TOKEN] !== token; e = edges[e * EDGE_STRIDE + NEXT]);
+    }
+    if (e === NONE || edges[e * EDGE_STRIDE + TARGET] !== from) return false;
+    edges[e * EDGE_STRIDE + TARGET] = to;
+    return true;
+  }
+
+  /**
+   * Makes `token` the state's recent continuation (its votes are set by the caller): below
+   * HASH_DEGREE its transition trades places with the one in the record. False where the state
+   * has no transition on `token` (every context just followed by a token has one).
+   */
+  private makeRecent(state: number, token: number): boolean {
+    const base = state * STATE_STRIDE;
+    const states = this.states;
+    const degree = (states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (degree >= HASH_DEGREE) {
+      states[base + INLINE_TOKEN] = token;
+      return true;
+    }
+    if (degree === 0) return false;
+    if (states[base + INLINE_TOKEN] === token) return true;
+    const edges = this.edgeData;
+    for (let e = states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
+      const at = e * EDGE_STRIDE;
+      if (edges[at + TOKEN] !== token) continue;
+      edges[at + TOKEN] = states[base + INLINE_TOKEN];
+      const target = edges[at + TARGET];
+      edges[at + TARGET] = states[base + INLINE_TARGET];
+      states[base + INLINE_TOKEN] = token;
+      states[base + INLINE_TARGET] = target;
+      return true;
+    }
+    return false;
   }
 
   private newState(length: number, suffixLink: number, firstEnd: number): number {
@@ -600,7 +686,8 @@ export class SuffixAutomaton {
     this.states[base + LEN] = length; // degree 0 in the top bits
     this.states[base + LINK] = suffixLink;
     this.states[base + HEAD] = NONE;
-    this.states[base + RECENT] = NONE;
+    this.states[base + INLINE_TOKEN] = NONE;
+    this.states[base + INLINE_TARGET] = NONE;
     if (this.positions) this.firstEnd[id] = firstEnd;
     this.stateCount = id + 1;
     return id;
@@ -630,19 +717,32 @@ export class SuffixAutomaton {
 
   // ---------------------------------------------------------------- edges
 
-  private findEdge(state: number, token: number): number {
-    if (((this.states[state * STATE_STRIDE + LEN] >>> LENGTH_BITS) & DEGREE_MASK) >= HASH_DEGREE) return this.hashFind(state, token);
-    const edges = this.edgeData;
-    for (let e = this.states[state * STATE_STRIDE + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
-      if (edges[e * EDGE_STRIDE + TOKEN] === token) return e;
+  private addEdge(state: number, token: number, target: number): void {
+    const base = state * STATE_STRIDE;
+    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (degree < MAX_DEGREE) this.states[base + LEN] += 1 << LENGTH_BITS;
+    if (degree === 0) {
+      this.states[base + INLINE_TOKEN] = token;
+      this.states[base + INLINE_TARGET] = target;
+      return;
     }
-    return NONE;
+    const e = this.pushEdge(state, token, target);
+    if (degree + 1 === HASH_DEGREE) {
+      // The record's transition joins the list, and the whole list is hashed.
+      this.pushEdge(state, this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
+      if (((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0) this.states[base + INLINE_TOKEN] = NONE;
+      this.states[base + INLINE_TARGET] = NONE;
+      for (let x = this.states[base + HEAD]; x !== NONE; x = this.edgeData[x * EDGE_STRIDE + NEXT]) this.hashInsert(state, x);
+    } else if (degree + 1 > HASH_DEGREE) {
+      this.hashInsert(state, e);
+    }
   }
 
-  private addEdge(state: number, token: number, target: number): void {
+  /** A new edge record at the head of the state's list; returns its index. */
+  private pushEdge(state: number, token: number, target: number): number {
     const e = this.edgeCount;
     if (e >= this.edgeCapacity) {
-      this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * STATES_PER_PLANNED_TOKEN);
+      this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * EDGES_PER_PLANNED_TOKEN);
       this.edgeData = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
       this.edgesAhead = this.aheadFrom(e * EDGE_STRIDE);
     }
@@ -654,14 +754,7 @@ export class SuffixAutomaton {
     this.edgeData[base + NEXT] = this.states[headIndex];
     this.states[headIndex] = e;
     this.edgeCount = e + 1;
-    const lenIndex = state * STATE_STRIDE + LEN;
-    const degree = (this.states[lenIndex] >>> LENGTH_BITS) & DEGREE_MASK;
-    if (degree < MAX_DEGREE) this.states[lenIndex] += 1 << LENGTH_BITS;
-    if (degree + 1 === HASH_DEGREE) {
-      for (let x = this.states[headIndex]; x !== NONE; x = this.edgeData[x * EDGE_STRIDE + NEXT]) this.hashInsert(state, x);
-    } else if (degree + 1 > HASH_DEGREE) {
-      this.hashInsert(state, e);
-    }
+    return e;
   }
 
   private hashFind(state: number, token: number): number {
