@@ -9,26 +9,32 @@
  * Storage is typed arrays of interleaved records: no per-state objects or Maps, so a GC pass never
  * walks the states, and one state's fields share a cache line. A state's record holds one of its
  * transitions, its recent continuation's where it has one (most states have one or two
- * transitions); the others are a singly linked edge list. States with many transitions (the root,
- * single-token contexts) keep them all in the list, indexed in an open-addressing hash so lookups
- * stay O(1) on large vocabularies.
+ * transitions); the others are a singly linked edge list. A state with many transitions (the root,
+ * single-token contexts) keeps them all in an open-addressing table of its own, so lookups stay
+ * O(1) on large vocabularies.
  */
-import { type ArraySupply, type GrowthMemory, grownCapacity, grownPowerOfTwo, HEAP_ARRAYS, resizedInt32 } from './typed.js';
+import { type ArraySupply, type GrowthMemory, grownCapacity, HEAP_ARRAYS, resizedInt32 } from './typed.js';
 
 export const ROOT = 0;
 export const NONE = -1;
 
-/** States whose transition count reaches this are indexed in the hash table. */
-const HASH_DEGREE = 6;
 /**
- * Most entries per slot in a growing hash table (probes stay short while it is written), and in
- * a compacted one: a retired group's table is only read, and at 0.5 the hash tables held a fifth
- * of single-sample groups' bytes.
+ * States whose transition count reaches this keep their transitions in a table of their own (at
+ * most MAX_DEGREE). Below it a list of up to 10 edge records costs less memory than a table, and
+ * in `npm run bench` 12 stepped and ingested as fast as 6 (docs/results.md).
  */
-const HASH_LOAD = 0.5;
-const COMPACTED_HASH_LOAD = 0.75;
-/** Budget elements per element of the old hash table read in its rebuild (see rebuildHashSome). */
-const HASH_READ_COST = 2;
+const HASH_DEGREE = 12;
+/**
+ * Most transitions per slot of a state's table; past it the table doubles. A state's table is
+ * one run of memory, so a probe past its slot stays in the cache line it is in (8 slots), and at
+ * this load a table costs 11 to 21 bytes per transition. A shared table of [state, token, edge]
+ * entries, beside edge records, cost 36 to 44.
+ */
+const TABLE_LOAD = 0.75;
+/** The first table a state gets, when its transitions reach HASH_DEGREE: the smallest that holds them within TABLE_LOAD. */
+const FIRST_TABLE_SLOTS = 2 ** Math.ceil(Math.log2(HASH_DEGREE / TABLE_LOAD));
+/** A table's header ahead of its [token, target] slots: its slot count, then its transitions. */
+const TABLE_HEADER = 2;
 /**
  * How many states up the suffix-link chain get their "recent continuation" refreshed per append.
  * The first ones are the longest (most specific) contexts, which are the ones drafting reads;
@@ -67,13 +73,13 @@ const DEGREE_MASK = 0xf;
 const VOTE_SHIFT = 28;
 const VOTE_MASK = 0x7;
 const LINK = 1;
-const HEAD = 2; // first edge of the state's edge list
+const HEAD = 2; // first edge of the state's edge list; at HASH_DEGREE and above, its table (tables offset)
 /**
  * The transition kept in the record. Below HASH_DEGREE: the recent continuation's (votes > 0) or,
  * before there is one, the first transition; the edge list holds the others. At HASH_DEGREE and
- * above every transition is in the list and the hash, INLINE_TOKEN is the recent continuation's
- * token (or NONE) and INLINE_TARGET is unused: the recent continuation then changes without
- * moving hash entries.
+ * above every transition is in the state's table, INLINE_TOKEN is the recent continuation's token
+ * (or NONE) and INLINE_TARGET is unused: the recent continuation then changes without moving
+ * table entries.
  */
 const INLINE_TOKEN = 3;
 const INLINE_TARGET = 4;
@@ -123,10 +129,18 @@ export class SuffixAutomaton {
   private edgeData: Int32Array;
   private edgeCount = 0;
   private edgeCapacity: number;
-  // Hash index of edges of high-degree states: [state, token, edge] triples, open addressing,
-  // so a probe touches one cache line.
-  private hashSlots: Int32Array;
-  private hashUsed = 0;
+  /** Edge records given up by states that moved to a table, for reuse (linked through NEXT). */
+  private freeEdge = NONE;
+  // Tables of high-degree states, one block each: [slot count, transitions, then [token, target]
+  // slots (token NONE: free)], open addressing. Blocks a table outgrew are reused by size.
+  private tables: Int32Array;
+  private tablesUsed = 0;
+  /** Per log2 of the slot count, the first block free for reuse (linked through its second word). */
+  private readonly freeTables = new Int32Array(32).fill(NONE);
+  private tableTransitions = 0;
+  private tableSlots = 0;
+  /** Elements of the tables in use (tablesUsed less the blocks free for reuse): what a compaction packs them into. */
+  private tableElements = 0;
   // Token log (positions only): every appended token, with the next log index of the same cursor.
   private logToken: Int32Array;
   private logNext: Int32Array | null = null; // null while only one cursor ever existed: next = i + 1
@@ -153,11 +167,11 @@ export class SuffixAutomaton {
     array: number;
     copied: number;
     tokens: number;
-    /** The hash table's rebuild at COMPACTED_HASH_LOAD: its slots (0: none to build), the new table (null until taken), how far filled and read. */
-    hashSlots: number;
-    hashTo: Int32Array | null;
-    hashFilled: number;
-    hashRead: number;
+    /** The tables packed without the blocks free for reuse (null until taken), states scanned, elements packed, of the next table copied. */
+    tablesTo: Int32Array | null;
+    scanned: number;
+    packed: number;
+    tableCopied: number;
   } | null = null;
 
   /** Where large grown arrays come from; may be set before the automaton has grown any. */
@@ -179,7 +193,7 @@ export class SuffixAutomaton {
     this.edgeCapacity = tokens * EDGES_PER_PLANNED_TOKEN;
     this.edgeData = this.memory?.allocate(this.edgeCapacity * EDGE_STRIDE) ?? new Int32Array(this.edgeCapacity * EDGE_STRIDE);
     this.edgesAhead = this.aheadFrom(0);
-    this.hashSlots = new Int32Array(0);
+    this.tables = new Int32Array(0);
     this.logToken = new Int32Array(this.positions ? tokens : 0);
     this.cursorLast = new Int32Array(4);
     this.cursorLogTail = new Int32Array(4);
@@ -264,13 +278,13 @@ export class SuffixAutomaton {
     return this.tokensAppended;
   }
 
-  /** Transitions of high-degree states in the hash index, and the index's slots (its capacity). */
-  get hashedEdges(): number {
-    return this.hashUsed;
+  /** Transitions in the tables of high-degree states, and those tables' slots (their capacity). */
+  get hashedTransitions(): number {
+    return this.tableTransitions;
   }
 
   get hashSlotCount(): number {
-    return this.hashSlots.length / 3;
+    return this.tableSlots;
   }
 
   length(state: number): number {
@@ -293,8 +307,8 @@ export class SuffixAutomaton {
     const word = this.states[base + LEN];
     if (((word >>> VOTE_SHIFT) & VOTE_MASK) === 0) return NONE;
     if (((word >>> LENGTH_BITS) & DEGREE_MASK) < HASH_DEGREE) return this.states[base + INLINE_TARGET];
-    const edge = this.hashFind(state, this.states[base + INLINE_TOKEN]);
-    return edge === NONE ? NONE : this.edgeData[edge * EDGE_STRIDE + TARGET];
+    const slot = this.tableSlot(this.states[base + HEAD], this.states[base + INLINE_TOKEN]);
+    return slot === NONE ? NONE : this.tables[slot + 1];
   }
 
   /** Log index at which the first occurrence of this state's contexts ends (positions only). */
@@ -317,12 +331,12 @@ export class SuffixAutomaton {
     const base = state * STATE_STRIDE;
     const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
     if (degree === 0) return NONE;
-    const edges = this.edgeData;
     if (degree >= HASH_DEGREE) {
-      const edge = this.hashFind(state, token);
-      return edge === NONE ? NONE : edges[edge * EDGE_STRIDE + TARGET];
+      const slot = this.tableSlot(this.states[base + HEAD], token);
+      return slot === NONE ? NONE : this.tables[slot + 1];
     }
     if (this.states[base + INLINE_TOKEN] === token) return this.states[base + INLINE_TARGET];
+    const edges = this.edgeData;
     for (let e = this.states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
       if (edges[e * EDGE_STRIDE + TOKEN] === token) return edges[e * EDGE_STRIDE + TARGET];
     }
@@ -362,7 +376,13 @@ export class SuffixAutomaton {
   forEachTransition(state: number, visit: (token: number, target: number) => void): void {
     const base = state * STATE_STRIDE;
     const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
-    if (degree > 0 && degree < HASH_DEGREE) visit(this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
+    if (degree >= HASH_DEGREE) {
+      const table = this.states[base + HEAD];
+      const end = table + TABLE_HEADER + 2 * this.tables[table];
+      for (let slot = table + TABLE_HEADER; slot < end; slot += 2) if (this.tables[slot] !== NONE) visit(this.tables[slot], this.tables[slot + 1]);
+      return;
+    }
+    if (degree > 0) visit(this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
     const edges = this.edgeData;
     for (let e = this.states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
       visit(edges[e * EDGE_STRIDE + TOKEN], edges[e * EDGE_STRIDE + TARGET]);
@@ -375,7 +395,8 @@ export class SuffixAutomaton {
       this.states.byteLength +
       this.firstEnd.byteLength +
       this.edgeData.byteLength +
-      this.hashSlots.byteLength +
+      this.tables.byteLength +
+      this.freeTables.byteLength +
       this.logToken.byteLength +
       (this.logNext?.byteLength ?? 0) +
       this.cursorLast.byteLength * 3 +
@@ -398,23 +419,11 @@ export class SuffixAutomaton {
   get compactionElementsLeft(): number {
     const compaction = this.compaction;
     if (compaction === null || compaction.tokens !== this.tokensAppended) {
-      return this.compactionSources().reduce((sum, [, used]) => sum + used, 0) + this.hashRebuildElements(this.compactedHashSlots());
+      return this.compactionSources().reduce((sum, [, used]) => sum + used, 0) + this.stateCount + this.tableElements;
     }
     let left = -compaction.copied;
     for (let i = compaction.array; i < compaction.used.length; i++) left += compaction.used[i];
-    return left + this.hashRebuildElements(compaction.hashSlots) - compaction.hashFilled - compaction.hashRead;
-  }
-
-  /** Slots of the hash table a compaction rebuilds, or 0 where the table is as small as it gets. */
-  private compactedHashSlots(): number {
-    if (this.hashUsed === 0) return 0;
-    const slots = grownPowerOfTwo(16, Math.ceil(this.hashUsed / COMPACTED_HASH_LOAD));
-    return slots * 3 < this.hashSlots.length ? slots : 0;
-  }
-
-  /** Elements a rebuild into `slots` slots writes and reads: the new table filled, the old one read. */
-  private hashRebuildElements(slots: number): number {
-    return slots === 0 ? 0 : slots * 3 + this.hashSlots.length;
+    return left + this.stateCount - compaction.scanned + this.tableElements - compaction.packed - compaction.tableCopied;
   }
 
   /** The arrays a compaction shrinks, in the order it copies them, each with the elements in use. */
@@ -449,10 +458,10 @@ export class SuffixAutomaton {
         array: 0,
         copied: 0,
         tokens: this.tokensAppended,
-        hashSlots: this.compactedHashSlots(),
-        hashTo: null,
-        hashFilled: 0,
-        hashRead: 0,
+        tablesTo: null,
+        scanned: 0,
+        packed: 0,
+        tableCopied: 0,
       };
     }
     let budget = maxElements;
@@ -474,9 +483,11 @@ export class SuffixAutomaton {
       compaction.array++;
       compaction.copied = 0;
     }
-    if (compaction.hashSlots > 0 && !this.rebuildHashSome(compaction, budget, arrays)) return false;
+    if (!this.packTablesSome(compaction, budget, arrays)) return false;
     const [states, firstEnd, edgeData, logToken, logNext] = compaction.to;
-    if (compaction.hashTo !== null) this.hashSlots = compaction.hashTo;
+    this.tables = compaction.tablesTo!;
+    this.tablesUsed = this.tableElements;
+    this.freeTables.fill(NONE);
     this.compaction = null;
     this.plannedTokens = 0; // nothing announced: the next growth is the usual 1.5x
     this.stateCapacity = this.stateCount;
@@ -495,30 +506,43 @@ export class SuffixAutomaton {
   }
 
   /**
-   * The hash table rebuilt smaller, in pieces of at most `budget` elements (filling the new table,
-   * then reading the old one into it); true once the new table is complete. Lookups use the old
-   * table until the compaction ends.
+   * The tables packed one after another, leaving out the blocks free for reuse, in pieces of at
+   * most `budget` elements (a state scanned or a table element copied counts one; a large table
+   * takes several pieces): each table state's new offset goes into the states array copied
+   * before. True once all are packed.
    */
-  private rebuildHashSome(compaction: NonNullable<SuffixAutomaton['compaction']>, budget: number, arrays: ArraySupply): boolean {
-    if (compaction.hashTo === null) {
-      compaction.hashTo = arrays.take(compaction.hashSlots * 3);
-      if (compaction.hashTo === null) return false;
+  private packTablesSome(compaction: NonNullable<SuffixAutomaton['compaction']>, budget: number, arrays: ArraySupply): boolean {
+    if (compaction.tablesTo === null) {
+      compaction.tablesTo = arrays.take(this.tableElements);
+      if (compaction.tablesTo === null) return false;
     }
-    const to = compaction.hashTo;
-    if (compaction.hashFilled < to.length) {
-      const end = Math.min(to.length, compaction.hashFilled + Math.max(0, budget));
-      to.fill(NONE, compaction.hashFilled, end);
-      budget -= end - compaction.hashFilled;
-      compaction.hashFilled = end;
-      if (end < to.length) return false;
+    const to = compaction.tablesTo;
+    const from = this.tables;
+    const states = compaction.to[0];
+    let state = compaction.scanned;
+    while (state < this.stateCount && budget > 0) {
+      const base = state * STATE_STRIDE;
+      budget--;
+      if (((states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK) < HASH_DEGREE) {
+        state++;
+        continue;
+      }
+      const table = states[base + HEAD];
+      const elements = TABLE_HEADER + 2 * from[table];
+      const end = Math.min(elements, compaction.tableCopied + budget);
+      to.set(from.subarray(table + compaction.tableCopied, table + end), compaction.packed + compaction.tableCopied);
+      budget -= end - compaction.tableCopied;
+      if (end < elements) {
+        compaction.tableCopied = end;
+        break;
+      }
+      states[base + HEAD] = compaction.packed;
+      compaction.packed += elements;
+      compaction.tableCopied = 0;
+      state++;
     }
-    const from = this.hashSlots;
-    // Whole slots (three elements) at a time, each counted twice: an entry read is written at a
-    // random place in the new table (a cache miss), not next to the last one as a copy is.
-    const end = Math.min(from.length, compaction.hashRead + 3 * Math.floor(Math.max(0, budget) / (3 * HASH_READ_COST)));
-    for (let i = compaction.hashRead; i < end; i += 3) if (from[i + 2] !== NONE) placeInHash(to, from[i], from[i + 1], from[i + 2]);
-    compaction.hashRead = end;
-    return end === from.length;
+    compaction.scanned = state;
+    return state === this.stateCount;
   }
 
   /**
@@ -614,16 +638,19 @@ export class SuffixAutomaton {
     const clone = this.newState(this.length(p) + 1, this.suffixLink(q), this.positions ? this.firstEnd[q] : NONE);
     const qBase = q * STATE_STRIDE;
     const cloneBase = clone * STATE_STRIDE;
-    // q's transitions, the one in its record first: below HASH_DEGREE the clone's record then
-    // holds the same one (q's recent continuation's, if any).
-    const qDegree = (this.states[qBase + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
-    if (qDegree > 0 && qDegree < HASH_DEGREE) this.addEdge(clone, this.states[qBase + INLINE_TOKEN], this.states[qBase + INLINE_TARGET]);
-    for (let e = this.states[qBase + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
-      this.addEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
+    // q's transitions, degree, votes and recent continuation, in the same places as q's.
+    const qWord = this.states[qBase + LEN];
+    const qDegree = (qWord >>> LENGTH_BITS) & DEGREE_MASK;
+    this.states[cloneBase + INLINE_TOKEN] = this.states[qBase + INLINE_TOKEN];
+    this.states[cloneBase + INLINE_TARGET] = this.states[qBase + INLINE_TARGET];
+    if (qDegree >= HASH_DEGREE) {
+      this.states[cloneBase + HEAD] = this.copiedTable(this.states[qBase + HEAD]);
+    } else {
+      for (let e = this.states[qBase + HEAD]; e !== NONE; e = this.edgeData[e * EDGE_STRIDE + NEXT]) {
+        this.pushEdge(clone, this.edgeData[e * EDGE_STRIDE + TOKEN], this.edgeData[e * EDGE_STRIDE + TARGET]);
+      }
     }
-    const votesOfQ = this.states[qBase + LEN] & (VOTE_MASK << VOTE_SHIFT);
-    this.states[cloneBase + LEN] |= votesOfQ;
-    if (qDegree >= HASH_DEGREE) this.states[cloneBase + INLINE_TOKEN] = this.states[qBase + INLINE_TOKEN];
+    this.states[cloneBase + LEN] |= qWord & ((DEGREE_MASK << LENGTH_BITS) | (VOTE_MASK << VOTE_SHIFT));
     this.states[qBase + LINK] = clone;
     while (p !== NONE && this.redirect(p, token, q, clone)) p = this.suffixLink(p);
     return clone;
@@ -633,11 +660,15 @@ export class SuffixAutomaton {
   private redirect(state: number, token: number, from: number, to: number): boolean {
     const base = state * STATE_STRIDE;
     const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    if (degree >= HASH_DEGREE) {
+      const slot = this.tableSlot(this.states[base + HEAD], token);
+      if (slot === NONE || this.tables[slot + 1] !== from) return false;
+      this.tables[slot + 1] = to;
+      return true;
+    }
     const edges = this.edgeData;
     let e = NONE;
-    if (degree >= HASH_DEGREE) {
-      e = this.hashFind(state, token);
-    } else if (degree > 0 && this.states[base + INLINE_TOKEN] === token) {
+    if (degree > 0 && this.states[base + INLINE_TOKEN] === token) {
       if (this.states[base + INLINE_TARGET] !== from) return false;
       this.states[base + INLINE_TARGET] = to;
       return true;
@@ -724,81 +755,145 @@ export class SuffixAutomaton {
     if (degree === 0) {
       this.states[base + INLINE_TOKEN] = token;
       this.states[base + INLINE_TARGET] = target;
-      return;
-    }
-    const e = this.pushEdge(state, token, target);
-    if (degree + 1 === HASH_DEGREE) {
-      // The record's transition joins the list, and the whole list is hashed.
-      this.pushEdge(state, this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
-      if (((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0) this.states[base + INLINE_TOKEN] = NONE;
-      this.states[base + INLINE_TARGET] = NONE;
-      for (let x = this.states[base + HEAD]; x !== NONE; x = this.edgeData[x * EDGE_STRIDE + NEXT]) this.hashInsert(state, x);
-    } else if (degree + 1 > HASH_DEGREE) {
-      this.hashInsert(state, e);
+    } else if (degree + 1 < HASH_DEGREE) {
+      this.pushEdge(state, token, target);
+    } else if (degree + 1 === HASH_DEGREE) {
+      this.moveToTable(state, token, target);
+    } else {
+      this.tableInsert(state, token, target);
     }
   }
 
-  /** A new edge record at the head of the state's list; returns its index. */
-  private pushEdge(state: number, token: number, target: number): number {
-    const e = this.edgeCount;
-    if (e >= this.edgeCapacity) {
-      this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * EDGES_PER_PLANNED_TOKEN);
-      this.edgeData = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
-      this.edgesAhead = this.aheadFrom(e * EDGE_STRIDE);
+  /** A new edge record at the head of the state's list (a given-up one where there is one). */
+  private pushEdge(state: number, token: number, target: number): void {
+    let e = this.freeEdge;
+    if (e !== NONE) {
+      this.freeEdge = this.edgeData[e * EDGE_STRIDE + NEXT];
+    } else {
+      e = this.edgeCount;
+      if (e >= this.edgeCapacity) {
+        this.edgeCapacity = Math.max(grownCapacity(this.edgeCapacity, e + 1), this.plannedTokens * EDGES_PER_PLANNED_TOKEN);
+        this.edgeData = this.grown(this.edgeData, this.edgeCapacity * EDGE_STRIDE);
+        this.edgesAhead = this.aheadFrom(e * EDGE_STRIDE);
+      }
+      if (e * EDGE_STRIDE >= this.edgesAhead) this.edgesAhead = this.memory!.ahead(this.edgeData, e * EDGE_STRIDE);
+      this.edgeCount = e + 1;
     }
-    const base = e * EDGE_STRIDE;
-    if (base >= this.edgesAhead) this.edgesAhead = this.memory!.ahead(this.edgeData, base);
+    const at = e * EDGE_STRIDE;
     const headIndex = state * STATE_STRIDE + HEAD;
-    this.edgeData[base + TOKEN] = token;
-    this.edgeData[base + TARGET] = target;
-    this.edgeData[base + NEXT] = this.states[headIndex];
+    this.edgeData[at + TOKEN] = token;
+    this.edgeData[at + TARGET] = target;
+    this.edgeData[at + NEXT] = this.states[headIndex];
     this.states[headIndex] = e;
-    this.edgeCount = e + 1;
-    return e;
   }
 
-  private hashFind(state: number, token: number): number {
-    const slots = this.hashSlots;
-    const mask = slots.length / 3 - 1;
-    let slot = hashOf(state, token) & mask;
+  /**
+   * The state's transitions (in its record and its list) and a new one move into a table of its
+   * own; its edge records are given up for reuse. Its degree is already counted.
+   */
+  private moveToTable(state: number, token: number, target: number): void {
+    const base = state * STATE_STRIDE;
+    const table = this.newTable(FIRST_TABLE_SLOTS);
+    this.placeInTable(table, token, target);
+    this.placeInTable(table, this.states[base + INLINE_TOKEN], this.states[base + INLINE_TARGET]);
+    const edges = this.edgeData;
+    let e = this.states[base + HEAD];
+    while (e !== NONE) {
+      const next = edges[e * EDGE_STRIDE + NEXT];
+      this.placeInTable(table, edges[e * EDGE_STRIDE + TOKEN], edges[e * EDGE_STRIDE + TARGET]);
+      edges[e * EDGE_STRIDE + NEXT] = this.freeEdge;
+      this.freeEdge = e;
+      e = next;
+    }
+    this.states[base + HEAD] = table;
+    if (((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0) this.states[base + INLINE_TOKEN] = NONE;
+    this.states[base + INLINE_TARGET] = NONE;
+  }
+
+  /** Adds a transition to the state's table, doubling the table past TABLE_LOAD. */
+  private tableInsert(state: number, token: number, target: number): void {
+    const headIndex = state * STATE_STRIDE + HEAD;
+    let table = this.states[headIndex];
+    const slots = this.tables[table];
+    if (this.tables[table + 1] + 1 > slots * TABLE_LOAD) {
+      const grown = this.newTable(slots * 2);
+      const tables = this.tables;
+      const end = table + TABLE_HEADER + 2 * slots;
+      for (let slot = table + TABLE_HEADER; slot < end; slot += 2) if (tables[slot] !== NONE) this.placeInTable(grown, tables[slot], tables[slot + 1]);
+      this.freeTable(table);
+      this.states[headIndex] = table = grown;
+    }
+    this.placeInTable(table, token, target);
+  }
+
+  /** Index in `tables` of the slot holding `token` in the table at `table`, or NONE. */
+  private tableSlot(table: number, token: number): number {
+    const tables = this.tables;
+    const slots = tables[table];
+    const mask = slots - 1;
+    let slot = slotOf(token, slots);
     for (;;) {
-      const e = slots[3 * slot + 2];
-      if (e === NONE) return NONE;
-      if (slots[3 * slot] === state && slots[3 * slot + 1] === token) return e;
+      const at = table + TABLE_HEADER + 2 * slot;
+      const held = tables[at];
+      if (held === token) return at;
+      if (held === NONE) return NONE;
       slot = (slot + 1) & mask;
     }
   }
 
-  private hashInsert(state: number, edge: number): void {
-    const slotCount = this.hashSlots.length / 3;
-    const needed = Math.ceil((this.hashUsed + 1) / HASH_LOAD);
-    if (needed > slotCount) this.rehash(grownPowerOfTwo(slotCount, needed));
-    placeInHash(this.hashSlots, state, this.edgeData[edge * EDGE_STRIDE + TOKEN], edge);
-    this.hashUsed++;
+  /** Puts [token, target] in the first free slot from the token's (linear probing), and counts it. */
+  private placeInTable(table: number, token: number, target: number): void {
+    const tables = this.tables;
+    const mask = tables[table] - 1;
+    let slot = slotOf(token, tables[table]);
+    while (tables[table + TABLE_HEADER + 2 * slot] !== NONE) slot = (slot + 1) & mask;
+    tables[table + TABLE_HEADER + 2 * slot] = token;
+    tables[table + TABLE_HEADER + 2 * slot + 1] = target;
+    tables[table + 1]++;
+    this.tableTransitions++;
   }
 
-  private rehash(slotCount: number): void {
-    const old = this.hashSlots;
-    const slots = new Int32Array(slotCount * 3).fill(NONE);
-    for (let i = 0; i < old.length; i += 3) if (old[i + 2] !== NONE) placeInHash(slots, old[i], old[i + 1], old[i + 2]);
-    this.hashSlots = slots;
+  /** A copy of the table at `table` (a clone's transitions are its original's); returns its offset. */
+  private copiedTable(table: number): number {
+    const slots = this.tables[table];
+    const copy = this.newTable(slots);
+    this.tables.copyWithin(copy, table, table + TABLE_HEADER + 2 * slots);
+    this.tableTransitions += this.tables[copy + 1];
+    return copy;
+  }
+
+  /** An empty table of `slots` slots (a power of two): a block given up at that size, or a new one. */
+  private newTable(slots: number): number {
+    const size = 31 - Math.clz32(slots);
+    let table = this.freeTables[size];
+    if (table !== NONE) {
+      this.freeTables[size] = this.tables[table + 1];
+    } else {
+      table = this.tablesUsed;
+      const end = table + TABLE_HEADER + 2 * slots;
+      if (end > this.tables.length) this.tables = resizedInt32(this.tables, grownCapacity(this.tables.length, end));
+      this.tablesUsed = end;
+    }
+    this.tables[table] = slots;
+    this.tables[table + 1] = 0;
+    this.tables.fill(NONE, table + TABLE_HEADER, table + TABLE_HEADER + 2 * slots);
+    this.tableSlots += slots;
+    this.tableElements += TABLE_HEADER + 2 * slots;
+    return table;
+  }
+
+  private freeTable(table: number): void {
+    const slots = this.tables[table];
+    const size = 31 - Math.clz32(slots);
+    this.tableTransitions -= this.tables[table + 1];
+    this.tableSlots -= slots;
+    this.tableElements -= TABLE_HEADER + 2 * slots;
+    this.tables[table + 1] = this.freeTables[size];
+    this.freeTables[size] = table;
   }
 }
 
-/** Puts a [state, token, edge] entry in the first free slot from its hash on (linear probing). */
-function placeInHash(slots: Int32Array, state: number, token: number, edge: number): void {
-  const mask = slots.length / 3 - 1;
-  let slot = hashOf(state, token) & mask;
-  while (slots[3 * slot + 2] !== NONE) slot = (slot + 1) & mask;
-  slots[3 * slot] = state;
-  slots[3 * slot + 1] = token;
-  slots[3 * slot + 2] = edge;
-}
-
-/** Mixes both keys into all 32 bits (murmur3 finalizer): the table is indexed by the low bits. */
-function hashOf(state: number, token: number): number {
-  let h = Math.imul(state, 0x9e3779b1) ^ token;
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
+/** A token's home slot in a table of `slots` slots (a power of two): the top bits of a Fibonacci hash. */
+function slotOf(token: number, slots: number): number {
+  return Math.imul(token, 0x9e3779b1) >>> (Math.clz32(slots) + 1);
 }

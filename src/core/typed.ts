@@ -12,13 +12,6 @@ export function grownCapacity(current: number, needed: number): number {
   return capacity;
 }
 
-/** Power-of-two capacity (hash tables mask with it) holding at least `needed`, doubling. */
-export function grownPowerOfTwo(current: number, needed: number): number {
-  let capacity = Math.max(current, 16);
-  while (capacity < needed) capacity *= 2;
-  return capacity;
-}
-
 /** A copy of `source` with `capacity` elements; new slots hold `fill`. */
 export function resizedInt32(source: Int32Array, capacity: number, fill = 0): Int32Array {
   const next = new Int32Array(capacity);
