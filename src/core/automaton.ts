@@ -17,6 +17,11 @@ import { type ArraySupply, type GrowthMemory, grownCapacity, HEAP_ARRAYS, resize
 
 export const ROOT = 0;
 export const NONE = -1;
+/**
+ * The one empty array every automaton starts its unused arrays with (no positions, no tables yet):
+ * each typed array costs a few hundred bytes of heap, which 200k tiny requests multiply.
+ */
+const NO_ELEMENTS = new Int32Array(0);
 
 /**
  * States whose transition count reaches this keep their transitions in a table of their own (at
@@ -135,8 +140,8 @@ export class SuffixAutomaton {
   // slots (token NONE: free)], open addressing. Blocks a table outgrew are reused by size.
   private tables: Int32Array;
   private tablesUsed = 0;
-  /** Per log2 of the slot count, the first block free for reuse (linked through its second word). */
-  private readonly freeTables = new Int32Array(32).fill(NONE);
+  /** Per log2 of the slot count, the first block free for reuse (linked through its second word); null until one is. */
+  private freeTables: Int32Array | null = null;
   private tableTransitions = 0;
   private tableSlots = 0;
   /** Elements of the tables in use (tablesUsed less the blocks free for reuse): what a compaction packs them into. */
@@ -189,12 +194,12 @@ export class SuffixAutomaton {
     this.plannedTokens = tokens;
     this.states = this.memory?.allocate(states * STATE_STRIDE) ?? new Int32Array(states * STATE_STRIDE);
     this.statesAhead = this.aheadFrom(0);
-    this.firstEnd = new Int32Array(this.positions ? states : 0);
+    this.firstEnd = this.positions ? new Int32Array(states) : NO_ELEMENTS;
     this.edgeCapacity = tokens * EDGES_PER_PLANNED_TOKEN;
     this.edgeData = this.memory?.allocate(this.edgeCapacity * EDGE_STRIDE) ?? new Int32Array(this.edgeCapacity * EDGE_STRIDE);
     this.edgesAhead = this.aheadFrom(0);
-    this.tables = new Int32Array(0);
-    this.logToken = new Int32Array(this.positions ? tokens : 0);
+    this.tables = NO_ELEMENTS;
+    this.logToken = this.positions ? new Int32Array(tokens) : NO_ELEMENTS;
     this.cursorLast = new Int32Array(4);
     this.cursorLogTail = new Int32Array(4);
     this.cursorLength = new Int32Array(4);
@@ -396,7 +401,7 @@ export class SuffixAutomaton {
       this.firstEnd.byteLength +
       this.edgeData.byteLength +
       this.tables.byteLength +
-      this.freeTables.byteLength +
+      (this.freeTables?.byteLength ?? 0) +
       this.logToken.byteLength +
       (this.logNext?.byteLength ?? 0) +
       this.cursorLast.byteLength * 3 +
@@ -470,7 +475,7 @@ export class SuffixAutomaton {
       // Each array when the copy reaches it: allocating a million-token group's all at once took
       // 2 to 7 ms of its first slice.
       if (compaction.to.length === compaction.array) {
-        const array = arrays.take(used);
+        const array = used === 0 ? NO_ELEMENTS : arrays.take(used);
         if (array === null) return false;
         compaction.to.push(array);
       }
@@ -487,7 +492,7 @@ export class SuffixAutomaton {
     const [states, firstEnd, edgeData, logToken, logNext] = compaction.to;
     this.tables = compaction.tablesTo!;
     this.tablesUsed = this.tableElements;
-    this.freeTables.fill(NONE);
+    this.freeTables = null;
     this.compaction = null;
     this.plannedTokens = 0; // nothing announced: the next growth is the usual 1.5x
     this.stateCapacity = this.stateCount;
@@ -513,7 +518,7 @@ export class SuffixAutomaton {
    */
   private packTablesSome(compaction: NonNullable<SuffixAutomaton['compaction']>, budget: number, arrays: ArraySupply): boolean {
     if (compaction.tablesTo === null) {
-      compaction.tablesTo = arrays.take(this.tableElements);
+      compaction.tablesTo = this.tableElements === 0 ? NO_ELEMENTS : arrays.take(this.tableElements);
       if (compaction.tablesTo === null) return false;
     }
     const to = compaction.tablesTo;
@@ -865,9 +870,9 @@ export class SuffixAutomaton {
   /** An empty table of `slots` slots (a power of two): a block given up at that size, or a new one. */
   private newTable(slots: number): number {
     const size = 31 - Math.clz32(slots);
-    let table = this.freeTables[size];
+    let table = this.freeTables?.[size] ?? NONE;
     if (table !== NONE) {
-      this.freeTables[size] = this.tables[table + 1];
+      this.freeTables![size] = this.tables[table + 1];
     } else {
       table = this.tablesUsed;
       const end = table + TABLE_HEADER + 2 * slots;
@@ -888,6 +893,7 @@ export class SuffixAutomaton {
     this.tableTransitions -= this.tables[table + 1];
     this.tableSlots -= slots;
     this.tableElements -= TABLE_HEADER + 2 * slots;
+    this.freeTables ??= new Int32Array(32).fill(NONE);
     this.tables[table + 1] = this.freeTables[size];
     this.freeTables[size] = table;
   }
