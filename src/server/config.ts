@@ -106,7 +106,7 @@ export const ConfigSchema = z
       .prefault({}),
     memory: z
       .strictObject({
-        /** Tokens held by live requests and history (about 42 to 46 bytes each); the corpus has its own. */
+        /** Tokens held by live requests and history (about 29 to 41 bytes each); the corpus has its own. */
         maxTokens: positiveInt.default(64_000_000),
         /** Bytes of everything held, object overheads and the corpus included (the chart: 75 % of its memory limit, less the frame buffers). */
         maxBytes: positiveInt.default(3 * 1024 ** 3),
