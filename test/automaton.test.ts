@@ -75,6 +75,57 @@ describe('suffix automaton', () => {
     );
   });
 
+  it('answers as a plain substring index where many states keep their transitions in tables (and clones copy them)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 12, max: 40 }), fc.integer({ min: 1, max: 1 << 30 }), fc.integer({ min: 1, max: 3 }), (alphabet, seed, sequenceCount) => {
+        let state = seed;
+        const next = () => ((state = (state * 1103515245 + 12345) >>> 0) >>> 16) % alphabet;
+        const sequences = Array.from({ length: sequenceCount }, () => Array.from({ length: 600 }, next));
+        const sam = new SuffixAutomaton({ initialTokens: 16 });
+        const cursors = sequences.map(() => sam.openCursor());
+        for (let i = 0; i < 600; i++) sequences.forEach((s, j) => sam.append(cursors[j], s[i]));
+        expect(sam.hashedTransitions).toBeGreaterThan(alphabet);
+        const walk = (needle: number[]) => needle.reduce((at, t) => (at === NONE ? NONE : sam.transition(at, t)), ROOT);
+        for (let n = 0; n < 300; n++) {
+          const needle = Array.from({ length: 1 + (n % 3) }, next);
+          expect(walk(needle) !== NONE).toBe(occursIn(sequences, needle));
+        }
+        for (let at = 0; at < sam.size; at++) {
+          const token = sam.recentToken(at);
+          expect(sam.recentTarget(at)).toBe(token === NONE ? NONE : sam.transition(at, token));
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('gives a clone every transition of the state it splits, from a table or a list', () => {
+    for (const followers of [3, 20]) {
+      // "b" only ever follows "a", so one state holds both "a b" and "b", with `followers`
+      // transitions; "c b" then splits it, and the shorter context "b" is a clone with them all.
+      const a = 1000;
+      const b = 1001;
+      const c = 1002;
+      const tokens = [...Array.from({ length: followers }, (_, i) => [a, b, i]).flat(), c, b];
+      const { sam, cursor } = build(tokens, false);
+      const ab = sam.transition(sam.transition(ROOT, a), b);
+      const justB = sam.transition(ROOT, b);
+      expect(justB).not.toBe(ab);
+      expect(sam.length(justB)).toBe(1);
+      expect(sam.suffixLink(ab)).toBe(justB);
+      expect(sam.lastState(cursor)).not.toBe(justB);
+      for (const state of [ab, justB]) {
+        const seen: number[] = [];
+        sam.forEachTransition(state, (token, target) => {
+          seen.push(token);
+          expect(sam.transition(state, token)).toBe(target);
+        });
+        expect(seen.sort((x, y) => x - y)).toEqual(Array.from({ length: followers }, (_, i) => i));
+      }
+      expect(sam.recentToken(justB)).toBe(sam.recentToken(ab));
+    }
+  });
+
   it('stays linear in size: at most 2n states', () => {
     fc.assert(
       fc.property(tokenSequence, (tokens) => {
