@@ -12,12 +12,11 @@
  * Prints one JSON object; nothing is asserted.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { FastLaneClient, GrpcClient } from '../src/client/clients.js';
-import { startSidecarProcess } from '../src/client/sidecar-process.js';
+import { freeLoopbackPort, histogramBuckets, startSidecarProcess } from '../src/client/sidecar-process.js';
 import { SuffixAutomaton } from '../src/core/automaton.js';
 import type { StepBatch } from '../src/core/step-service.js';
 import { type ArraySupply, HEAP_ARRAYS } from '../src/core/typed.js';
@@ -104,23 +103,10 @@ async function slicesBench() {
   return results;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 /** sam_sidecar_idle_slice_duration_seconds: slices so far at or under each bucket's bound (le -> count). */
 async function idleSliceBuckets(port: number): Promise<Map<string, number>> {
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const buckets = new Map<string, number>();
-  for (const [, le, count] of metrics.matchAll(/^sam_sidecar_idle_slice_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)) buckets.set(le, Number(count));
-  return buckets;
+  return histogramBuckets(metrics, 'sam_sidecar_idle_slice_duration_seconds');
 }
 
 function batch(stepId: bigint, id: string, start: number, tokens: Uint32Array, promptLength: number, finished: string[] = []): StepBatch {
@@ -143,7 +129,7 @@ function batch(stepId: bigint, id: string, start: number, tokens: Uint32Array, p
 async function serverBench() {
   const dir = mkdtempSync(join(tmpdir(), 'sam-bench-compaction-'));
   const socket = join(dir, 'sidecar.sock');
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   const server = await startSidecarProcess(socket, { SAM_SIDECAR_HTTP_PORT: String(port) });
   const client = await FastLaneClient.connect(socket);
   const grpc = new GrpcClient(`unix:${socket}.grpc`);

@@ -12,11 +12,10 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PYTHON, startSidecarProcess } from '../src/client/sidecar-process.js';
+import { freeLoopbackPort, histogramBuckets, PYTHON, startSidecarProcess } from '../src/client/sidecar-process.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url)); // dist-bench/bench -> repo root
 const CONTEXTS = (process.env.BENCH_CONTEXTS ?? '32768,200000').split(',').map(Number);
@@ -29,30 +28,12 @@ function rssBytes(pid: number): number {
   return match ? Number(match[1]) * 1024 : 0;
 }
 
-/** A loopback TCP port free now, for the sidecar's HTTP endpoint. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * From a Prometheus text exposition: how many observations of a histogram (series matching
  * `labels`) exceeded `overSeconds`, and the upper bound of the bucket holding the slowest one.
  */
 function histogramTail(metrics: string, name: string, labels: string, overSeconds: number): { over: number; slowestUpToMs: number | null } {
-  const buckets: Array<[number, number]> = [];
-  for (const line of metrics.split('\n')) {
-    if (!line.startsWith(`${name}_bucket{`) || !line.includes(labels)) continue;
-    const le = /le="([^"]+)"/.exec(line)![1];
-    buckets.push([le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le), Number(line.slice(line.lastIndexOf(' ') + 1))]);
-  }
-  buckets.sort((a, b) => a[0] - b[0]);
+  const buckets = [...histogramBuckets(metrics, name, labels)].map(([le, count]) => [le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le), count] as const);
   const total = buckets.at(-1)?.[1] ?? 0;
   const within = buckets.filter(([le]) => le <= overSeconds).at(-1)?.[1] ?? 0;
   const slowest = buckets.find(([, count]) => count === total);
@@ -74,7 +55,7 @@ async function main(): Promise<void> {
   for (const context of CONTEXTS) for (const modelMs of MODEL_MS) {
     const dir = mkdtempSync(join(tmpdir(), 'sam-bench-long-'));
     const socket = join(dir, 'sidecar.sock');
-    const httpPort = await freePort();
+    const httpPort = await freeLoopbackPort();
     const server = await startSidecarProcess(socket, { VLLM_SPECULATIVE_BATCH_SIZE_THRE: '0', SAM_SIDECAR_HTTP_PORT: String(httpPort) });
     let peak = 0;
     const pid = server.child.pid!;

@@ -1,29 +1,18 @@
 /** A real redis-server for the tests that need one: on loopback, a free port, no persistence. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freeLoopbackPort } from '../src/client/sidecar-process.js';
 
 export const REDIS_SERVER = (() => {
   const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
   return found.status === 0 ? found.stdout.trim() : null;
 })();
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
 export class RedisServer {
   private process: ChildProcess | null = null;
   private constructor(readonly port: number) {}
 
   static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+    const server = new RedisServer(await freeLoopbackPort());
     await server.restart();
     return server;
   }

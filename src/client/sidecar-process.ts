@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { packageRoot } from '../package-root.js';
 import { FastLaneClient } from './clients.js';
@@ -54,4 +55,31 @@ export async function waitForSidecar(socket: string, child?: ChildProcess, timeo
     }
   }
   throw new Error(`sidecar did not answer on ${socket} within ${timeoutMs} ms`);
+}
+
+/** A loopback TCP port that is free now: for a sidecar's HTTP endpoint, or a server a test starts. */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A histogram's cumulative buckets from a Prometheus text exposition (a sidecar's GET /metrics):
+ * each upper bound as exposed ("0.005", "+Inf") to the observations at or under it, in the order
+ * exposed (ascending), for the series whose labels include `labels` (e.g. 'transport="uds"').
+ */
+export function histogramBuckets(metrics: string, name: string, labels = ''): Map<string, number> {
+  const buckets = new Map<string, number>();
+  for (const line of metrics.split('\n')) {
+    if (!line.startsWith(`${name}_bucket{`) || !line.includes(labels)) continue;
+    const le = /le="([^"]+)"/.exec(line);
+    if (le !== null) buckets.set(le[1], Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return buckets;
 }
