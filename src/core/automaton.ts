@@ -303,15 +303,15 @@ export class SuffixAutomaton {
   /** Token that followed this state's contexts in most of their recent occurrences (VOTE_CAP), or NONE. */
   recentToken(state: number): number {
     const base = state * STATE_STRIDE;
-    return ((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0 ? NONE : this.states[base + INLINE_TOKEN];
+    return votesOf(this.states[base + LEN]) === 0 ? NONE : this.states[base + INLINE_TOKEN];
   }
 
   /** transition(state, recentToken(state)): in the state's record, except for hashed states. */
   recentTarget(state: number): number {
     const base = state * STATE_STRIDE;
     const word = this.states[base + LEN];
-    if (((word >>> VOTE_SHIFT) & VOTE_MASK) === 0) return NONE;
-    if (((word >>> LENGTH_BITS) & DEGREE_MASK) < HASH_DEGREE) return this.states[base + INLINE_TARGET];
+    if (votesOf(word) === 0) return NONE;
+    if (degreeOf(word) < HASH_DEGREE) return this.states[base + INLINE_TARGET];
     const slot = this.tableSlot(this.states[base + HEAD], this.states[base + INLINE_TOKEN]);
     return slot === NONE ? NONE : this.tables[slot + 1];
   }
@@ -334,18 +334,23 @@ export class SuffixAutomaton {
   /** Target of the transition on `token`, or NONE. */
   transition(state: number, token: number): number {
     const base = state * STATE_STRIDE;
-    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const degree = degreeOf(this.states[base + LEN]);
     if (degree === 0) return NONE;
     if (degree >= HASH_DEGREE) {
       const slot = this.tableSlot(this.states[base + HEAD], token);
       return slot === NONE ? NONE : this.tables[slot + 1];
     }
     if (this.states[base + INLINE_TOKEN] === token) return this.states[base + INLINE_TARGET];
+    const e = this.listEdge(base, token);
+    return e === NONE ? NONE : this.edgeData[e * EDGE_STRIDE + TARGET];
+  }
+
+  /** The edge record on `token` in the list of the state whose record is at `base` (below HASH_DEGREE), or NONE. */
+  private listEdge(base: number, token: number): number {
     const edges = this.edgeData;
-    for (let e = this.states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
-      if (edges[e * EDGE_STRIDE + TOKEN] === token) return edges[e * EDGE_STRIDE + TARGET];
-    }
-    return NONE;
+    let e = this.states[base + HEAD];
+    while (e !== NONE && edges[e * EDGE_STRIDE + TOKEN] !== token) e = edges[e * EDGE_STRIDE + NEXT];
+    return e;
   }
 
   /**
@@ -380,7 +385,7 @@ export class SuffixAutomaton {
   /** Calls `visit(token, target)` for each outgoing transition (cold paths: tests, introspection). */
   forEachTransition(state: number, visit: (token: number, target: number) => void): void {
     const base = state * STATE_STRIDE;
-    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const degree = degreeOf(this.states[base + LEN]);
     if (degree >= HASH_DEGREE) {
       const table = this.states[base + HEAD];
       const end = table + TABLE_HEADER + 2 * this.tables[table];
@@ -528,7 +533,7 @@ export class SuffixAutomaton {
     while (state < this.stateCount && budget > 0) {
       const base = state * STATE_STRIDE;
       budget--;
-      if (((states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK) < HASH_DEGREE) {
+      if (degreeOf(states[base + LEN]) < HASH_DEGREE) {
         state++;
         continue;
       }
@@ -581,7 +586,7 @@ export class SuffixAutomaton {
     for (let depth = 0; depth < RECENCY_DEPTH && state !== NONE; depth++) {
       const base = state * STATE_STRIDE;
       const word = data[base + LEN];
-      const support = (word >>> VOTE_SHIFT) & VOTE_MASK;
+      const support = votesOf(word);
       let next = support;
       if (support > 0 && data[base + INLINE_TOKEN] === token) {
         if (support < VOTE_CAP) next = support + 1;
@@ -645,7 +650,7 @@ export class SuffixAutomaton {
     const cloneBase = clone * STATE_STRIDE;
     // q's transitions, degree, votes and recent continuation, in the same places as q's.
     const qWord = this.states[qBase + LEN];
-    const qDegree = (qWord >>> LENGTH_BITS) & DEGREE_MASK;
+    const qDegree = degreeOf(qWord);
     this.states[cloneBase + INLINE_TOKEN] = this.states[qBase + INLINE_TOKEN];
     this.states[cloneBase + INLINE_TARGET] = this.states[qBase + INLINE_TARGET];
     if (qDegree >= HASH_DEGREE) {
@@ -664,24 +669,21 @@ export class SuffixAutomaton {
   /** Points `state`'s transition on `token` at `to` if it points at `from`; false if it does not. */
   private redirect(state: number, token: number, from: number, to: number): boolean {
     const base = state * STATE_STRIDE;
-    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const degree = degreeOf(this.states[base + LEN]);
     if (degree >= HASH_DEGREE) {
       const slot = this.tableSlot(this.states[base + HEAD], token);
       if (slot === NONE || this.tables[slot + 1] !== from) return false;
       this.tables[slot + 1] = to;
       return true;
     }
-    const edges = this.edgeData;
-    let e = NONE;
     if (degree > 0 && this.states[base + INLINE_TOKEN] === token) {
       if (this.states[base + INLINE_TARGET] !== from) return false;
       this.states[base + INLINE_TARGET] = to;
       return true;
-    } else {
-      for (e = this.states[base + HEAD]; e !== NONE && edges[e * EDGE_STRIDE + TOKEN] !== token; e = edges[e * EDGE_STRIDE + NEXT]);
     }
-    if (e === NONE || edges[e * EDGE_STRIDE + TARGET] !== from) return false;
-    edges[e * EDGE_STRIDE + TARGET] = to;
+    const e = this.listEdge(base, token);
+    if (e === NONE || this.edgeData[e * EDGE_STRIDE + TARGET] !== from) return false;
+    this.edgeData[e * EDGE_STRIDE + TARGET] = to;
     return true;
   }
 
@@ -693,25 +695,23 @@ export class SuffixAutomaton {
   private makeRecent(state: number, token: number): boolean {
     const base = state * STATE_STRIDE;
     const states = this.states;
-    const degree = (states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const degree = degreeOf(states[base + LEN]);
     if (degree >= HASH_DEGREE) {
       states[base + INLINE_TOKEN] = token;
       return true;
     }
     if (degree === 0) return false;
     if (states[base + INLINE_TOKEN] === token) return true;
+    const e = this.listEdge(base, token);
+    if (e === NONE) return false;
     const edges = this.edgeData;
-    for (let e = states[base + HEAD]; e !== NONE; e = edges[e * EDGE_STRIDE + NEXT]) {
-      const at = e * EDGE_STRIDE;
-      if (edges[at + TOKEN] !== token) continue;
-      edges[at + TOKEN] = states[base + INLINE_TOKEN];
-      const target = edges[at + TARGET];
-      edges[at + TARGET] = states[base + INLINE_TARGET];
-      states[base + INLINE_TOKEN] = token;
-      states[base + INLINE_TARGET] = target;
-      return true;
-    }
-    return false;
+    const at = e * EDGE_STRIDE;
+    const target = edges[at + TARGET];
+    edges[at + TOKEN] = states[base + INLINE_TOKEN];
+    edges[at + TARGET] = states[base + INLINE_TARGET];
+    states[base + INLINE_TOKEN] = token;
+    states[base + INLINE_TARGET] = target;
+    return true;
   }
 
   private newState(length: number, suffixLink: number, firstEnd: number): number {
@@ -755,7 +755,7 @@ export class SuffixAutomaton {
 
   private addEdge(state: number, token: number, target: number): void {
     const base = state * STATE_STRIDE;
-    const degree = (this.states[base + LEN] >>> LENGTH_BITS) & DEGREE_MASK;
+    const degree = degreeOf(this.states[base + LEN]);
     if (degree < MAX_DEGREE) this.states[base + LEN] += 1 << LENGTH_BITS;
     if (degree === 0) {
       this.states[base + INLINE_TOKEN] = token;
@@ -811,7 +811,7 @@ export class SuffixAutomaton {
       e = next;
     }
     this.states[base + HEAD] = table;
-    if (((this.states[base + LEN] >>> VOTE_SHIFT) & VOTE_MASK) === 0) this.states[base + INLINE_TOKEN] = NONE;
+    if (votesOf(this.states[base + LEN]) === 0) this.states[base + INLINE_TOKEN] = NONE;
     this.states[base + INLINE_TARGET] = NONE;
   }
 
@@ -902,4 +902,14 @@ export class SuffixAutomaton {
 /** A token's home slot in a table of `slots` slots (a power of two): the top bits of a Fibonacci hash. */
 function slotOf(token: number, slots: number): number {
   return Math.imul(token, 0x9e3779b1) >>> (Math.clz32(slots) + 1);
+}
+
+/** The saturating transition count in a state's length word. */
+function degreeOf(word: number): number {
+  return (word >>> LENGTH_BITS) & DEGREE_MASK;
+}
+
+/** The support of the recent continuation in a state's length word (0: none yet). */
+function votesOf(word: number): number {
+  return (word >>> VOTE_SHIFT) & VOTE_MASK;
 }
