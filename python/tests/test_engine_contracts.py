@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from contracts import standins
-from sam_sidecar import after_import, metrics, plugin
+from sam_sidecar import after_import, metrics, plugin, support
 from sam_sidecar.support import SamSidecarError
 
 SUPPORTED_ASCEND = sorted(standins.ASCEND)
@@ -193,7 +193,7 @@ def test_the_lossless_check_fails_on_the_releases_own_rule_which_other_methods_k
 
 
 @pytest.mark.parametrize("line", SUPPORTED_VLLM)
-def test_each_supported_vllm_release_drafts_with_sam_in_the_ngram_slot(line, engine, sidecar, monkeypatch, caplog):
+def test_each_supported_vllm_release_drafts_with_sam_in_its_drafter_slot(line, engine, sidecar, monkeypatch, caplog):
     config = registered_against_a_live_sidecar(engine, sidecar, monkeypatch, "vllm", line, "vllm.v1.worker.gpu_model_runner")
     from vllm.v1.worker import gpu_model_runner
 
@@ -206,6 +206,53 @@ def test_each_supported_vllm_release_drafts_with_sam_in_the_ngram_slot(line, eng
     assert abs(share - 0.5) < 0.015 and chi_square < CHI_SQUARE_5_DOF_AT_0_1_PERCENT
     runner._update_states(SimpleNamespace(finished_req_ids={"r"}))
     assert runner.finished_seen == ["r"] and runner.drafter._finished == ["r"]
+
+
+CUSTOM_CLASS_LINES = [line for line in SUPPORTED_VLLM if standins.VLLM[line]["drafter_slot"] == "custom_class"]
+
+
+@pytest.mark.parametrize("line", CUSTOM_CLASS_LINES)
+def test_from_vllm_0_21_sam_runs_through_the_custom_class_seam_naming_the_shims_class(line, engine):
+    engine("vllm", line)
+    plugin.register()
+    from vllm.engine.arg_utils import EngineArgs
+
+    config = EngineArgs({"method": "sam", "num_speculative_tokens": 3, "prompt_lookup_max": 4, "model": "x.Y"}).create_speculative_config()
+    assert (config.method, config.model) == ("custom_class", support.CUSTOM_CLASS_PATH)
+    assert plugin.is_sam(SimpleNamespace(speculative_config=config))
+
+
+@pytest.mark.parametrize("setting", [{"rejection_sample_method": "synthetic", "synthetic_acceptance_length": 2.0}, {"rejection_sample_method": "block"}, {"synthetic_acceptance_rates": [0.5, 0.5, 0.5]}])
+def test_a_verification_other_than_the_standard_rule_refuses_sam(setting, engine):
+    engine("vllm", CUSTOM_CLASS_LINES[-1])
+    plugin.register()
+    from vllm.engine.arg_utils import EngineArgs
+
+    with pytest.raises(SamSidecarError) as refused:
+        EngineArgs({"method": "sam", "num_speculative_tokens": 3, **setting}).create_speculative_config()
+    assert refused.value.code == "UNSUPPORTED_OPTION" and "standard" in str(refused.value)
+
+
+def test_the_shims_class_named_by_hand_where_the_plugin_did_not_patch_the_runner_refuses_to_build(engine):
+    engine("vllm", CUSTOM_CLASS_LINES[0])  # no plugin.register(): VLLM_PLUGINS left it out
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.worker import gpu_model_runner
+
+    config = EngineArgs({"method": "custom_class", "model": support.CUSTOM_CLASS_PATH, "num_speculative_tokens": 3}).create_speculative_config()
+    with pytest.raises(RuntimeError, match="RUNNER_MISMATCH.*plugin"):
+        gpu_model_runner.GPUModelRunner(SimpleNamespace(speculative_config=config))
+
+
+def test_the_shims_class_named_by_hand_with_another_verification_refuses_at_the_runner(engine):
+    engine("vllm", CUSTOM_CLASS_LINES[0])
+    plugin.register()
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.v1.worker import gpu_model_runner
+
+    config = EngineArgs({"method": "custom_class", "model": support.CUSTOM_CLASS_PATH, "num_speculative_tokens": 3, "rejection_sample_method": "block"}).create_speculative_config()
+    with pytest.raises(SamSidecarError) as refused:
+        gpu_model_runner.GPUModelRunner(SimpleNamespace(speculative_config=config))
+    assert refused.value.code == "UNSUPPORTED_OPTION"
 
 
 @pytest.mark.parametrize("kind,name", [("ascend", t) for t in SUPPORTED_ASCEND] + [("vllm", v) for v in SUPPORTED_VLLM])

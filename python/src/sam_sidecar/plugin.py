@@ -3,10 +3,11 @@
 vLLM calls `register()` in every process it starts (API server, engine core, each worker), so it is
 re-entrant and cheap: it reads versions from package metadata and imports nothing of the engine's.
 It makes `speculative_config.method = "sam"` work, or refuses it:
-- the config: on a supported release (support.ROWS) "sam" runs through vLLM's n-gram slot (no draft
-  model, probability-free drafts), marked so the runners know it is sam. On any other release the
-  engine does not start: one error names the versions and the fix. With SAM_SIDECAR_DISABLE=1,
-  "sam" becomes no speculation at all, which is lossless on every release.
+- the config: on a supported release (support.ROWS) "sam" runs through the drafter slot of its row
+  (vLLM's n-gram slot, or from vLLM 0.21 its `custom_class` seam naming the shim's proposer class;
+  no draft model, probability-free drafts either way), marked so the runners know it is sam. On any
+  other release the engine does not start: one error names the versions and the fix. With
+  SAM_SIDECAR_DISABLE=1, "sam" becomes no speculation at all, which is lossless on every release.
 - the runner: once the engine imports its model runner module, the runner class is patched to
   build the sam drafter and to verify its drafts with the shim's lossless sampler, and checks both
   at the end of its __init__ (vllm_ascend.py, vllm_upstream.py). A sam config on a release the shim
@@ -30,6 +31,10 @@ ENV_METHOD = "SAM_SIDECAR_METHOD"  # set by the config patch, inherited by worke
 ENV_DISABLE = "SAM_SIDECAR_DISABLE"
 # The n-gram slot validates lookup bounds that sam does not use: any consistent pair passes.
 NGRAM_SLOT_LOOKUP = {"prompt_lookup_min": 1, "prompt_lookup_max": 1}
+# Verification settings other than the standard rule: "synthetic" accepts at configured rates (a
+# benchmark mode, not the target distribution) and "block" is block verification.
+STANDARD_VERIFICATION = "standard"
+SYNTHETIC_KEYS = ("synthetic_acceptance_rates", "synthetic_acceptance_length")
 
 _state = {"config": False, "runner": False}
 
@@ -44,18 +49,37 @@ def is_sam(vllm_config: Any) -> bool:
     spec = getattr(vllm_config, "speculative_config", None)
     if spec is None:
         return False
-    return bool(getattr(spec, "sam_sidecar", False)) or (getattr(spec, "method", None) == "ngram" and os.environ.get(ENV_METHOD) == METHOD)
+    if getattr(spec, "sam_sidecar", False):
+        return True
+    method = getattr(spec, "method", None)
+    if method == "custom_class":
+        return getattr(spec, "model", None) == support.CUSTOM_CLASS_PATH
+    return method == "ngram" and os.environ.get(ENV_METHOD) == METHOD
 
 
-def rewrite_speculative_config(spec: Any) -> Any:
-    """{"method": "sam", ...} -> the n-gram slot's config, marked as sam; anything else unchanged."""
+def check_verification_settings(spec: dict) -> None:
+    """sam's drafts are verified by the standard rule only."""
+    method = spec.get("rejection_sample_method", STANDARD_VERIFICATION)
+    given = sorted(key for key in SYNTHETIC_KEYS if spec.get(key) is not None)
+    if method != STANDARD_VERIFICATION or given:
+        setting = f"rejection_sample_method={method!r}" if method != STANDARD_VERIFICATION else ", ".join(given)
+        raise SamSidecarError("UNSUPPORTED_OPTION", f"method 'sam' is verified with the standard (lossless) rule only, but speculative_config sets {setting}. Fix: remove it, or {support.DISABLE_HINT}")
+
+
+def rewrite_speculative_config(spec: Any, drafter_slot: str = "ngram") -> Any:
+    """{"method": "sam", ...} -> the config of the row's drafter slot, marked as sam: vLLM's n-gram
+    slot, or its custom_class seam naming the shim's proposer class. Anything else unchanged."""
     if not isinstance(spec, dict) or spec.get("method") != METHOD:
         return spec
     os.environ[ENV_METHOD] = METHOD
-    ignored = sorted(key for key in NGRAM_SLOT_LOOKUP if key in spec)
+    replaced = (*NGRAM_SLOT_LOOKUP, "model") if drafter_slot == "custom_class" else tuple(NGRAM_SLOT_LOOKUP)
+    ignored = sorted(key for key in replaced if key in spec)
     if ignored:
         logger.info("sam-sidecar: %s have no meaning for method 'sam' and are ignored", ", ".join(ignored))
-    return dict(spec, method="ngram", **NGRAM_SLOT_LOOKUP)
+    kept = {key: value for key, value in spec.items() if key not in replaced}
+    if drafter_slot == "custom_class":
+        return dict(kept, method="custom_class", model=support.CUSTOM_CLASS_PATH)
+    return dict(kept, method="ngram", **NGRAM_SLOT_LOOKUP)
 
 
 def refuse(error: SamSidecarError) -> SamSidecarError:
@@ -87,10 +111,11 @@ def _patch_config() -> None:
         else:
             try:
                 row, version = support.detect()
+                check_verification_settings(requested)
             except SamSidecarError as error:
                 raise refuse(error) from None
             logger.info("sam-sidecar: method 'sam' on %s %s (%s): drafts from the sidecar, lossless verification", "vLLM-Ascend" if row.engine == "vllm-ascend" else "vLLM", version, row.label)
-            replacement = rewrite_speculative_config(requested)
+            replacement = rewrite_speculative_config(requested, row.drafter_slot)
         self.speculative_config = replacement
         try:
             config = original(self, *args, **kwargs)

@@ -23,6 +23,9 @@ from typing import Optional, Tuple
 
 from packaging.version import InvalidVersion, Version
 
+# The proposer class vLLM's custom_class seam imports for method 'sam' (rows with drafter_slot
+# "custom_class"); defined in vllm_upstream.py.
+CUSTOM_CLASS_PATH = "sam_sidecar.vllm_upstream.SamCustomClassProposer"
 DISABLE_HINT = "set SAM_SIDECAR_DISABLE=1 to run without speculation, or remove speculative_config.method=sam"
 
 
@@ -51,6 +54,10 @@ class Row:
     # (the sampler's forward, from 0.13), so the pair is checked too.
     vllm_minimum: Optional[str] = None
     vllm_below: Optional[str] = None
+    # Where the sam drafter sits: "ngram", the n-gram slot (the runner builds vLLM's or vLLM-Ascend's
+    # n-gram drafter, which the shim replaces), or "custom_class", vLLM's seam for a proposer class
+    # named in speculative_config.model (vLLM 0.21 on).
+    drafter_slot: str = "ngram"
 
     def covers(self, version: Version) -> bool:
         return Version(self.minimum) <= version < Version(self.below)
@@ -117,6 +124,17 @@ ROWS: Tuple[Row, ...] = (
         runner_class="GPUModelRunner",
         sampler_class="RejectionSampler",
         sampler_argument="target_probs",
+    ),
+    Row(
+        engine="vllm",
+        label="vLLM 0.21.x-0.27.x",
+        minimum="0.21.0",
+        below="0.28.0",
+        runner_module="vllm.v1.worker.gpu_model_runner",
+        runner_class="GPUModelRunner",
+        sampler_class="RejectionSampler",
+        sampler_argument="target_logits",
+        drafter_slot="custom_class",
     ),
 )
 

@@ -24,7 +24,7 @@ HERE = Path(__file__).parent
 ASCEND = json.loads((HERE / "vllm_ascend.json").read_text())["tags"]
 VLLM = json.loads((HERE / "vllm.json").read_text())["lines"]
 UNSUPPORTED_ASCEND = ("0.10.2rc1", "0.24.0rc1", "0.25.1rc1")
-UNSUPPORTED_VLLM = ("0.10.2", "0.15.0", "0.19.0", "0.33.0")
+UNSUPPORTED_VLLM = ("0.10.2", "0.15.0", "0.19.0", "0.20.2", "0.28.0", "0.33.0")
 
 SAMPLING_RULES = '''
 import torch
@@ -94,7 +94,7 @@ def sampler_class(name: str, forward_arguments: int) -> str:
 ENGINE_ARGS = '''
 from types import SimpleNamespace
 
-KNOWN_METHODS = ("ngram", "eagle", "eagle3", "medusa", "mtp", "suffix")
+KNOWN_METHODS = ("ngram", "eagle", "eagle3", "medusa", "mtp", "suffix") + {extra_methods!r}
 
 
 class EngineArgs:
@@ -106,7 +106,11 @@ class EngineArgs:
         if spec is None:
             return None
         if spec.get("method") not in KNOWN_METHODS:
-            raise ValueError(f"unknown speculative method {spec.get('method')!r}")
+            raise ValueError(f"unknown speculative method {{spec.get('method')!r}}")
+        if spec["method"] == "custom_class":
+            if "." not in (spec.get("model") or ""):
+                raise ValueError("method='custom_class' requires 'model' to contain the custom proposer module path")
+            return SimpleNamespace(method="custom_class", model=spec["model"], num_speculative_tokens=spec["num_speculative_tokens"], rejection_sample_method=spec.get("rejection_sample_method", "standard"))
         low, high = spec.get("prompt_lookup_min"), spec.get("prompt_lookup_max")
         if low is None and high is None:
             low = high = 5
@@ -114,6 +118,24 @@ class EngineArgs:
         if low > high:
             raise ValueError("prompt_lookup_min must be <= prompt_lookup_max")
         return SimpleNamespace(method=spec["method"], num_speculative_tokens=spec["num_speculative_tokens"], prompt_lookup_min=low, prompt_lookup_max=high)
+'''
+
+# vLLM 0.21 on: the custom_class seam's factory, as vllm/v1/spec_decode/custom_class_proposer.py has it.
+CUSTOM_CLASS_FACTORY = '''
+import importlib
+
+
+def create_custom_proposer(vllm_config):
+    backend = vllm_config.speculative_config.model
+    module_path, class_name = backend.rsplit(".", 1)
+    user_class = getattr(importlib.import_module(module_path), class_name)
+    try:
+        instance = user_class(vllm_config)
+    except Exception as e:
+        raise RuntimeError(f"Failed to instantiate custom proposer class {backend!r}: {e}") from e
+    if not callable(getattr(instance, "propose", None)):
+        raise AttributeError(f"Custom proposer class {backend!r} must have a 'propose' method.")
+    return instance
 '''
 
 
@@ -132,10 +154,22 @@ def _dist_info(root: Path, name: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
 
 
-def _vllm_base(root: Path, forward_arguments: int, takes: str) -> None:
+def _vllm_base(root: Path, forward_arguments: int, takes: str, entry: dict | None = None) -> None:
+    """vLLM's config hook and sampler. `entry`: an upstream line of vllm.json, for its methods and
+    its sampling function's keyword parameters."""
+    custom_class = entry is not None and entry["drafter_slot"] == "custom_class"
+    keywords = entry.get("sampler_keywords", []) if entry else []
     _write(root, "vllm/__init__.py", "")
-    _write(root, "vllm/engine/arg_utils.py", ENGINE_ARGS)
-    _write(root, "vllm/v1/sample/rejection_sampler.py", SAMPLING_RULES.format(takes=takes) + "\nrejection_sample = _standard\n" + sampler_class("RejectionSampler", forward_arguments))
+    _write(root, "vllm/engine/arg_utils.py", ENGINE_ARGS.format(extra_methods=("custom_class",) if custom_class else ()))
+    rule = SAMPLING_RULES.format(takes=takes)
+    if keywords:  # the real function takes them after the eight positional parameters; forward passes them
+        rule = rule.replace("bonus_token_ids, sampling_metadata):", "bonus_token_ids, sampling_metadata, " + ", ".join(f"{name}=None" for name in keywords) + "):", 1)
+    forward = sampler_class("RejectionSampler", forward_arguments)
+    if keywords:
+        forward = forward.replace("draft_probs, target, bonus_token_ids, sampling_metadata)\n        return SimpleNamespace", "draft_probs, target, bonus_token_ids, sampling_metadata, " + ", ".join(f"{name}=None" for name in keywords) + ")\n        return SimpleNamespace", 1)
+    _write(root, "vllm/v1/sample/rejection_sampler.py", rule + "\nrejection_sample = _standard\n" + forward)
+    if custom_class:
+        _write(root, "vllm/v1/spec_decode/custom_class_proposer.py", CUSTOM_CLASS_FACTORY)
 
 
 def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_version: str | None = None) -> Path:
@@ -275,11 +309,13 @@ def write_vllm_ascend(root: Path, tag: str, version: str | None = None, vllm_ver
 
 
 def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
-    """An upstream vLLM tree shaped like release line `line` ("0.11", "0.14"), installed as
-    `version` (default: that line's .0 release)."""
+    """An upstream vLLM tree shaped like release line `line` ("0.11", "0.14", "0.21", ...),
+    installed as `version` (default: that line's .0 release)."""
     entry = VLLM.get(line, VLLM["0.14"])
     _dist_info(root, "vllm", version or f"{line}.0")
-    _vllm_base(root, entry["sampler_forward_arguments"], "target_probs")
+    _vllm_base(root, entry["sampler_forward_arguments"], entry["sampler_argument"], entry)
+    if entry["drafter_slot"] == "custom_class":
+        return _write_custom_class_runner(root)
     if entry["propose_arguments"] == 5:
         call = "self.drafter.propose(sampled_token_ids, self.input_batch.req_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, self.input_batch.spec_decode_unsupported_reqs)"
     else:
@@ -316,6 +352,39 @@ def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
                 assert isinstance(self.drafter, NgramProposer)
                 return {call}
         '''))
+    return root
+
+
+def _write_custom_class_runner(root: Path) -> Path:
+    """GPUModelRunner from vLLM 0.21 on: the custom_class drafter comes from the factory, which the
+    runner module imports by name; the n-gram drafter is imported inside the branch that builds it.
+    The custom drafter gets no request ids."""
+    _write(root, "vllm/v1/worker/gpu_model_runner.py", '''
+        from vllm.v1.sample.rejection_sampler import RejectionSampler
+        from vllm.v1.spec_decode.custom_class_proposer import create_custom_proposer
+
+
+        class GPUModelRunner:
+            def __init__(self, vllm_config, device="cuda:0"):
+                self.vllm_config = vllm_config
+                self.speculative_config = vllm_config.speculative_config
+                self.sampler = object()
+                self.drafter = None
+                self.finished_seen = []
+                if self.speculative_config:
+                    if self.speculative_config.method == "custom_class":
+                        self.drafter = create_custom_proposer(self.vllm_config)
+                    self.rejection_sampler = RejectionSampler(self.sampler)
+
+            def _update_states(self, scheduler_output):
+                for req_id in scheduler_output.finished_req_ids:
+                    self.finished_seen.append(req_id)
+
+            def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args):
+                if self.speculative_config.method == "custom_class":
+                    return self.drafter.propose(sampled_token_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, slot_mappings=None)
+                raise NotImplementedError(self.speculative_config.method)
+        ''')
     return root
 
 
