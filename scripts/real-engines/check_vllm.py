@@ -1,6 +1,7 @@
 """The shim through real vLLM modules and a live sidecar, on CPU. Entry points: the plugin's
 register(), EngineArgs.create_engine_config, GPUModelRunner.__init__ and propose_draft_token_ids,
 RejectionSampler.forward."""
+import inspect
 import sys
 from types import SimpleNamespace
 
@@ -48,7 +49,9 @@ with set_current_vllm_config(config):
         runner.requests[req_id] = state
         runner.input_batch.add_request(state)
     runner.input_batch.refresh_metadata()
-    scheduler_output = SimpleNamespace(finished_req_ids=set(), total_num_scheduled_tokens=2)
-    drafts = runner.propose_draft_token_ids(scheduler_output, [[5], [9]], runner.input_batch.sampling_metadata, None, None, None, None, None)
+    scheduler_output = SimpleNamespace(finished_req_ids=set(), total_num_scheduled_tokens=2, num_spec_tokens_to_schedule=3)
+    # vLLM 0.21 on also takes the KV slot mappings (the custom_class drafter gets them; sam does not use them).
+    extra = {"slot_mappings": None} if "slot_mappings" in inspect.signature(runner.propose_draft_token_ids).parameters else {}
+    drafts = runner.propose_draft_token_ids(scheduler_output, [[5], [9]], runner.input_batch.sampling_metadata, None, None, None, None, None, **extra)
     print("CHECK drafts from the real propose_draft_token_ids (sibling, r0):", drafts, "steps counted:", metrics.value("steps"))
     report_sampler("real RejectionSampler.forward with sam", runner.rejection_sampler, metrics)

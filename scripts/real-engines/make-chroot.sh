@@ -12,26 +12,36 @@
 set -euo pipefail
 CHROOT=$1 VLLM_GIT=$2 VLLM_COMMIT=$3 ASCEND_GIT=$4 ASCEND_TAG=$5 VLLM_VERSION=$6 NAME=${7:-real-engines}
 HERE=$(cd "$(dirname "$0")" && pwd)
-PACKAGES=python3-ijson,python3,python3-torch,python3-pydantic,python3-transformers,python3-numpy,python3-zmq,python3-msgspec,python3-cloudpickle,python3-psutil,python3-yaml,python3-requests,python3-aiohttp,python3-fastapi,python3-regex,python3-cachetools,python3-filelock,python3-packaging,python3-sentencepiece,python3-tqdm,python3-scipy,python3-prometheus-client,python3-cbor2,python3-blake3,python3-openai,python3-einops,python3-diskcache,python3-setproctitle,python3-tiktoken,python3-partial-json-parser,python3-watchfiles,python3-pybase64,python3-gguf,python3-numba,python3-prometheus-fastapi-instrumentator,python3-jinja2,python3-pil,python3-cpuinfo,python3-tokenizers,python3-safetensors,python3-uvicorn,python3-pydantic-settings,python3-huggingface-hub,python3-protobuf,python3-lark,python3-mistral-common
+PACKAGES=python3-ijson,python3,python3-torch,python3-pydantic,python3-transformers,python3-numpy,python3-zmq,python3-msgspec,python3-cloudpickle,python3-psutil,python3-yaml,python3-requests,python3-aiohttp,python3-fastapi,python3-regex,python3-cachetools,python3-filelock,python3-packaging,python3-sentencepiece,python3-tqdm,python3-scipy,python3-prometheus-client,python3-cbor2,python3-blake3,python3-openai,python3-einops,python3-diskcache,python3-setproctitle,python3-tiktoken,python3-partial-json-parser,python3-watchfiles,python3-pybase64,python3-gguf,python3-numba,python3-prometheus-fastapi-instrumentator,python3-jinja2,python3-pil,python3-cpuinfo,python3-tokenizers,python3-safetensors,python3-uvicorn,python3-pydantic-settings,python3-huggingface-hub,python3-protobuf,python3-lark,python3-mistral-common,python3-loguru
 if [ ! -x "$CHROOT/usr/bin/python3" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
   debootstrap --variant=minbase --include="$PACKAGES" sid "$CHROOT" http://deb.debian.org/debian || true
   chroot "$CHROOT" sh -c "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false -y -qq --fix-broken install"
 fi
 OPT=$CHROOT/opt/$NAME
-rm -rf "$OPT" && mkdir -p "$OPT"/{vllm,ascend,site-vllm,site-ascend,site-ascend-unsupported,stubs/torch_npu/npu/streams,stubs/openai_harmony,tmp}
+rm -rf "$OPT" && mkdir -p "$OPT"/{vllm,ascend,site-vllm,site-vllm-unsupported,site-ascend,site-ascend-unsupported,stubs/torch_npu/npu/streams,stubs/openai_harmony,tmp}
 mkdir -p "$OPT"/stubs/torchair/{core/_concrete_graph,npu_fx_compiler,fx_summary}
 git --git-dir "$VLLM_GIT" archive "$VLLM_COMMIT" vllm | tar -x -C "$OPT/vllm"
 git --git-dir "$ASCEND_GIT" archive "$ASCEND_TAG" vllm_ascend | tar -x -C "$OPT/ascend"
+# vLLM 0.23 on imports compressed-tensors (pure Python, not in Debian) from its quantization layers,
+# which vLLM-Ascend's worker patches load: its real sources, when COMPRESSED_TENSORS_GIT (a git
+# directory of vllm-project/compressed-tensors) and COMPRESSED_TENSORS_REV (the tag vLLM pins) are set.
+if [ -n "${COMPRESSED_TENSORS_GIT:-}" ]; then
+  mkdir -p "$OPT/deps"
+  git --git-dir "$COMPRESSED_TENSORS_GIT" archive "$COMPRESSED_TENSORS_REV" src/compressed_tensors | tar -x -C "$OPT/deps" --strip-components=1
+  printf "__version__ = version = '%s'\n__version_tuple__ = version_tuple = tuple(int(p) for p in version.split('.'))\n" "$COMPRESSED_TENSORS_REV" > "$OPT/deps/compressed_tensors/version.py"
+fi
 ASCEND_VERSION=${ASCEND_TAG#v}
 # What setuptools-scm and vLLM-Ascend's setup.py write at build time, and the installed metadata.
-printf "__version__ = '%s'\n" "$VLLM_VERSION" > "$OPT/vllm/vllm/_version.py"
+# (vllm/version.py of later releases imports __version_tuple__ too, and reads "dev" without it)
+printf "__version__ = '%s'\n__version_tuple__ = tuple(int(part) for part in __version__.split('+')[0].split('.')[:3])\n" "$VLLM_VERSION" > "$OPT/vllm/vllm/_version.py"
 printf "__version__ = '%s'\n" "$ASCEND_VERSION" > "$OPT/ascend/vllm_ascend/_version.py"
 printf "# Auto-generated file\n__device_type__ = 'A3'\n" > "$OPT/ascend/vllm_ascend/_build_info.py"
 meta() { mkdir -p "$1/$2-$3.dist-info"; printf "Metadata-Version: 2.1\nName: %s\nVersion: %s\n" "$2" "$3" > "$1/$2-$3.dist-info/METADATA"; }
 meta "$OPT/site-vllm" vllm "$VLLM_VERSION"
 meta "$OPT/site-ascend" vllm_ascend "$ASCEND_VERSION"
-meta "$OPT/site-ascend-unsupported" vllm_ascend 0.21.0rc1
+meta "$OPT/site-ascend-unsupported" vllm_ascend 0.24.0rc1
+meta "$OPT/site-vllm-unsupported" vllm 0.28.0+cpu
 cp "$HERE/stub_torch_npu.py" "$OPT/stubs/torch_npu/__init__.py"
 cp "$HERE/stub_permissive.py" "$OPT/stubs/openai_harmony/__init__.py"
 cp "$HERE/stub_permissive.py" "$OPT/stubs/torch_npu/npu/__init__.py"
