@@ -385,6 +385,46 @@ describe('long contexts: a bounded amount indexed per step, the rest in a backlo
     expect(service.stats().backlogRequests).toBe(0);
   });
 
+  it('makes a long group room for all its siblings at once, though they open one by one as the backlog reaches them', () => {
+    // Eight 6000-token samples of one prompt in one step, with a budget that opens the first only:
+    // the others wait in their backlogs. Announced when they arrive, the group's arrays are
+    // allocated or grown once for all of them; planned only as each one opens, they would grow
+    // again (and be copied whole) as later siblings join.
+    const groupArrays = (announcing: boolean) => {
+      const service = new StepService({ ...limits, ingestTokensPerStep: 1024 }, gate, { corpusTokens: 0 });
+      if (!announcing) service.draftEngine.announce = () => {};
+      const allocations: number[] = [];
+      service.draftEngine.growthMemory = {
+        allocate: (length: number) => (allocations.push(length), null),
+        ahead: () => Number.POSITIVE_INFINITY,
+        release: () => {},
+      };
+      const promptTokens = long(100, 9);
+      const items = Array.from({ length: 8 }, (_, r) => ({ id: `s${r}`, tokens: [...promptTokens, ...long(5900, r)], prompt: 100 }));
+      service.step(batch(items), 0);
+      while (service.idleWorkPending) service.doIdleWork();
+      expect(indexed(service)).toBe(8 * 6000);
+      return allocations.length;
+    };
+    const announced = groupArrays(true);
+    expect(announced).toBeLessThanOrEqual(4); // states and edges at creation, then once more for all the siblings
+    expect(groupArrays(false)).toBeGreaterThanOrEqual(announced + 4);
+  });
+
+  it('forgets an announced request that goes before it opens: its group is not made room for', () => {
+    const service = new StepService({ ...limits, ingestTokensPerStep: 1024 }, gate, { corpusTokens: 0 });
+    const allocations: number[] = [];
+    service.draftEngine.growthMemory = { allocate: (length: number) => (allocations.push(length), null), ahead: () => Number.POSITIVE_INFINITY, release: () => {} };
+    const promptTokens = long(100, 9);
+    service.step(batch([{ id: 'first', tokens: long(2000, 1), prompt: 100 }, { id: 'gone', tokens: [...promptTokens, ...long(20_000, 2)], prompt: 100 }]), 0);
+    service.release('engine-a', ['gone']);
+    while (service.idleWorkPending) service.doIdleWork();
+    allocations.length = 0;
+    service.step(batch([{ id: 'later', tokens: [...promptTokens, ...long(200, 3)], prompt: 100 }]), 1);
+    // Sized for its own 300 tokens (a few hundred states), not for the 20,000 announced and gone.
+    expect(Math.max(...allocations)).toBeLessThan(20_000);
+  });
+
   it('answers a step within the budget however long the contexts it brings (128 x 32k)', () => {
     const service = new StepService({ ...limits, maxTokens: 8_000_000, ingestTokensPerStep: 8192 }, gate);
     const items = Array.from({ length: 128 }, (_, r) => ({ id: `r${r}`, tokens: long(32768, r), prompt: 1024 }));

@@ -168,6 +168,10 @@ export class DraftEngine {
   private readonly promptLengthCounts = new Map<number, number>();
   /** Groups with no active member, least recently used first (Map keeps insertion order). */
   private readonly history = new Map<string, Group>();
+  /** Requests announced before they open (announce()): the group key planned for and the tokens it brings beyond the prompt (0: already planned in a live group). */
+  private readonly announced = new Map<string, { groupKey: string; tokens: number }>();
+  /** Tokens announced per group key whose group is not there yet. */
+  private readonly announcedByGroup = new Map<string, number>();
   private historyTokenCount = 0;
   private historyEvictionCount = 0;
   private readonly corpus: Corpus | null;
@@ -216,6 +220,43 @@ export class DraftEngine {
    * several steps), up to `expectedLength` in all, which sizes the storage. Validates before
    * touching any state.
    */
+  /**
+   * A request whose context will be indexed later (its backlog waits for the budget): its group
+   * makes room for it now. Sixteen long siblings arrive in one step but open one at a time as the
+   * backlog reaches them; planned one by one at open, the group's arrays would grow (and be
+   * copied whole) as later siblings join, a copy of tens of megabytes on the event loop each time.
+   * Announced, the group is made, or grows once, for all of them. `context` holds at least the
+   * prompt. open() or release() of the request ends the announcement.
+   */
+  announce(id: string, context: ArrayLike<number>, promptLength: number, expectedLength: number): void {
+    this.endAnnouncement(id);
+    const tokens = expectedLength - promptLength;
+    if (this.options.drafter !== 'sam' || !this.options.siblings || tokens <= 0 || context.length < promptLength) return;
+    const groupKey = promptKey(context, promptLength);
+    const group = this.groups.get(groupKey);
+    if (group !== undefined && group.activeMembers === 0) return; // in history: planned when it rejoins, at open
+    if (group === undefined) {
+      this.announced.set(id, { groupKey, tokens });
+      this.announcedByGroup.set(groupKey, (this.announcedByGroup.get(groupKey) ?? 0) + tokens);
+    } else if (group.prompt.length === promptLength && samePrefix(group.prompt, context, promptLength)) {
+      group.automaton.expect(tokens);
+      this.announced.set(id, { groupKey, tokens: 0 });
+    } // else a key collision: planned at open, as unannounced requests are
+  }
+
+  /** The request's announcement, taken back (it opens or goes). */
+  private endAnnouncement(id: string): { groupKey: string; tokens: number } | undefined {
+    const announcement = this.announced.get(id);
+    if (announcement === undefined) return undefined;
+    this.announced.delete(id);
+    if (announcement.tokens > 0) {
+      const left = (this.announcedByGroup.get(announcement.groupKey) ?? 0) - announcement.tokens;
+      if (left > 0) this.announcedByGroup.set(announcement.groupKey, left);
+      else this.announcedByGroup.delete(announcement.groupKey);
+    }
+    return announcement;
+  }
+
   open(id: string, context: ArrayLike<number>, promptLength: number, indexed = context.length, expectedLength = context.length): RequestEntry {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
@@ -227,6 +268,7 @@ export class DraftEngine {
       throw sidecarError('INVALID_ARGUMENT', `${indexed} tokens to index of a ${context.length}-token context`, 'context');
     }
     this.validateTokens(context, 0, context.length, 'context');
+    const plannedIn = this.endAnnouncement(id)?.groupKey;
     if (this.requests.has(id)) this.release(id);
     const { drafter } = this.options;
     const length = Math.max(context.length, expectedLength);
@@ -235,7 +277,7 @@ export class DraftEngine {
     let own: SuffixAutomaton | null = null;
     let ngram: NgramIndex | null = null;
     if (drafter === 'sam') {
-      group = this.joinGroup(id, context, promptLength, length);
+      group = this.joinGroup(id, context, promptLength, length, indexed, plannedIn);
       cursor = group.automaton.openCursor();
     } else if (drafter === 'seed') {
       own = new SuffixAutomaton({ positions: true, initialTokens: Math.max(256, context.length * 2) });
@@ -287,6 +329,7 @@ export class DraftEngine {
 
   /** Releases a finished or aborted request; its output stays with its group. */
   release(id: string): boolean {
+    this.endAnnouncement(id);
     const entry = this.requests.get(id);
     if (entry === undefined) return false;
     this.requests.delete(id);
@@ -638,7 +681,8 @@ export class DraftEngine {
     if (bad >= 0) throw sidecarError('TOKEN_OUT_OF_RANGE', `${field}[${bad}] = ${tokens[bad]}, vocabulary size ${vocab}`, field);
   }
 
-  private joinGroup(id: string, context: ArrayLike<number>, promptLength: number, expectedLength: number): Group {
+  /** `indexed`: tokens of the context indexed now; `plannedIn`: the group key the request was announced for (its tokens are planned there). */
+  private joinGroup(id: string, context: ArrayLike<number>, promptLength: number, expectedLength: number, indexed: number, plannedIn?: string): Group {
     // Without sibling sharing every request is a group of its own.
     let key = this.options.siblings ? promptKey(context, promptLength) : `req:${id}`;
     let group = this.groups.get(key);
@@ -651,14 +695,15 @@ export class DraftEngine {
     if (group === undefined) {
       const prompt = new Int32Array(promptLength); // a plain loop: Int32Array.from with a mapper is slow on long prompts
       for (let i = 0; i < promptLength; i++) prompt[i] = context[i];
-      group = new Group(key, prompt, expectedLength, this.memory);
+      // Room for the siblings announced and still to open as well: the arrays grow once, not per sibling.
+      group = new Group(key, prompt, expectedLength + (this.announcedByGroup.get(key) ?? 0), this.memory);
       this.groups.set(key, group);
       this.promptLengthCounts.set(promptLength, (this.promptLengthCounts.get(promptLength) ?? 0) + 1);
       if (this.options.shareText) this.opened.push(key);
     } else {
       // A member whose text is still to come (a backlog): room for all of it at the next growth,
       // not 1.5x at a time as it is indexed.
-      if (expectedLength > context.length) group.automaton.expect(expectedLength - group.prompt.length);
+      if (expectedLength > indexed && plannedIn !== key) group.automaton.expect(expectedLength - group.prompt.length);
       if (group.activeMembers === 0) {
         group.automaton.abandonCompaction();
         this.history.delete(group.key);

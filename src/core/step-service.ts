@@ -595,6 +595,8 @@ export class StepService {
           if (entry === undefined) this.draftEngine.release(key);
         }
         state.entry = entry;
+        // Its group makes room for it now, though it opens when the backlog reaches it.
+        if (entry === undefined && count >= promptLength) this.draftEngine.announce(key, context, promptLength, count + remaining);
         state.promptLength = promptLength;
         state.predictionLength = 0;
         this.ingestLeft -= indexed;
