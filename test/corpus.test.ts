@@ -136,6 +136,30 @@ describe('corpus', () => {
     expect(grownIn.length).toBeGreaterThan(before + 1); // the new one's first arrays and growth
   });
 
+  it('plans a generation at its full share once it is past a quarter of it: one growth late in a generation, not several', () => {
+    const corpus = new Corpus(400_000); // generations of 200,000 tokens
+    const grown: number[] = [];
+    corpus.memory = {
+      allocate(length: number) {
+        grown.push(length);
+        return null;
+      },
+      ahead: () => Number.POSITIVE_INFINITY,
+      release: () => {},
+    };
+    let seed = 11;
+    const chunk = () => Array.from({ length: 1000 }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 5000);
+    let lateGrowths = 0;
+    for (let added = 0; added < 199_000; added += 1000) {
+      const before = grown.length;
+      corpus.add([], chunk(), 1000);
+      if (added >= 200_000 / 4) lateGrowths += grown.length - before;
+    }
+    expect(corpus.tokenCount).toBe(199_000);
+    // States and edges, once each past a quarter; 1.5x at a time grows them three times or more in all.
+    expect(lateGrowths).toBeLessThanOrEqual(2);
+  });
+
   it('sheds the older generation\'s growth slack in idle slices after a rotation, not inside it', () => {
     const corpus = new Corpus(20_000);
     const sequence = (base: number) => Array.from({ length: 6000 }, (_, i) => base + ((i * 7919) % 4001));
