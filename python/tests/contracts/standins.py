@@ -328,30 +328,12 @@ def write_vllm(root: Path, line: str, version: str | None = None) -> Path:
             def propose(self, sampled_token_ids, *args):
                 return [[7, 7, 7] for _ in sampled_token_ids]
         ''')
-    _write(root, "vllm/v1/worker/gpu_model_runner.py", textwrap.dedent(f'''
-        from vllm.v1.sample.rejection_sampler import RejectionSampler
-        from vllm.v1.spec_decode.ngram_proposer import NgramProposer
-
-
-        class GPUModelRunner:
-            def __init__(self, vllm_config, device="cuda:0"):
-                self.vllm_config = vllm_config
-                self.speculative_config = vllm_config.speculative_config
-                self.sampler = object()
-                self.drafter = None
-                self.finished_seen = []
-                if self.speculative_config and self.speculative_config.method == "ngram":
-                    self.drafter = NgramProposer(self.vllm_config)
-                    self.rejection_sampler = RejectionSampler(self.sampler)
-
-            def _update_states(self, scheduler_output):
-                for req_id in scheduler_output.finished_req_ids:
-                    self.finished_seen.append(req_id)
-
-            def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args):
-                assert isinstance(self.drafter, NgramProposer)
-                return {call}
-        '''))
+    _write_runner(
+        root,
+        "from vllm.v1.spec_decode.ngram_proposer import NgramProposer",
+        'if self.speculative_config and self.speculative_config.method == "ngram":\n    self.drafter = NgramProposer(self.vllm_config)',
+        f"assert isinstance(self.drafter, NgramProposer)\nreturn {call}",
+    )
     return root
 
 
@@ -359,33 +341,43 @@ def _write_custom_class_runner(root: Path) -> Path:
     """GPUModelRunner from vLLM 0.21 on: the custom_class drafter comes from the factory, which the
     runner module imports by name; the n-gram drafter is imported inside the branch that builds it.
     The custom drafter gets no request ids."""
-    _write(root, "vllm/v1/worker/gpu_model_runner.py", '''
-        from vllm.v1.sample.rejection_sampler import RejectionSampler
-        from vllm.v1.spec_decode.custom_class_proposer import create_custom_proposer
-
-
-        class GPUModelRunner:
-            def __init__(self, vllm_config, device="cuda:0"):
-                self.vllm_config = vllm_config
-                self.speculative_config = vllm_config.speculative_config
-                self.sampler = object()
-                self.drafter = None
-                self.finished_seen = []
-                if self.speculative_config:
-                    if self.speculative_config.method == "custom_class":
-                        self.drafter = create_custom_proposer(self.vllm_config)
-                    self.rejection_sampler = RejectionSampler(self.sampler)
-
-            def _update_states(self, scheduler_output):
-                for req_id in scheduler_output.finished_req_ids:
-                    self.finished_seen.append(req_id)
-
-            def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args):
-                if self.speculative_config.method == "custom_class":
-                    return self.drafter.propose(sampled_token_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, slot_mappings=None)
-                raise NotImplementedError(self.speculative_config.method)
-        ''')
+    _write_runner(
+        root,
+        "from vllm.v1.spec_decode.custom_class_proposer import create_custom_proposer",
+        'if self.speculative_config and self.speculative_config.method == "custom_class":\n    self.drafter = create_custom_proposer(self.vllm_config)',
+        'if self.speculative_config.method == "custom_class":\n    return self.drafter.propose(sampled_token_ids, self.input_batch.num_tokens_no_spec, self.input_batch.token_ids_cpu, slot_mappings=None)\nraise NotImplementedError(self.speculative_config.method)',
+    )
     return root
+
+
+UPSTREAM_RUNNER = '''
+from vllm.v1.sample.rejection_sampler import RejectionSampler
+{drafter_import}
+
+
+class GPUModelRunner:
+    def __init__(self, vllm_config, device="cuda:0"):
+        self.vllm_config = vllm_config
+        self.speculative_config = vllm_config.speculative_config
+        self.sampler = object()
+        self.drafter = None
+        self.finished_seen = []
+{build}
+        if self.speculative_config:
+            self.rejection_sampler = RejectionSampler(self.sampler)
+
+    def _update_states(self, scheduler_output):
+        for req_id in scheduler_output.finished_req_ids:
+            self.finished_seen.append(req_id)
+
+    def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, *args):
+{propose}
+'''
+
+
+def _write_runner(root: Path, drafter_import: str, build: str, propose: str) -> None:
+    """vLLM's GPUModelRunner module: `build` (in __init__) makes the drafter, `propose` is the body of propose_draft_token_ids."""
+    _write(root, "vllm/v1/worker/gpu_model_runner.py", UPSTREAM_RUNNER.format(drafter_import=drafter_import, build=textwrap.indent(build, " " * 8), propose=textwrap.indent(propose, " " * 8)))
 
 
 ENGINE_MODULES = ("vllm", "vllm_ascend")
