@@ -60,6 +60,20 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await Promise.all([a.sharing.close(), b.sharing.close()]);
   });
 
+  it('skips the entries it wrote itself in the streams it reads: only other engines\' text arrives', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const b = await engine(redis.url, key);
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3], prompt: 4 }]);
+    b.step([{ id: 'b', tokens: [...PROMPT, 5, 6], prompt: 4 }]);
+    for (let round = 0; round < 3; round++) await Promise.all([a.exchange(), b.exchange()]);
+    // Each reads the group's stream, which holds both writers' entries: it takes in the other's
+    // text (the tokens after the prompt) and none of its own.
+    expect(a.sharing.counters.receivedTokens).toBe(2);
+    expect(b.sharing.counters.receivedTokens).toBe(3);
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
   it('a restarted sidecar drafts from outputs finished before it started, for the prompts it meets again', async () => {
     const key = nextPrefix();
     const before = await engine(redis.url, key);

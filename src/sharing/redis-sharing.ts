@@ -45,6 +45,7 @@ const HISTORY_FETCHED_MAX = 65_536;
 export class RedisSharing implements SharedTextSource {
   /** This process's name in what it publishes: sources are `${instance}/${request id}`. */
   readonly instance = randomUUID();
+  private readonly instanceBytes = Buffer.from(this.instance);
   readonly counters = new SharingCounters();
   private readonly client: Redis;
   private readonly reader: Redis;
@@ -151,7 +152,9 @@ export class RedisSharing implements SharedTextSource {
     const pipeline = this.client.pipeline();
     for (const [group, deltas] of byGroup) {
       const key = this.liveKey(group);
-      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', 'd', encodeDeltas(deltas, this.instance));
+      // 'i' names the writer, so a sidecar skips its own entries (most of what it reads from its
+      // groups' streams) without decoding them.
+      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', 'i', this.instance, 'd', encodeDeltas(deltas, this.instance));
       pipeline.expire(key, this.config.liveTtlSeconds);
       for (const delta of deltas) {
         this.counters.publishedTokens += delta.tokens.length;
@@ -288,7 +291,11 @@ export class RedisSharing implements SharedTextSource {
     if (!this.watched.has(group)) return;
     this.watched.set(group, id);
     let packed: Buffer | null = null;
-    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i].toString() === 'd') packed = fields[i + 1];
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      const name = fields[i].toString();
+      if (name === 'i' && fields[i + 1].equals(this.instanceBytes)) return; // this sidecar's own text
+      if (name === 'd') packed = fields[i + 1];
+    }
     if (packed === null) return;
     const own = `${this.instance}/`;
     const seen = this.fromHistory.get(group);
@@ -372,10 +379,14 @@ function decodeHistoryEntry(entry: Buffer): { source: string; tokens: Int32Array
   return { source, tokens: int32View(entry.subarray(2 + length)) };
 }
 
-/** The tokens of a buffer as int32 (copied: a Redis reply's buffer may not be 4-byte aligned). */
+/**
+ * The tokens of a buffer as int32, copied byte for byte (a Redis reply's buffer may not be 4-byte
+ * aligned); the writer wrote them the same way, from an Int32Array (little-endian on every
+ * platform the sidecar runs on).
+ */
 function int32View(bytes: Buffer): Int32Array {
   const out = new Int32Array(Math.floor(bytes.length / 4));
-  for (let i = 0; i < out.length; i++) out[i] = bytes.readInt32LE(4 * i);
+  new Uint8Array(out.buffer).set(bytes.subarray(0, out.byteLength));
   return out;
 }
 
