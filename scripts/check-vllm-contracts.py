@@ -4,7 +4,10 @@ git directories of the real sources: every fact's file holds its text at the rec
 an `absent` fact, nowhere). The test stand-ins are built from these facts, so a mismatch means a
 stand-in no longer describes the release it names.
 
-  scripts/check-vllm-contracts.py --vllm-ascend PATH/vllm-ascend.git --vllm PATH/vllm.git
+  scripts/check-vllm-contracts.py --vllm-ascend PATH/vllm-ascend.git --vllm PATH/vllm.git [--vllm PATH/other-vllm.git]
+
+(`--vllm` may be given more than once: each recorded commit is read from the first git directory
+that has it, as a release branch may live in another fork than main's history.)
 
 Prints one JSON line per checked tree and exits 1 on any mismatch.
 """
@@ -23,10 +26,19 @@ def file_lines(git_dir, revision, path):
     return shown.stdout.splitlines() if shown.returncode == 0 else None
 
 
-def check(git_dir, revisions):
+def holding(git_dirs, revision):
+    """The first of `git_dirs` that has `revision` (the first one where none has it)."""
+    for git_dir in git_dirs:
+        if subprocess.run(["git", "--git-dir", git_dir, "cat-file", "-e", f"{revision}^{{commit}}"], capture_output=True).returncode == 0:
+            return git_dir
+    return git_dirs[0]
+
+
+def check(git_dirs, revisions):
     """revisions: {revision: [facts]} -> (checked, mismatches)"""
     checked, mismatches = 0, []
     for revision, facts in revisions.items():
+        git_dir = holding(git_dirs, revision)
         for fact in facts:
             checked += 1
             lines = file_lines(git_dir, revision, fact["file"])
@@ -43,14 +55,14 @@ def check(git_dir, revisions):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-ascend", help="git directory of vllm-project/vllm-ascend (with its release tags)")
-    parser.add_argument("--vllm", help="git directory holding vLLM's main history")
+    parser.add_argument("--vllm", action="append", help="git directory holding vLLM's main history (repeat for release branches kept elsewhere)")
     args = parser.parse_args()
     if not (args.vllm_ascend or args.vllm):
         parser.error("name at least one source tree")
     failed = False
     if args.vllm_ascend:
         recorded = json.load(open(os.path.join(CONTRACTS, "vllm_ascend.json")))
-        checked, mismatches = check(args.vllm_ascend, {tag: entry["facts"] for tag, entry in recorded["tags"].items()})
+        checked, mismatches = check([args.vllm_ascend], {tag: entry["facts"] for tag, entry in recorded["tags"].items()})
         print(json.dumps({"tree": "vllm-ascend", "facts": checked, "mismatches": mismatches}))
         failed |= bool(mismatches)
     if args.vllm:

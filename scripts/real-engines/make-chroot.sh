@@ -7,7 +7,7 @@
 #        /work/.mirror/vllm-project+vllm-ascend/repo v0.14.0rc1 0.14.1+cpu
 # (the vLLM fork carries main without release tags: 20228cb85 is main on 2026-01-12, the v0.14 line;
 # "+cpu" makes vLLM pick its CPU platform.) Stubbed, because they are compiled and not installable
-# here: torch_npu (registers torch.npu), torchair (vLLM-Ascend 0.18 on imports it), openai_harmony;
+# here: torch_npu (registers torch.npu), torchair (vLLM-Ascend 0.18 on imports it), openai_harmony, xgrammar;
 # vllm._C is absent and vLLM runs without it.
 set -euo pipefail
 CHROOT=$1 VLLM_GIT=$2 VLLM_COMMIT=$3 ASCEND_GIT=$4 ASCEND_TAG=$5 VLLM_VERSION=$6 NAME=${7:-real-engines}
@@ -19,7 +19,7 @@ if [ ! -x "$CHROOT/usr/bin/python3" ]; then
   chroot "$CHROOT" sh -c "DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Check-Valid-Until=false -y -qq --fix-broken install"
 fi
 OPT=$CHROOT/opt/$NAME
-rm -rf "$OPT" && mkdir -p "$OPT"/{vllm,ascend,site-vllm,site-vllm-unsupported,site-ascend,site-ascend-unsupported,stubs/torch_npu/npu/streams,stubs/openai_harmony,tmp}
+rm -rf "$OPT" && mkdir -p "$OPT"/{vllm,ascend,site-vllm,site-vllm-unsupported,site-ascend,site-ascend-unsupported,stubs/torch_npu/npu/streams,stubs/openai_harmony,stubs/xgrammar/structural_tag,tmp}
 mkdir -p "$OPT"/stubs/torchair/{core/_concrete_graph,npu_fx_compiler,fx_summary}
 git --git-dir "$VLLM_GIT" archive "$VLLM_COMMIT" vllm | tar -x -C "$OPT/vllm"
 git --git-dir "$ASCEND_GIT" archive "$ASCEND_TAG" vllm_ascend | tar -x -C "$OPT/ascend"
@@ -44,6 +44,8 @@ meta "$OPT/site-ascend-unsupported" vllm_ascend 0.24.0rc1
 meta "$OPT/site-vllm-unsupported" vllm 0.28.0+cpu
 cp "$HERE/stub_torch_npu.py" "$OPT/stubs/torch_npu/__init__.py"
 cp "$HERE/stub_permissive.py" "$OPT/stubs/openai_harmony/__init__.py"
+# compiled (C++ core); vLLM 0.23's tool parsers import it and its structural_tag module
+for module in xgrammar xgrammar/structural_tag; do cp "$HERE/stub_permissive.py" "$OPT/stubs/$module/__init__.py"; done
 cp "$HERE/stub_permissive.py" "$OPT/stubs/torch_npu/npu/__init__.py"
 cp "$HERE/stub_permissive.py" "$OPT/stubs/torch_npu/npu/streams/__init__.py"
 for module in torchair/core/_concrete_graph torchair/npu_fx_compiler torchair/fx_summary; do cp "$HERE/stub_permissive.py" "$OPT/stubs/$module/__init__.py"; done
