@@ -214,13 +214,6 @@ export class DraftEngine {
   }
 
   /**
-   * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
-   * the prompt, which decides its sibling group. Indexes the first `indexed` tokens of the
-   * context (all by default); the caller appends the rest later (a long context indexed over
-   * several steps), up to `expectedLength` in all, which sizes the storage. Validates before
-   * touching any state.
-   */
-  /**
    * A request whose context will be indexed later (its backlog waits for the budget): its group
    * makes room for it now. Sixteen long siblings arrive in one step but open one at a time as the
    * backlog reaches them; planned one by one at open, the group's arrays would grow (and be
@@ -257,6 +250,13 @@ export class DraftEngine {
     return announcement;
   }
 
+  /**
+   * Starts (or restarts) a request from its full context; the first `promptLength` tokens are
+   * the prompt, which decides its sibling group. Indexes the first `indexed` tokens of the
+   * context (all by default); the caller appends the rest later (a long context indexed over
+   * several steps), up to `expectedLength` in all, which sizes the storage. Validates before
+   * touching any state.
+   */
   open(id: string, context: ArrayLike<number>, promptLength: number, indexed = context.length, expectedLength = context.length): RequestEntry {
     if (!(promptLength >= 0 && promptLength <= context.length)) {
       throw sidecarError('INVALID_ARGUMENT', `prompt length ${promptLength} not within context length ${context.length}`, 'prompt_len');
