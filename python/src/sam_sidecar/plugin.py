@@ -31,10 +31,6 @@ ENV_METHOD = "SAM_SIDECAR_METHOD"  # set by the config patch, inherited by worke
 ENV_DISABLE = "SAM_SIDECAR_DISABLE"
 # The n-gram slot validates lookup bounds that sam does not use: any consistent pair passes.
 NGRAM_SLOT_LOOKUP = {"prompt_lookup_min": 1, "prompt_lookup_max": 1}
-# Verification settings other than the standard rule: "synthetic" accepts at configured rates (a
-# benchmark mode, not the target distribution) and "block" is block verification.
-STANDARD_VERIFICATION = "standard"
-SYNTHETIC_KEYS = ("synthetic_acceptance_rates", "synthetic_acceptance_length")
 
 _state = {"config": False, "runner": False}
 
@@ -55,15 +51,6 @@ def is_sam(vllm_config: Any) -> bool:
     if method == "custom_class":
         return getattr(spec, "model", None) == support.CUSTOM_CLASS_PATH
     return method == "ngram" and os.environ.get(ENV_METHOD) == METHOD
-
-
-def check_verification_settings(spec: dict) -> None:
-    """sam's drafts are verified by the standard rule only."""
-    method = spec.get("rejection_sample_method", STANDARD_VERIFICATION)
-    given = sorted(key for key in SYNTHETIC_KEYS if spec.get(key) is not None)
-    if method != STANDARD_VERIFICATION or given:
-        setting = f"rejection_sample_method={method!r}" if method != STANDARD_VERIFICATION else ", ".join(given)
-        raise SamSidecarError("UNSUPPORTED_OPTION", f"method 'sam' is verified with the standard (lossless) rule only, but speculative_config sets {setting}. Fix: remove it, or {support.DISABLE_HINT}")
 
 
 def rewrite_speculative_config(spec: Any, drafter_slot: str = "ngram") -> Any:
@@ -111,7 +98,7 @@ def _patch_config() -> None:
         else:
             try:
                 row, version = support.detect()
-                check_verification_settings(requested)
+                support.require_standard_verification(requested.get)
             except SamSidecarError as error:
                 raise refuse(error) from None
             logger.info("sam-sidecar: method 'sam' on %s %s (%s): drafts from the sidecar, lossless verification", "vLLM-Ascend" if row.engine == "vllm-ascend" else "vLLM", version, row.label)

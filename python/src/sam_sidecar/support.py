@@ -37,6 +37,24 @@ class SamSidecarError(RuntimeError):
         self.code = code
 
 
+# Verification settings of vLLM's speculative config other than the standard rule: "synthetic"
+# accepts at configured rates (a benchmark mode, not the target distribution), "block" is block
+# verification.
+STANDARD_VERIFICATION = "standard"
+SYNTHETIC_SETTINGS = ("synthetic_acceptance_rates", "synthetic_acceptance_length")
+
+
+def require_standard_verification(setting) -> None:
+    """sam's drafts are verified by the standard rule only. `setting(name, default)` reads one
+    speculative config field: the user's dict's `get` at config time, vLLM's SpeculativeConfig in
+    the runner."""
+    method = setting("rejection_sample_method", STANDARD_VERIFICATION)
+    given = sorted(name for name in SYNTHETIC_SETTINGS if setting(name, None) is not None)
+    if method != STANDARD_VERIFICATION or given:
+        named = f"rejection_sample_method={method!r}" if method != STANDARD_VERIFICATION else ", ".join(given)
+        raise SamSidecarError("UNSUPPORTED_OPTION", f"method 'sam' is verified with the standard (lossless) rule only, but speculative_config sets {named}. Fix: remove it, or {DISABLE_HINT}")
+
+
 @dataclass(frozen=True)
 class Row:
     """One supported release line. `minimum` is included, `below` excluded (PEP 440 order, so

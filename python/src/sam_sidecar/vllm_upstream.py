@@ -27,7 +27,7 @@ from typing import Any, Callable
 from . import rejection_sampler
 from .proposer import SamProposerCore, note_finished_ids_from_update_states
 from .log import logger
-from .support import CUSTOM_CLASS_PATH, Row, SamSidecarError
+from .support import CUSTOM_CLASS_PATH, Row, SamSidecarError, require_standard_verification
 from .tensor_parallel import TensorParallelShare
 
 
@@ -58,7 +58,7 @@ class SamCustomClassProposer(SamUpstreamProposer):
 
     def __init__(self, vllm_config):
         runner_class = getattr(sys.modules.get(RUNNER_MODULE), "GPUModelRunner", None)
-        if not getattr(runner_class, "_sam_sidecar_slot", None) == "custom_class":
+        if getattr(runner_class, "_sam_sidecar_slot", None) != "custom_class":
             raise SamSidecarError("RUNNER_MISMATCH", f"{CUSTOM_CLASS_PATH} is built only in a vLLM GPUModelRunner that the sam-sidecar plugin has patched (vLLM 0.21.x-0.27.x with the plugin loaded; VLLM_PLUGINS must not exclude 'sam'). Configure speculative_config.method=sam instead of naming the class")
         super().__init__(vllm_config)
 
@@ -98,9 +98,7 @@ def patch_runner_module(runner_module, row: Row, is_sam: Callable[[Any], bool], 
             if not isinstance(self.drafter, SamCustomClassProposer):
                 raise SamSidecarError("RUNNER_MISMATCH", f"method 'sam' runs in vLLM's custom_class slot, but the runner built {type(self.drafter).__name__}")
             spec = vllm_config.speculative_config
-            verification = getattr(spec, "rejection_sample_method", "standard")
-            if verification != "standard":
-                raise SamSidecarError("UNSUPPORTED_OPTION", f"method 'sam' is verified with the standard (lossless) rule only, but rejection_sample_method is {verification!r}")
+            require_standard_verification(lambda name, default: getattr(spec, name, default))
             self.drafter.runner = self
         else:
             if not isinstance(self.drafter, seam):
