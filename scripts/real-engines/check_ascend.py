@@ -30,12 +30,11 @@ print("CHECK the runner module's factory is the shim's:", getattr(runner_module.
 run_on_cpu()
 from vllm.v1.sample.sampler import Sampler
 
-try:  # what NPUPlatform.check_and_update_config does on an NPU (the CPU platform ran here instead)
-    from vllm_ascend.ascend_config import init_ascend_config
-except ImportError:  # releases whose sampler reads no Ascend config
-    init_ascend_config = None
-if init_ascend_config is not None:
-    init_ascend_config(config)
+# What NPUPlatform.check_and_update_config does on an NPU (the CPU platform ran here instead); every
+# tag has it (vllm_ascend/ascend_config.py:180 at v0.11.0rc0, :359 at v0.14.0rc1, :913 at v0.23.0).
+from vllm_ascend.ascend_config import init_ascend_config
+
+init_ascend_config(config)
 
 SamplerClass = getattr(runner_module, row.sampler_class)  # the class the runner builds in this release
 print("CHECK before the drafter is built, the function it calls is the shim's:", rejection_sampler.installed(SamplerClass))
