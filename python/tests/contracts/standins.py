@@ -108,7 +108,7 @@ class EngineArgs:
         if spec.get("method") not in KNOWN_METHODS:
             raise ValueError(f"unknown speculative method {{spec.get('method')!r}}")
         if spec["method"] == "custom_class":
-            if "." not in (spec.get("model") or ""):
+            if spec.get("model") is None:
                 raise ValueError("method='custom_class' requires 'model' to contain the custom proposer module path")
             return SimpleNamespace(method="custom_class", model=spec["model"], num_speculative_tokens=spec["num_speculative_tokens"], rejection_sample_method=spec.get("rejection_sample_method", "standard"))
         low, high = spec.get("prompt_lookup_min"), spec.get("prompt_lookup_max")
@@ -127,6 +127,8 @@ import importlib
 
 def create_custom_proposer(vllm_config):
     backend = vllm_config.speculative_config.model
+    if "." not in backend:
+        raise ValueError(f"Invalid custom proposer module path {backend!r}")
     module_path, class_name = backend.rsplit(".", 1)
     user_class = getattr(importlib.import_module(module_path), class_name)
     try:
