@@ -13,7 +13,7 @@ import { InProcessBackend } from '../src/replay/in-process.js';
 import { replay } from '../src/replay/simulate.js';
 import { syntheticTraces } from '../src/replay/synthetic.js';
 import { occursIn } from './oracle.js';
-import { stepBatch } from './helpers.js';
+import { recordingGrowthMemory, stepBatch } from './helpers.js';
 
 const draftOf = (engine: DraftEngine, id: string, k = 3): number[] => {
   const out = new Int32Array(k);
@@ -138,15 +138,8 @@ describe('corpus', () => {
 
   it('plans a generation at its full share once it is past a quarter of it: one growth late in a generation, not several', () => {
     const corpus = new Corpus(400_000); // generations of 200,000 tokens
-    const grown: number[] = [];
-    corpus.memory = {
-      allocate(length: number) {
-        grown.push(length);
-        return null;
-      },
-      ahead: () => Number.POSITIVE_INFINITY,
-      release: () => {},
-    };
+    const { memory, lengths: grown } = recordingGrowthMemory();
+    corpus.memory = memory;
     let seed = 11;
     const chunk = () => Array.from({ length: 1000 }, () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 5000);
     let lateGrowths = 0;

@@ -1,5 +1,6 @@
-/** Builders shared by the Step tests. */
+/** Builders shared by the Step and core tests. */
 import { NO_PROMPT, type StepBatch, type StepOutcome } from '../src/core/step-service.js';
+import type { GrowthMemory } from '../src/core/typed.js';
 
 export interface TestItem {
   id: string;
@@ -50,3 +51,19 @@ export function draftLists(outcome: StepOutcome): number[][] {
 }
 
 export const PROMPT = [100, 101, 102, 103];
+
+/**
+ * A GrowthMemory that allocates nothing itself (the automaton then allocates as it would) and
+ * records the length of every array an automaton asked it for: each construction and growth.
+ */
+export function recordingGrowthMemory(): { memory: GrowthMemory; lengths: number[] } {
+  const lengths: number[] = [];
+  return {
+    lengths,
+    memory: {
+      allocate: (length: number) => (lengths.push(length), null),
+      ahead: () => Number.POSITIVE_INFINITY,
+      release: () => {},
+    },
+  };
+}

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { SidecarError } from '../src/core/errors.js';
 import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
 import { ItemStatus, MemoryCost, type StepBatch, StepService } from '../src/core/step-service.js';
-import { draftLists, PROMPT, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
+import { draftLists, PROMPT, recordingGrowthMemory, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
 
 const gate: GateConfig = { mode: 'threshold', threshold: 32, verifyCost: [[1, 1.05], [128, 2.3]], hysteresis: 0.05, smoothing: 0.01, minObservations: 200 };
 const limits = { maxK: 8, requestTtlMs: 60_000, maxTokens: 1_000_000, stepCacheSize: 4 };
@@ -393,12 +393,8 @@ describe('long contexts: a bounded amount indexed per step, the rest in a backlo
     const groupArrays = (announcing: boolean) => {
       const service = new StepService({ ...limits, ingestTokensPerStep: 1024 }, gate, { corpusTokens: 0 });
       if (!announcing) service.draftEngine.announce = () => {};
-      const allocations: number[] = [];
-      service.draftEngine.growthMemory = {
-        allocate: (length: number) => (allocations.push(length), null),
-        ahead: () => Number.POSITIVE_INFINITY,
-        release: () => {},
-      };
+      const { memory, lengths: allocations } = recordingGrowthMemory();
+      service.draftEngine.growthMemory = memory;
       const promptTokens = long(100, 9);
       const items = Array.from({ length: 8 }, (_, r) => ({ id: `s${r}`, tokens: [...promptTokens, ...long(5900, r)], prompt: 100 }));
       service.step(batch(items), 0);
@@ -413,8 +409,8 @@ describe('long contexts: a bounded amount indexed per step, the rest in a backlo
 
   it('forgets an announced request that goes before it opens: its group is not made room for', () => {
     const service = new StepService({ ...limits, ingestTokensPerStep: 1024 }, gate, { corpusTokens: 0 });
-    const allocations: number[] = [];
-    service.draftEngine.growthMemory = { allocate: (length: number) => (allocations.push(length), null), ahead: () => Number.POSITIVE_INFINITY, release: () => {} };
+    const { memory, lengths: allocations } = recordingGrowthMemory();
+    service.draftEngine.growthMemory = memory;
     const promptTokens = long(100, 9);
     service.step(batch([{ id: 'first', tokens: long(2000, 1), prompt: 100 }, { id: 'gone', tokens: [...promptTokens, ...long(20_000, 2)], prompt: 100 }]), 0);
     service.release('engine-a', ['gone']);
