@@ -127,8 +127,10 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
   const peer = await startSidecarProcess(join(dir, 'peer.sock'), shared);
   try {
     const [offClient, onClient, peerClient] = await Promise.all([off, on, peer].map((server) => FastLaneClient.connect(server.socket)));
-    const blocks = 6;
-    const per = Math.max(100, Math.floor(STEPS / blocks));
+    // Many short blocks, so the box's drift (2 cores shared with Redis, a peer and the client)
+    // falls on both sides alike.
+    const blocks = 20;
+    const per = Math.max(50, Math.floor(STEPS / blocks));
     const offSamples: number[] = [];
     const onSamples: number[] = [];
     let peerStepping = true;

@@ -43,3 +43,11 @@ export class RedisServer {
     });
   }
 }
+
+/** Calls per command so far (INFO commandstats), by lower-case name; commands a script ran count too. */
+export function commandCalls(port: number): Record<string, number> {
+  const info = spawnSync('redis-cli', ['-p', String(port), 'info', 'commandstats'], { encoding: 'utf8' }).stdout;
+  const calls: Record<string, number> = {};
+  for (const match of info.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) calls[match[1]] = Number(match[2]);
+  return calls;
+}

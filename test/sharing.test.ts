@@ -7,7 +7,7 @@ import { UNGATED } from '../src/core/gate.js';
 import { StepService } from '../src/core/step-service.js';
 import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
-import { REDIS_SERVER, RedisServer } from './redis.js';
+import { commandCalls, REDIS_SERVER, RedisServer } from './redis.js';
 
 if (REDIS_SERVER === null) console.warn('sharing tests skipped: no redis-server (apt-get install redis-server)');
 
@@ -71,6 +71,30 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     // text (the tokens after the prompt) and none of its own.
     expect(a.sharing.counters.receivedTokens).toBe(2);
     expect(b.sharing.counters.receivedTokens).toBe(3);
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
+  it('a flush is one call to Redis however many groups it writes, and lands again after Redis restarted empty (its scripts gone)', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const prompts = [PROMPT, [7, 7, 7, 7], [8, 8, 8, 8]];
+    a.step(prompts.map((prompt, i) => ({ id: `a${i}`, tokens: [...prompt, 1, 2, 3], prompt: 4 })));
+    const before = commandCalls(redis.port);
+    await a.exchange();
+    const after = commandCalls(redis.port);
+    expect((after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0)).toBe(1);
+    expect((after.xadd ?? 0) - (before.xadd ?? 0)).toBe(3); // one entry per group, inside that call
+    await redis.kill();
+    await redis.restart();
+    expect(await a.sharing.ready(10_000)).toBe(true);
+    for (let i = 0; i < 60 && !a.sharing.counters.connected; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    const b = await engine(redis.url, key);
+    b.step([{ id: 'b', tokens: [...PROMPT, 1], prompt: 4 }]);
+    await b.exchange(); // b reads the group from now on
+    a.step([{ id: 'a0', start: 7, tokens: [4, 5] }]);
+    await a.exchange();
+    await b.exchange();
+    expect(b.sharing.counters.receivedTokens).toBe(2); // a's tokens after the restart, through the reloaded script
     await Promise.all([a.sharing.close(), b.sharing.close()]);
   });
 

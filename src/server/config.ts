@@ -141,7 +141,7 @@ export const ConfigSchema = z
             maxPublishBytes: positiveInt.default(REDIS_SHARING_DEFAULTS.maxPublishBytes),
             maxWatchedGroups: positiveInt.max(1_000_000).default(REDIS_SHARING_DEFAULTS.maxWatchedGroups),
             maxInboxTokens: positiveInt.default(REDIS_SHARING_DEFAULTS.maxInboxTokens),
-            readBlockMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.readBlockMs),
+            readIntervalMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.readIntervalMs),
             publishIntervalMs: positiveInt.max(10_000).default(REDIS_SHARING_DEFAULTS.publishIntervalMs),
           })
           .prefault({}),

@@ -21,8 +21,8 @@ export interface RedisSharingConfig {
   maxPublishBytes: number;
   maxWatchedGroups: number;
   maxInboxTokens: number;
-  /** Wait for new entries this long per read (the server's background loop). */
-  readBlockMs: number;
+  /** The server reads other engines' text this often (ms). */
+  readIntervalMs: number;
   /** The server publishes what its engine produced this often (ms): steps never pay for it. */
   publishIntervalMs: number;
 }
@@ -37,7 +37,7 @@ export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.fr
   maxPublishBytes: 8 * 1024 * 1024,
   maxWatchedGroups: 4096,
   maxInboxTokens: 4_000_000,
-  readBlockMs: 20,
+  readIntervalMs: 20,
   publishIntervalMs: 10,
 });
 

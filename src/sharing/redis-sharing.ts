@@ -42,12 +42,35 @@ const ENTRIES_PER_STREAM = 512;
 /** Groups whose history this process fetched (LRU-bounded; fetched once per process lifetime). */
 const HISTORY_FETCHED_MAX = 65_536;
 
+/**
+ * One flush's writes (sent by EVALSHA; ioredis loads the script again after a Redis restart).
+ * KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
+ * the streams' approximate length cap and TTL, the history's cap and TTL, the number of streams;
+ * then each stream's entry, then each history entry.
+ */
+const PUBLISH_SCRIPT = `
+local streams = tonumber(ARGV[6])
+for i = 1, streams do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'i', ARGV[1], 'd', ARGV[6 + i])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+end
+local keep = -tonumber(ARGV[4])
+for i = streams + 1, #KEYS do
+  redis.call('RPUSH', KEYS[i], ARGV[6 + i])
+  redis.call('LTRIM', KEYS[i], keep, -1)
+  redis.call('EXPIRE', KEYS[i], ARGV[5])
+end
+return streams
+`;
+
+type PublishingRedis = Redis & { samPublish(keyCount: number, ...keysAndArgs: Array<string | number | Buffer>): Promise<number> };
+
 export class RedisSharing implements SharedTextSource {
   /** This process's name in what it publishes: sources are `${instance}/${request id}`. */
   readonly instance = randomUUID();
   private readonly instanceBytes = Buffer.from(this.instance);
   readonly counters = new SharingCounters();
-  private readonly client: Redis;
+  private readonly client: PublishingRedis;
   private readonly reader: Redis;
   private inbox: TextDelta[] = [];
   private inboxTokens = 0;
@@ -74,7 +97,8 @@ export class RedisSharing implements SharedTextSource {
       retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
       ...(config.password === undefined ? {} : { password: config.password }),
     };
-    this.client = new Redis(config.url, options);
+    this.client = new Redis(config.url, options) as PublishingRedis;
+    this.client.defineCommand('samPublish', { lua: PUBLISH_SCRIPT });
     this.reader = new Redis(config.url, options);
     this.client.on('ready', () => {
       this.counters.connected = true;
@@ -149,24 +173,27 @@ export class RedisSharing implements SharedTextSource {
       if (list === undefined) byGroup.set(delta.group, [delta]);
       else list.push(delta);
     }
-    const pipeline = this.client.pipeline();
+    // One script call per flush, whatever the number of groups: each group's stream entry and its
+    // TTL, and each finished output appended to its prompt's capped history. A command per
+    // stream and list cost the event loop more than the text it carried (docs/results.md).
+    const keys: string[] = [];
+    const payloads: Buffer[] = [];
+    const historyKeys: string[] = [];
+    const historyEntries: Buffer[] = [];
     for (const [group, deltas] of byGroup) {
-      const key = this.liveKey(group);
-      // 'i' names the writer, so a sidecar skips its own entries (most of what it reads from its
-      // groups' streams) without decoding them.
-      pipeline.xadd(key, 'MAXLEN', '~', String(this.config.liveMaxEntries), '*', 'i', this.instance, 'd', encodeDeltas(deltas, this.instance));
-      pipeline.expire(key, this.config.liveTtlSeconds);
+      keys.push(this.liveKey(group));
+      payloads.push(encodeDeltas(deltas, this.instance));
       for (const delta of deltas) {
         this.counters.publishedTokens += delta.tokens.length;
         if (!delta.finished || delta.output === undefined) continue;
-        const history = this.historyKey(group);
-        pipeline.rpush(history, encodeHistoryEntry(`${this.instance}/${delta.source}`, delta.output));
-        pipeline.ltrim(history, -this.config.historyOutputsPerPrompt, -1);
-        pipeline.expire(history, this.config.historyTtlSeconds);
+        historyKeys.push(this.historyKey(group));
+        historyEntries.push(encodeHistoryEntry(`${this.instance}/${delta.source}`, delta.output));
       }
     }
+    const { liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds } = this.config;
+    const settings = [this.instance, liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, keys.length];
     this.counters.publishedBytes += bytes;
-    this.track(pipeline.exec());
+    this.track(this.client.samPublish(keys.length + historyKeys.length, ...keys, ...historyKeys, ...settings, ...payloads, ...historyEntries));
   }
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
@@ -174,9 +201,13 @@ export class RedisSharing implements SharedTextSource {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
-  /** One read of every watched group's stream; `blockMs` 0 returns at once. */
-  async poll(blockMs = 0): Promise<void> {
+  /**
+   * One read of every watched group's stream; `blockMs` 0 returns at once. Resolves to whether a
+   * stream had more entries than one read takes (read again without waiting).
+   */
+  async poll(blockMs = 0): Promise<boolean> {
     const groups = [...this.watched.keys()];
+    let more = false;
     for (let from = 0; from < groups.length; from += STREAMS_PER_READ) {
       const chunk = groups.slice(from, from + STREAMS_PER_READ);
       const keys = chunk.map((group) => this.liveKey(group));
@@ -188,19 +219,23 @@ export class RedisSharing implements SharedTextSource {
         reply = (await (this.reader as unknown as { xreadBuffer(...args: unknown[]): Promise<typeof reply> }).xreadBuffer(...args, 'STREAMS', ...keys, ...ids)) ?? null;
       } catch {
         this.counters.errors++;
-        return;
+        return false;
       }
       if (reply === null) continue;
       for (const [keyBuffer, entries] of reply) {
         const group = keyBuffer.toString().slice(this.config.keyPrefix.length + ':live:'.length);
         for (const [idBuffer, fields] of entries) this.receiveLive(group, idBuffer.toString(), fields);
+        if (entries.length === ENTRIES_PER_STREAM) more = true;
       }
     }
+    return more;
   }
 
   /**
    * The server's background work: publishes what `outbound` hands over every publishIntervalMs,
-   * and reads until closed, backing off while Redis is away.
+   * and reads every readIntervalMs until closed, backing off while Redis is away. Reading on an
+   * interval, not blocked until the next entry, bounds the round trips whatever the number of
+   * writers (this one's own entries among them): each costs the event loop a system call or two.
    */
   start(outbound: () => OutboundText): void {
     if (this.loop !== null) return;
@@ -209,10 +244,10 @@ export class RedisSharing implements SharedTextSource {
     this.loop = (async () => {
       while (!this.closed) {
         if (this.watched.size === 0 || !this.counters.connected) {
-          await sleep(this.counters.connected ? this.config.readBlockMs : 200);
+          await sleep(this.counters.connected ? this.config.readIntervalMs : 200);
           continue;
         }
-        await this.poll(this.config.readBlockMs);
+        if (!(await this.poll(0))) await sleep(this.config.readIntervalMs);
       }
     })();
   }
