@@ -30,7 +30,7 @@ async function engine(url: string, keyPrefix: string, log: SharingLog | null = n
     async exchange() {
       sharing.publish(service.draftEngine.takeOutbound());
       await sharing.settle();
-      await sharing.poll(0);
+      await sharing.poll();
     },
   };
 }

@@ -46,7 +46,7 @@ export async function shareThroughRedis(initial: readonly InProcessBackend[], ur
     async afterRound() {
       backends.forEach((backend, i) => sharings[i].publish(backend.service.draftEngine.takeOutbound()));
       await Promise.all(sharings.map((sharing) => sharing.settle()));
-      await Promise.all(sharings.map((sharing) => sharing.poll(0)));
+      await Promise.all(sharings.map((sharing) => sharing.poll()));
     },
     async close() {
       await Promise.all(sharings.map((sharing) => sharing.close()));

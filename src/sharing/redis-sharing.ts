@@ -44,7 +44,8 @@ const HISTORY_FETCHED_MAX = 65_536;
 
 /**
  * One flush's writes (sent by EVALSHA; ioredis loads the script again after a Redis restart).
- * KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
+ * Each stream entry names its writer ('i'), so a sidecar skips its own entries without decoding
+ * them. KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
  * the streams' approximate length cap and TTL, the history's cap and TTL, the number of streams;
  * then each stream's entry, then each history entry.
  */
@@ -149,7 +150,7 @@ export class RedisSharing implements SharedTextSource {
 
   /**
    * Writes this engine's new text (never awaited by a step): live deltas to their groups' streams,
-   * finished outputs to their prompts' history, in one pipeline, within maxPublishBytes; and starts
+   * finished outputs to their prompts' history, in one script call, within maxPublishBytes; and starts
    * reading the groups that opened (their history first).
    */
   publish(outbound: OutboundText): void {
@@ -202,21 +203,19 @@ export class RedisSharing implements SharedTextSource {
   }
 
   /**
-   * One read of every watched group's stream; `blockMs` 0 returns at once. Resolves to whether a
-   * stream had more entries than one read takes (read again without waiting).
+   * One read of every watched group's stream, returning at once. Resolves to whether a stream had
+   * more entries than one read takes (read again without waiting).
    */
-  async poll(blockMs = 0): Promise<boolean> {
+  async poll(): Promise<boolean> {
     const groups = [...this.watched.keys()];
     let more = false;
     for (let from = 0; from < groups.length; from += STREAMS_PER_READ) {
       const chunk = groups.slice(from, from + STREAMS_PER_READ);
       const keys = chunk.map((group) => this.liveKey(group));
       const ids = chunk.map((group) => this.watched.get(group)!);
-      const args: Array<string | number> = ['COUNT', ENTRIES_PER_STREAM];
-      if (blockMs > 0 && from === 0) args.push('BLOCK', blockMs);
       let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
       try {
-        reply = (await (this.reader as unknown as { xreadBuffer(...args: unknown[]): Promise<typeof reply> }).xreadBuffer(...args, 'STREAMS', ...keys, ...ids)) ?? null;
+        reply = (await (this.reader as unknown as { xreadBuffer(...args: unknown[]): Promise<typeof reply> }).xreadBuffer('COUNT', ENTRIES_PER_STREAM, 'STREAMS', ...keys, ...ids)) ?? null;
       } catch {
         this.counters.errors++;
         return false;
@@ -247,7 +246,7 @@ export class RedisSharing implements SharedTextSource {
           await sleep(this.counters.connected ? this.config.readIntervalMs : 200);
           continue;
         }
-        if (!(await this.poll(0))) await sleep(this.config.readIntervalMs);
+        if (!(await this.poll())) await sleep(this.config.readIntervalMs);
       }
     })();
   }
