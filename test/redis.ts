@@ -51,3 +51,15 @@ export function commandCalls(port: number): Record<string, number> {
   for (const match of info.matchAll(/^cmdstat_([a-z|]+):calls=(\d+)/gm)) calls[match[1]] = Number(match[2]);
   return calls;
 }
+
+/** Bytes the server has written to its clients so far (INFO stats), replies of every connection together. */
+export function netOutputBytes(port: number): number {
+  const info = spawnSync('redis-cli', ['-p', String(port), 'info', 'stats'], { encoding: 'utf8' }).stdout;
+  return Number(/^total_net_output_bytes:(\d+)/m.exec(info)![1]);
+}
+
+/** CONFIG SET on the running server (maxmemory and its policy, to make it full). */
+export function configSet(port: number, name: string, value: string): void {
+  const reply = spawnSync('redis-cli', ['-p', String(port), 'config', 'set', name, value], { encoding: 'utf8' }).stdout.trim();
+  if (reply !== 'OK') throw new Error(`CONFIG SET ${name} ${value}: ${reply}`);
+}

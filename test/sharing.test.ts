@@ -7,7 +7,7 @@ import { UNGATED } from '../src/core/gate.js';
 import { StepService } from '../src/core/step-service.js';
 import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
-import { commandCalls, REDIS_SERVER, RedisServer } from './redis.js';
+import { commandCalls, configSet, netOutputBytes, REDIS_SERVER, RedisServer } from './redis.js';
 
 if (REDIS_SERVER === null) console.warn('sharing tests skipped: no redis-server (apt-get install redis-server)');
 
@@ -74,20 +74,42 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await Promise.all([a.sharing.close(), b.sharing.close()]);
   });
 
+  it('its own entries stay in Redis: a read carries back only other writers\' text, and moves past its own', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const b = await engine(redis.url, key);
+    const long = Array.from({ length: 20_000 }, (_, i) => 10 + (i % 997));
+    a.step([{ id: 'a', tokens: [...PROMPT, ...long], prompt: 4 }]);
+    await a.exchange(); // opens the group: a reads its stream from now on
+    a.step([{ id: 'a', start: 4 + long.length, tokens: long }]); // 80 KB more in a's own entries
+    a.sharing.publish(a.service.draftEngine.takeOutbound());
+    await a.sharing.settle();
+    const before = netOutputBytes(redis.port);
+    expect(await a.sharing.poll()).toBe(false);
+    expect(netOutputBytes(redis.port) - before).toBeLessThan(4_096); // the reply, not the 80 KB
+    b.step([{ id: 'b', tokens: [...PROMPT, 1, 2], prompt: 4 }]);
+    await b.exchange();
+    await a.sharing.poll();
+    expect(a.sharing.counters.receivedTokens).toBe(2); // b's entry, after a's own
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
   it('a flush is one call to Redis however many groups it writes, and lands again after Redis restarted empty (its scripts gone)', async () => {
     const key = nextPrefix();
     const a = await engine(redis.url, key);
     const prompts = [PROMPT, [7, 7, 7, 7], [8, 8, 8, 8]];
     a.step(prompts.map((prompt, i) => ({ id: `a${i}`, tokens: [...prompt, 1, 2, 3], prompt: 4 })));
     const before = commandCalls(redis.port);
-    await a.exchange();
+    a.sharing.publish(a.service.draftEngine.takeOutbound());
+    await a.sharing.settle();
     const after = commandCalls(redis.port);
     expect((after.evalsha ?? 0) + (after.eval ?? 0) - (before.evalsha ?? 0) - (before.eval ?? 0)).toBe(1);
     expect((after.xadd ?? 0) - (before.xadd ?? 0)).toBe(3); // one entry per group, inside that call
     await redis.kill();
+    // Until a has seen the connection drop, ready() would answer from before the restart.
+    for (let i = 0; i < 100 && a.sharing.counters.connected; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     await redis.restart();
     expect(await a.sharing.ready(10_000)).toBe(true);
-    for (let i = 0; i < 60 && !a.sharing.counters.connected; i++) await new Promise((resolve) => setTimeout(resolve, 50));
     const b = await engine(redis.url, key);
     b.step([{ id: 'b', tokens: [...PROMPT, 1], prompt: 4 }]);
     await b.exchange(); // b reads the group from now on
@@ -156,6 +178,29 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     expect(lines.filter((line) => line.includes('is back'))).toHaveLength(1);
     await a.sharing.close();
   }, 30_000);
+
+  it('Redis full (maxmemory, noeviction): writes fail, one log line says so, drafts go on from local state', async () => {
+    const key = nextPrefix();
+    const lines: string[] = [];
+    const a = await engine(redis.url, key, { info: (_fields, message) => lines.push(`info ${message}`), warn: (_fields, message) => lines.push(`warn ${message}`) });
+    configSet(redis.port, 'maxmemory-policy', 'noeviction');
+    configSet(redis.port, 'maxmemory', '1');
+    try {
+      let length = 9;
+      a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 1, 2], prompt: 4 }]);
+      for (let i = 0; i < 5; i++) {
+        await a.exchange();
+        expect(a.step([{ id: 'a', start: length++, tokens: [3] }])[0].length).toBeGreaterThan(0);
+      }
+      await a.exchange();
+      expect(a.sharing.counters.errors).toBeGreaterThanOrEqual(5);
+      expect(a.sharing.counters.connected).toBe(true);
+      expect(lines).toEqual([expect.stringMatching(/^warn shared text: a Redis command failed/)]);
+    } finally {
+      configSet(redis.port, 'maxmemory', '0');
+      await a.sharing.close();
+    }
+  });
 });
 
 describe.skipIf(REDIS_SERVER === null)('sidecars sharing through Redis (sharing.redis.url)', () => {

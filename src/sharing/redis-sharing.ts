@@ -9,7 +9,7 @@
  * backoff. Every buffer is bounded: bytes published per flush, watched groups, inbox tokens.
  */
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { Redis, ReplyError } from 'ioredis';
 import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
 import { redactedUrl, type RedisSharingConfig } from './redis-config.js';
 
@@ -35,17 +35,17 @@ export class SharingCounters {
   lagMs = 0;
 }
 
-/** Streams read per XREAD call. */
+/** Streams read per read call. */
 const STREAMS_PER_READ = 256;
-/** Live entries read per stream per call. */
-const ENTRIES_PER_STREAM = 512;
+/** Live entries scanned per stream per call (the script runs inside Redis: a bound on its time too). */
+const ENTRIES_PER_STREAM = 256;
 /** Groups whose history this process fetched (LRU-bounded; fetched once per process lifetime). */
 const HISTORY_FETCHED_MAX = 65_536;
 
 /**
  * One flush's writes (sent by EVALSHA; ioredis loads the script again after a Redis restart).
- * Each stream entry names its writer ('i'), so a sidecar skips its own entries without decoding
- * them. KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
+ * Each stream entry names its writer ('i'), so the read script leaves a sidecar's own entries in
+ * Redis. KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
  * the streams' approximate length cap and TTL, the history's cap and TTL, the number of streams;
  * then each stream's entry, then each history entry.
  */
@@ -64,15 +64,48 @@ end
 return streams
 `;
 
+/**
+ * One poll of the watched streams, leaving out this writer's own entries inside Redis: most of a
+ * group's stream is often the reader's own text, and carrying it back cost the reader's event loop
+ * more than the text it wanted (docs/results.md). KEYS: the streams. ARGV: this writer, entries per
+ * stream, then each stream's last id seen. Per stream with new entries: its index in KEYS, the last
+ * id scanned (own entries included, so the cursor moves past them), how many were scanned, and the
+ * other writers' entries as XRANGE gives them. Needs Redis 6.2 or later (exclusive ranges).
+ */
+const READ_SCRIPT = `
+local out = {}
+for k = 1, #KEYS do
+  local entries = redis.call('XRANGE', KEYS[k], '(' .. ARGV[2 + k], '+', 'COUNT', ARGV[2])
+  local scanned = #entries
+  if scanned > 0 then
+    local theirs = {}
+    for e = 1, scanned do
+      local fields = entries[e][2]
+      local own = false
+      for f = 1, #fields - 1, 2 do
+        if fields[f] == 'i' then own = fields[f + 1] == ARGV[1] end
+      end
+      if not own then theirs[#theirs + 1] = entries[e] end
+    end
+    out[#out + 1] = { k, entries[scanned][1], scanned, theirs }
+  end
+end
+return out
+`;
+
+type StreamEntry = [Buffer, Buffer[]];
+/** Per stream read: [index in KEYS (1-based), last id scanned, entries scanned, other writers' entries]. */
+type ReadReply = Array<[number, Buffer, number, StreamEntry[]]>;
+
 type PublishingRedis = Redis & { samPublish(keyCount: number, ...keysAndArgs: Array<string | number | Buffer>): Promise<number> };
+type ReadingRedis = Redis & { samReadBuffer(keyCount: number, ...keysAndArgs: Array<string | number>): Promise<ReadReply> };
 
 export class RedisSharing implements SharedTextSource {
   /** This process's name in what it publishes: sources are `${instance}/${request id}`. */
   readonly instance = randomUUID();
-  private readonly instanceBytes = Buffer.from(this.instance);
   readonly counters = new SharingCounters();
   private readonly client: PublishingRedis;
-  private readonly reader: Redis;
+  private readonly reader: ReadingRedis;
   private inbox: TextDelta[] = [];
   private inboxTokens = 0;
   /** Groups read: the last stream id seen, LRU by last opening. */
@@ -85,6 +118,7 @@ export class RedisSharing implements SharedTextSource {
   private closed = false;
   private loop: Promise<void> | null = null;
   private unavailableLogged = false;
+  private commandErrorLogged = false;
   private publisher: NodeJS.Timeout | null = null;
 
   constructor(
@@ -100,11 +134,13 @@ export class RedisSharing implements SharedTextSource {
     };
     this.client = new Redis(config.url, options) as PublishingRedis;
     this.client.defineCommand('samPublish', { lua: PUBLISH_SCRIPT });
-    this.reader = new Redis(config.url, options);
+    this.reader = new Redis(config.url, options) as ReadingRedis;
+    this.reader.defineCommand('samRead', { lua: READ_SCRIPT });
     this.client.on('ready', () => {
       this.counters.connected = true;
       if (this.unavailableLogged) this.log?.info({ url: redactedUrl(config.url) }, 'shared text: Redis is back; sharing resumes');
       this.unavailableLogged = false;
+      this.commandErrorLogged = false;
     });
     const down = (error: Error) => {
       this.counters.connected = false;
@@ -213,18 +249,19 @@ export class RedisSharing implements SharedTextSource {
       const chunk = groups.slice(from, from + STREAMS_PER_READ);
       const keys = chunk.map((group) => this.liveKey(group));
       const ids = chunk.map((group) => this.watched.get(group)!);
-      let reply: Array<[Buffer, Array<[Buffer, Buffer[]]>]> | null;
+      let reply: ReadReply;
       try {
-        reply = (await (this.reader as unknown as { xreadBuffer(...args: unknown[]): Promise<typeof reply> }).xreadBuffer('COUNT', ENTRIES_PER_STREAM, 'STREAMS', ...keys, ...ids)) ?? null;
-      } catch {
-        this.counters.errors++;
+        reply = await this.reader.samReadBuffer(keys.length, ...keys, this.instance, ENTRIES_PER_STREAM, ...ids);
+      } catch (error) {
+        this.failed(error);
         return false;
       }
-      if (reply === null) continue;
-      for (const [keyBuffer, entries] of reply) {
-        const group = keyBuffer.toString().slice(this.config.keyPrefix.length + ':live:'.length);
+      for (const [index, lastId, scanned, entries] of reply) {
+        const group = chunk[index - 1];
+        if (group === undefined || !this.watched.has(group)) continue;
         for (const [idBuffer, fields] of entries) this.receiveLive(group, idBuffer.toString(), fields);
-        if (entries.length === ENTRIES_PER_STREAM) more = true;
+        this.watched.set(group, lastId.toString());
+        if (scanned === ENTRIES_PER_STREAM) more = true;
       }
     }
     return more;
@@ -234,7 +271,7 @@ export class RedisSharing implements SharedTextSource {
    * The server's background work: publishes what `outbound` hands over every publishIntervalMs,
    * and reads every readIntervalMs until closed, backing off while Redis is away. Reading on an
    * interval, not blocked until the next entry, bounds the round trips whatever the number of
-   * writers (this one's own entries among them): each costs the event loop a system call or two.
+   * writers: each costs the event loop a system call or two.
    */
   start(outbound: () => OutboundText): void {
     if (this.loop !== null) return;
@@ -262,14 +299,24 @@ export class RedisSharing implements SharedTextSource {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * A command failed: counted always; an error Redis answered is logged once per connection (a
+   * server older than 6.2, or one full to maxmemory, fails every call; a lost connection is logged apart).
+   */
+  private failed(error: unknown): void {
+    this.counters.errors++;
+    if (!(error instanceof ReplyError) || this.commandErrorLogged) return;
+    this.commandErrorLogged = true;
+    const message = error instanceof Error ? error.message : String(error);
+    this.log?.warn({ url: redactedUrl(this.config.url), err: message }, 'shared text: a Redis command failed; drafting goes on from local state (sam_sidecar_sharing_errors_total counts each failure)');
+  }
+
   /** A command in flight: its failure is counted, and settle() waits for it. */
   private track(promise: Promise<unknown>): void {
     const tracked: Promise<void> = promise
       .then(
         () => undefined,
-        () => {
-          this.counters.errors++;
-        },
+        (error) => this.failed(error),
       )
       .finally(() => this.pending.delete(tracked));
     this.pending.add(tracked);
@@ -321,15 +368,10 @@ export class RedisSharing implements SharedTextSource {
     }
   }
 
+  /** Another writer's stream entry (the read script left this sidecar's own out). */
   private receiveLive(group: string, id: string, fields: Buffer[]): void {
-    if (!this.watched.has(group)) return;
-    this.watched.set(group, id);
     let packed: Buffer | null = null;
-    for (let i = 0; i + 1 < fields.length; i += 2) {
-      const name = fields[i].toString();
-      if (name === 'i' && fields[i + 1].equals(this.instanceBytes)) return; // this sidecar's own text
-      if (name === 'd') packed = fields[i + 1];
-    }
+    for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i].toString() === 'd') packed = fields[i + 1];
     if (packed === null) return;
     const own = `${this.instance}/`;
     const seen = this.fromHistory.get(group);
