@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SidecarError } from '../src/core/errors.js';
 import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
+import { DELTA_COST_TOKENS, type SharedTextSource, type TextDelta } from '../src/core/shared-text.js';
 import { ItemStatus, MemoryCost, type StepBatch, StepService } from '../src/core/step-service.js';
 import { draftLists, PROMPT, recordingGrowthMemory, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
 
@@ -457,5 +458,51 @@ describe('the byte budget (limits.maxBytes): every request, group and engine cou
     service.step(batch([{ id: 'a', tokens: [...prompt, 1], prompt: 4 }, { id: 'b', tokens: [...prompt, 2], prompt: 4 }]), 0);
     const stats = service.stats();
     expect(stats.accountedBytes).toBe(stats.bytes + 2 * MemoryCost.requestBytes + 1 * MemoryCost.groupBytes + MemoryCost.engineBytes);
+  });
+});
+
+/** Other engines' text as an adapter hands it over: a queue, drained in arrival order. */
+class QueuedText implements SharedTextSource {
+  readonly deltas: TextDelta[] = [];
+  get inboundWaiting(): boolean {
+    return this.deltas.length > 0;
+  }
+  drain(apply: (delta: TextDelta) => void, maxTokens = Number.POSITIVE_INFINITY): void {
+    for (let taken = 0; this.deltas.length > 0 && taken < maxTokens; ) {
+      const delta = this.deltas.shift()!;
+      taken += delta.tokens.length + DELTA_COST_TOKENS;
+      apply(delta);
+    }
+  }
+}
+
+describe('text from other engines (shared text)', () => {
+  const sharing = () => {
+    const service = new StepService({ ...limits, ingestTokensPerStep: 1024 }, { ...gate, threshold: 0 }, { shareText: true });
+    const inbound = new QueuedText();
+    service.sharedText = inbound;
+    service.step(batch([{ id: 'a', tokens: [...prompt, 1], prompt: 4 }], { stepId: 1n }), 0);
+    const [group] = service.draftEngine.takeOutbound().opened;
+    // Three requests of another engine, 200 tokens each, the last one's text ending in 1, 2, 3, 4.
+    const text = (n: number) => Int32Array.from({ length: 200 }, (_, i) => (i < 196 ? 500 + n * 200 + i : [1, 2, 3, 4][i - 196]));
+    for (let n = 0; n < 3; n++) inbound.deltas.push({ group, source: `other/${n}`, at: 0, tokens: text(n), finished: false });
+    return { service, inbound };
+  };
+  const next = { id: 'a', start: 5, tokens: [2] };
+
+  it('applies it between steps, a bounded slice per idle call (a quarter of ingestTokensPerStep), and what is left when a step starts', () => {
+    const { service, inbound } = sharing();
+    expect(service.idleWorkPending).toBe(true);
+    service.doIdleWork();
+    expect(inbound.deltas).toHaveLength(1); // two deltas of 200 tokens (and their cost) reach the 256 of a slice
+    expect(draftsOf(service.step(batch([next], { stepId: 2n }), 0))).toEqual([[3, 4]]);
+    expect(inbound.deltas).toHaveLength(0);
+  });
+
+  it('drafts the same whether idle work applied it or the step did', () => {
+    const idle = sharing();
+    while (idle.service.idleWorkPending) idle.service.doIdleWork();
+    const atStep = sharing();
+    expect(draftsOf(idle.service.step(batch([next], { stepId: 2n }), 0))).toEqual(draftsOf(atStep.service.step(batch([next], { stepId: 2n }), 0)));
   });
 });

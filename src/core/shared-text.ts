@@ -1,8 +1,9 @@
 /**
  * Text shared between engines: what the sidecars of other engines saw of the prompt groups this
  * one holds (their live requests' new tokens, their finished outputs, earlier steps' outputs), and
- * what this one publishes for them. The core only defines the shapes and applies what arrives at
- * the start of a step; moving it is an adapter's job (src/sharing/). Pure: no I/O.
+ * what this one publishes for them. The core only defines the shapes and applies what arrives,
+ * between steps in idle slices and at the start of a step; moving it is an adapter's job
+ * (src/sharing/). Pure: no I/O.
  */
 
 /** A run of one request's output tokens, on any engine. */
@@ -27,7 +28,19 @@ export interface OutboundText {
   readonly deltas: readonly TextDelta[];
 }
 
-/** Where text from other engines comes from; drained at the start of every step, so each step sees a fixed set. */
+/**
+ * Where text from other engines comes from. Drained in bounded slices between steps (idle work)
+ * and to the end at the start of every step, so each step sees a fixed set: what arrived before it.
+ */
 export interface SharedTextSource {
-  drain(apply: (delta: TextDelta) => void): void;
+  /** Deltas are waiting to be drained. */
+  readonly inboundWaiting: boolean;
+  /**
+   * Hands deltas over in arrival order until at least `maxTokens` went, each delta counting as its
+   * tokens plus DELTA_COST_TOKENS (a delta is never split).
+   */
+  drain(apply: (delta: TextDelta) => void, maxTokens?: number): void;
 }
+
+/** What applying a delta costs beyond its tokens, in tokens' worth (most deltas hold one to a few tokens). */
+export const DELTA_COST_TOKENS = 16;

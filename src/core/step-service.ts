@@ -328,16 +328,20 @@ export class StepService {
   /** Releases requests of an engine (finished or aborted outside a step). Returns how many were held. */
   /**
    * Work that waits for an idle moment: requests' latest tokens into the corpus (each step also
-   * starts with that, so drafts never depend on when it ran) and compacting retired groups.
+   * starts with that, so drafts never depend on when it ran), other engines' text (likewise) and
+   * compacting retired groups.
    */
   get idleWorkPending(): boolean {
-    return this.draftEngine.idleWorkPending || this.backlogQueue.length > 0;
+    return this.draftEngine.idleWorkPending || this.backlogQueue.length > 0 || this.sharedText?.inboundWaiting === true;
   }
 
   /** One slice of idle work; call again while idleWorkPending (each slice indexes a bounded part of the backlog). */
   doIdleWork(): void {
     // Slices of a quarter of a step's budget: a step that arrives meanwhile waits for one at most.
-    this.ingestLeft = Math.max(256, (this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY) / 4);
+    const slice = Math.max(256, (this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY) / 4);
+    // Other engines' text between steps, so a step applies only what arrived just before it.
+    this.sharedText?.drain(this.applyRemote, slice);
+    this.ingestLeft = slice;
     this.drainBacklog();
     // After the backlog slice, so what it indexed reaches the corpus in the same slice, not in the next step.
     this.draftEngine.flushCorpus();
@@ -438,8 +442,8 @@ export class StepService {
   private apply(engine: EngineState, batch: StepBatch, nowMs: number): StepOutcome {
     const n = batch.reqIds.length; // validated by step()
     this.draftEngine.flushCorpus();
-    // Other engines' text that arrived since the last step: applied here, and only here, so a
-    // step's answer depends on the steps before it, not on when messages happened to land.
+    // Other engines' text not yet applied by idle work: all of it, so a step sees whatever arrived
+    // before it. Ranks of an engine share this step's answer (the step cache), whatever lands after.
     this.sharedText?.drain(this.applyRemote);
     // A step indexes its own requests' tokens within the budget; the backlog as a whole is idle
     // work (doIdleWork), so a step's time does not grow with it.

@@ -76,6 +76,7 @@ export async function startSidecar(config: Readonly<SidecarConfig>, logger: Logg
   service.sharedText = sharing;
   const metrics = new SidecarMetrics(service, sharing);
   const context = new SidecarContext(config, service, metrics, logger);
+  if (sharing !== null) sharing.onArrival = () => context.scheduleIdleWork(); // applied between steps
   // Compaction's arrays and large grown ones are made resident by a worker thread; started here so
   // its memory counts as the runtime's.
   const prefaulted = new PrefaultedArrays();

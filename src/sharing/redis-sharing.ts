@@ -2,7 +2,8 @@
  * Shared text through Redis: each sidecar publishes the new tokens of its live requests per prompt
  * group (a Stream per group) and its finished outputs (a capped list per prompt, with a TTL), and
  * reads, for the groups it holds, what the sidecars of other engines publish. Reads land in an
- * inbox the Step service drains at the start of each step; nothing on a step's path waits on Redis.
+ * inbox the Step service drains in idle slices between steps, and at the start of a step what is
+ * left; nothing on a step's path waits on Redis.
  *
  * Redis down, slow, full or restarted: commands fail fast (no offline queue), drafting goes on
  * from local state, one log line says so (and one when it is back), the client reconnects with
@@ -10,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, ReplyError } from 'ioredis';
-import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
+import { DELTA_COST_TOKENS, type OutboundText, type SharedTextSource, type TextDelta } from '../core/shared-text.js';
 import { redactedUrl, type RedisSharingConfig } from './redis-config.js';
 
 export { REDIS_SHARING_DEFAULTS, redactedUrl, type RedisSharingConfig } from './redis-config.js';
@@ -93,6 +94,8 @@ end
 return out
 `;
 
+const EMPTY_DELTA: TextDelta = Object.freeze({ group: '', source: '', at: 0, tokens: new Int32Array(0), finished: false });
+
 type StreamEntry = [Buffer, Buffer[]];
 /** Per stream read: [index in KEYS (1-based), last id scanned, entries scanned, other writers' entries]. */
 type ReadReply = Array<[number, Buffer, number, StreamEntry[]]>;
@@ -106,8 +109,12 @@ export class RedisSharing implements SharedTextSource {
   readonly counters = new SharingCounters();
   private readonly client: PublishingRedis;
   private readonly reader: ReadingRedis;
+  /** Text read from other engines, not yet handed over: inbox[inboxHead...]. */
   private inbox: TextDelta[] = [];
+  private inboxHead = 0;
   private inboxTokens = 0;
+  /** Called when a read brought text (the server schedules idle work to apply it). */
+  onArrival: (() => void) | null = null;
   /** Groups read: the last stream id seen, LRU by last opening. */
   private readonly watched = new Map<string, string>();
   private readonly historyFetched = new Set<string>();
@@ -175,13 +182,26 @@ export class RedisSharing implements SharedTextSource {
     });
   }
 
-  /** Hands over what arrived since the last step (the Step service calls this as a step starts). */
-  drain(apply: (delta: TextDelta) => void): void {
+  get inboundWaiting(): boolean {
+    return this.inboxHead < this.inbox.length;
+  }
+
+  /** Hands over what arrived, oldest first (idle slices take part of it, a step the rest). */
+  drain(apply: (delta: TextDelta) => void, maxTokens = Number.POSITIVE_INFINITY): void {
     const inbox = this.inbox;
-    if (inbox.length === 0) return;
-    this.inbox = [];
-    this.inboxTokens = 0;
-    for (const delta of inbox) apply(delta);
+    let taken = 0;
+    let next = this.inboxHead;
+    while (next < inbox.length && taken < maxTokens) {
+      const delta = inbox[next];
+      inbox[next++] = EMPTY_DELTA; // not held past its hand-over
+      taken += delta.tokens.length + DELTA_COST_TOKENS;
+      this.inboxTokens -= delta.tokens.length;
+      apply(delta);
+    }
+    if (next === inbox.length) {
+      this.inbox = [];
+      this.inboxHead = 0;
+    } else this.inboxHead = next;
   }
 
   /**
@@ -391,8 +411,10 @@ export class RedisSharing implements SharedTextSource {
       this.counters.inboxDropped++;
       return;
     }
+    const wasEmpty = !this.inboundWaiting;
     this.inbox.push(delta);
     this.inboxTokens += delta.tokens.length;
+    if (wasEmpty) this.onArrival?.();
     this.counters.receivedTokens += delta.tokens.length;
     this.counters.receivedBytes += bytes;
   }
