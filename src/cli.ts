@@ -125,34 +125,27 @@ async function runReplay(values: Record<string, unknown>): Promise<void> {
   const history = args.history.flatMap((file) => loadRows(file, args));
   const engineOptions = { drafter: args.drafter, siblings: args.siblings !== 'none', minMatch: args['min-match'], corpusTokens: args['corpus-tokens'] };
   const inProcess = (options: Partial<EngineOptions>) => Array.from({ length: args.engines }, () => new InProcessBackend({ ...engineOptions, ...options }, args['k-by-batch']));
-  const run = async (backends: StepBackend[], progress: boolean, afterRound?: () => Promise<void>, restart?: () => Promise<StepBackend[]>): Promise<ReplayResult> => {
+  const schedule = { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history };
+  const run = async (backends: StepBackend[], progress: boolean, restart?: () => Promise<StepBackend[]>): Promise<ReplayResult> => {
     const onProgress = progressBar(progress && !args.quiet && process.stderr.isTTY === true);
     if (args.siblings === 'finished') {
       await preloadHistory(history, backends, () => 0);
       return replay(steps[0], backends[0], { k: args.k, siblings: 'finished', onProgress });
     }
-    return replayRolloutSteps(steps, backends, { k: args.k, maxNumSeqs: args['max-num-seqs'], turns: args.turns, seed: args.seed, tailBatch: DEFAULT_TAIL_BATCH, history, onProgress, afterRound, restart });
+    return replayRolloutSteps(steps, backends, { ...schedule, onProgress, restart });
   };
   if (args.via !== undefined) process.stderr.write('note: a running sidecar keeps what earlier runs taught it (history, corpus); restart it for a run from a clean state\n');
   const wire = args.via === undefined ? null : new WireBackend(await (await import('./client/clients.js')).connectClient(args.via, clientAddresses(loadConfig())));
   let result: ReplayResult;
   if (args.redis !== undefined) {
-    const backends = inProcess({ shareText: true });
-    const shared = await (await import('./replay/shared-engines.js')).shareThroughRedis(backends, args.redis);
-    const restart = async () => {
-      const fresh = inProcess({ shareText: true });
-      await shared.restart(fresh);
-      return fresh;
-    };
-    try {
-      result = await run(backends, true, () => shared.afterRound(), args['restart-between-steps'] ? restart : undefined);
-      if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.sharings.map((s) => s.counters))}\n`);
-    } finally {
-      await shared.close();
-    }
+    const { replayThroughRedis } = await import('./replay/shared-engines.js');
+    const onProgress = progressBar(!args.quiet && process.stderr.isTTY === true);
+    const shared = await replayThroughRedis(steps, () => inProcess({ shareText: true }), args.redis, { ...schedule, onProgress, restartBetweenSteps: args['restart-between-steps'] });
+    if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.counters)}\n`);
+    result = shared.result;
   } else {
     const restart = async () => inProcess({});
-    result = await run(wire === null ? inProcess({}) : [wire], true, undefined, args['restart-between-steps'] && wire === null ? restart : undefined);
+    result = await run(wire === null ? inProcess({}) : [wire], true, args['restart-between-steps'] && wire === null ? restart : undefined);
   }
   result.siblings = args.siblings;
   const label = `${source} drafter=${args.drafter}`;

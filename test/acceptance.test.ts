@@ -3,11 +3,13 @@
  * them: the rest of the suite generates its own data.
  */
 import { existsSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InProcessBackend } from '../src/replay/in-process.js';
 import { replayRolloutSteps } from '../src/replay/rollout-step.js';
+import { replayThroughRedis } from '../src/replay/shared-engines.js';
 import { replay, type SiblingMode } from '../src/replay/simulate.js';
 import { loadTraceFile, type TraceRow } from '../src/replay/traces.js';
+import { REDIS_SERVER, RedisServer } from './redis.js';
 
 const DATA = new URL('../../shared/data/traces/', import.meta.url).pathname;
 const available = existsSync(DATA);
@@ -68,6 +70,34 @@ describe.skipIf(!available)('acceptance on shared traces (K=3, the rollout-step 
       expect(await al(file, 'sam', 'live', { turns: true })).toBeGreaterThanOrEqual(seed);
     }
   });
+});
+
+describe.skipIf(!available || REDIS_SERVER === null)('engines sharing through a real Redis (shared traces, K = 3, 128 running per engine)', () => {
+  let redis: RedisServer;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+  });
+  afterAll(async () => {
+    await redis?.kill();
+  });
+  const schedule = { k: 3, maxNumSeqs: 128, turns: false, tailBatch: 32 };
+  const overEngines = async (steps: TraceRow[][], engines: number, restartBetweenSteps = false) =>
+    (await replayThroughRedis(steps, () => Array.from({ length: engines }, () => new InProcessBackend({ shareText: true })), redis.url, { ...schedule, restartBetweenSteps })).result;
+  const oneEngine = async (steps: TraceRow[][], maxNumSeqs = 128) => replayRolloutSteps(steps, [new InProcessBackend({})], { ...schedule, maxNumSeqs });
+  const secondStepAl = (result: { perStep: { emitted: number; steps: number }[] }) => result.perStep[1].emitted / result.perStep[1].steps;
+
+  it('the GRPO step over 4 engines is within 0.03 of one engine; over 8, within 0.015 of one sidecar running all 1024 requests at once (all that sharing could give)', async () => {
+    const rows = loadTraceFile(DATA + 'grpo-gsm8k-step2.jsonl');
+    expect((await oneEngine([rows])).al - (await overEngines([rows], 4)).al).toBeLessThanOrEqual(0.03);
+    // Eight engines of 128 run the whole step at once: no later wave drafts from earlier outputs,
+    // on any number of engines. What sharing must give is what one sidecar seeing everything gives.
+    expect((await oneEngine([rows], 1024)).al - (await overEngines([rows], 8)).al).toBeLessThanOrEqual(0.015);
+  }, 300_000);
+
+  it('a step whose prompts ran in the step before, on 4 engines all restarted in between: within 0.03 of one engine that kept everything', async () => {
+    const steps = twoSteps(loadTraceFile(DATA + 'grpo-gsm8k-step2.jsonl'));
+    expect(secondStepAl(await oneEngine(steps)) - secondStepAl(await overEngines(steps, 4, true))).toBeLessThanOrEqual(0.03);
+  }, 300_000);
 });
 
 describe.skipIf(!available)('the calibrated gate on shared traces, under true cost models it never sees (10 % noise)', () => {

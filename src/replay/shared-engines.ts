@@ -5,12 +5,16 @@
  * others did. Text therefore arrives one step late, as a deployed sidecar's would at best.
  */
 import { randomUUID } from 'node:crypto';
-import { RedisSharing, REDIS_SHARING_DEFAULTS } from '../sharing/redis-sharing.js';
+import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingCounters } from '../sharing/redis-sharing.js';
 import { sidecarError } from '../core/errors.js';
 import type { InProcessBackend } from './in-process.js';
+import { replayRolloutSteps, type RolloutStepOptions } from './rollout-step.js';
+import type { ReplayResult } from './simulate.js';
+import type { TraceRow } from './traces.js';
 
 export interface SharedEngines {
   afterRound(): Promise<void>;
+  readonly backends: readonly InProcessBackend[];
   readonly sharings: readonly RedisSharing[];
   /** Fresh engines in place of these (restarted sidecars, with new instance ids), sharing the same keys. */
   restart(fresh: readonly InProcessBackend[]): Promise<void>;
@@ -35,6 +39,9 @@ export async function shareThroughRedis(initial: readonly InProcessBackend[], ur
   };
   await attach();
   return {
+    get backends() {
+      return backends;
+    },
     get sharings() {
       return sharings;
     },
@@ -52,4 +59,29 @@ export async function shareThroughRedis(initial: readonly InProcessBackend[], ur
       await Promise.all(sharings.map((sharing) => sharing.close()));
     },
   };
+}
+
+/**
+ * Rollout steps over engines that share only through Redis: `engines()` makes one fresh set of
+ * in-process engines (text sharing on), called again for every restart when `restartBetweenSteps`.
+ * Returns the result and the last set's sharing counters.
+ */
+export async function replayThroughRedis(
+  steps: readonly (readonly TraceRow[])[],
+  engines: () => InProcessBackend[],
+  url: string,
+  options: Omit<RolloutStepOptions, 'afterRound' | 'restart'> & { restartBetweenSteps?: boolean; keyPrefix?: string },
+): Promise<{ result: ReplayResult; counters: SharingCounters[] }> {
+  const shared = await shareThroughRedis(engines(), url, options.keyPrefix);
+  const restart = async () => {
+    const fresh = engines();
+    await shared.restart(fresh);
+    return fresh;
+  };
+  try {
+    const result = await replayRolloutSteps(steps, shared.backends, { ...options, afterRound: () => shared.afterRound(), restart: options.restartBetweenSteps === true ? restart : undefined });
+    return { result, counters: shared.sharings.map((sharing) => sharing.counters) };
+  } finally {
+    await shared.close();
+  }
 }
