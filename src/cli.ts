@@ -64,12 +64,14 @@ const ReplayArgs = z
     via: z.enum(TRANSPORTS).optional(),
     redis: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
     'restart-between-steps': z.boolean().default(false),
+    'exchange-every': positiveInt.max(1000).optional(),
     plot: z.string().optional(),
     json: z.boolean().default(false),
     quiet: z.boolean().default(false),
   })
   .superRefine((args, ctx) => {
     if (args.redis !== undefined && (args.via !== undefined || args.siblings !== 'live')) ctx.addIssue({ code: 'custom', path: ['redis'], message: '--redis shares between in-process engines (siblings live, no --via)' });
+    if (args['exchange-every'] !== undefined && args.redis === undefined) ctx.addIssue({ code: 'custom', path: ['exchange-every'], message: 'engines exchange text only through --redis' });
     if (args.traces !== undefined && args.verl !== undefined) ctx.addIssue({ code: 'custom', path: ['traces'], message: 'give --traces or --verl, not both' });
     if (args.verl !== undefined && args.tokenizer === undefined) ctx.addIssue({ code: 'custom', path: ['tokenizer'], message: '--verl needs --tokenizer' });
     if (args.history.length > 0 && args.siblings === 'none') ctx.addIssue({ code: 'custom', path: ['history'], message: 'history is only drafted from with siblings (finished or live)' });
@@ -140,7 +142,7 @@ async function runReplay(values: Record<string, unknown>): Promise<void> {
   if (args.redis !== undefined) {
     const { replayThroughRedis } = await import('./replay/shared-engines.js');
     const onProgress = progressBar(!args.quiet && process.stderr.isTTY === true);
-    const shared = await replayThroughRedis(steps, () => inProcess({ shareText: true }), args.redis, { ...schedule, onProgress, restartBetweenSteps: args['restart-between-steps'] });
+    const shared = await replayThroughRedis(steps, () => inProcess({ shareText: true }), args.redis, { ...schedule, onProgress, restartBetweenSteps: args['restart-between-steps'], exchangeEvery: args['exchange-every'] });
     if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.counters)}\n`);
     result = shared.result;
   } else {
@@ -322,6 +324,7 @@ function program(): Command {
     .option('--via <transport>', 'uds | grpc | http: drive a running sidecar (its config decides drafting and gating)')
     .option('--redis <url>', 'the engines share only through this Redis (one connection set per engine)')
     .option('--restart-between-steps', 'every engine\'s sidecar restarts empty between rollout steps')
+    .option('--exchange-every <rounds>', 'with --redis: engines publish and read every N engine steps (text up to N steps stale), default 1')
     .option('--plot <file.svg>', 'AL and acceptance by context length, with the seed and n-gram baselines')
     .option('--json', 'one JSON object on the last line of stdout')
     .option('--quiet', 'no progress bar')

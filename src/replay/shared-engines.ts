@@ -1,8 +1,10 @@
 /**
  * Engines of a replay that share only through Redis: each in-process backend's Step service gets
  * its own RedisSharing (its own connections and instance id, as a sidecar per engine pod would),
- * and after every round of engine steps each publishes what it produced, then reads what the
- * others did. Text therefore arrives one step late, as a deployed sidecar's would at best.
+ * and after every round of engine steps (or every `exchangeEvery` rounds) each publishes what it
+ * produced, then reads what the others did. Text therefore arrives one step late, as a deployed
+ * sidecar's would at best, or up to `exchangeEvery` steps late (a deployment's publish and read
+ * intervals against its decode step time).
  */
 import { randomUUID } from 'node:crypto';
 import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingCounters } from '../sharing/redis-sharing.js';
@@ -70,7 +72,7 @@ export async function replayThroughRedis(
   steps: readonly (readonly TraceRow[])[],
   engines: () => InProcessBackend[],
   url: string,
-  options: Omit<RolloutStepOptions, 'afterRound' | 'restart'> & { restartBetweenSteps?: boolean; keyPrefix?: string },
+  options: Omit<RolloutStepOptions, 'afterRound' | 'restart'> & { restartBetweenSteps?: boolean; keyPrefix?: string; exchangeEvery?: number },
 ): Promise<{ result: ReplayResult; counters: SharingCounters[] }> {
   const shared = await shareThroughRedis(engines(), url, options.keyPrefix);
   const restart = async () => {
@@ -79,7 +81,10 @@ export async function replayThroughRedis(
     return fresh;
   };
   try {
-    const result = await replayRolloutSteps(steps, shared.backends, { ...options, afterRound: () => shared.afterRound(), restart: options.restartBetweenSteps === true ? restart : undefined });
+    const every = options.exchangeEvery ?? 1;
+    let round = 0;
+    const afterRound = () => (++round % every === 0 ? shared.afterRound() : undefined);
+    const result = await replayRolloutSteps(steps, shared.backends, { ...options, afterRound, restart: options.restartBetweenSteps === true ? restart : undefined });
     return { result, counters: shared.sharings.map((sharing) => sharing.counters) };
   } finally {
     await shared.close();

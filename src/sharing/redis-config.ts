@@ -23,7 +23,12 @@ export interface RedisSharingConfig {
   maxInboxTokens: number;
   /** The server reads other engines' text this often (ms). */
   readIntervalMs: number;
-  /** The server publishes what its engine produced this often (ms): steps never pay for it. */
+  /**
+   * The server publishes what its engine produced this often (ms): steps never pay for it. Each
+   * flush sends one delta per request with new text since the last, so a longer interval means
+   * fewer, larger deltas and fewer wake-ups landing between steps, at the price of staler text
+   * for the other engines (a few decode steps cost little AL: `replay --exchange-every`).
+   */
   publishIntervalMs: number;
 }
 
@@ -38,7 +43,7 @@ export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.fr
   maxWatchedGroups: 4096,
   maxInboxTokens: 4_000_000,
   readIntervalMs: 20,
-  publishIntervalMs: 10,
+  publishIntervalMs: 40,
 });
 
 /** A Redis URL as logged and shown: credentials replaced. */
