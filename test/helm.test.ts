@@ -126,6 +126,14 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_URL')?.value).toBe('rediss://redis.rl:6380/0');
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_KEY_PREFIX')?.value).toBe('grpo-qwen-7b');
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_PASSWORD')?.valueFrom).toEqual({ secretKeyRef: { name: 'redis-auth', key: 'pw' } });
+    // Its bounds reach the sidecar's config file; a bound it does not know is refused by the schema.
+    const bounded = render(['sharing: {redis: {url: "redis://redis:6379/0"}}', 'config: {sharing: {redis: {historyMaxTokens: 1000000, publishIntervalMs: 20}}}']);
+    const file = join(mkdtempSync(join(tmpdir(), 'sam-helm-sharing-')), 'config.json');
+    writeFileSync(file, bounded.manifests.find((m) => m.object.kind === 'ConfigMap')!.object.data['config.json']);
+    expect(loadConfig({ file, env: { SAM_SIDECAR_REDIS_URL: 'redis://redis:6379/0' } }).sharing.redis).toMatchObject({ historyMaxTokens: 1_000_000, publishIntervalMs: 20, readIntervalMs: 20 });
+    const unknownBound = structuredClone(bounded.values);
+    unknownBound.config.sharing.redis.historyMaxBytes = 1;
+    expect(validate(unknownBound)).toBe(false);
     const wrong = structuredClone(render().values);
     wrong.sharing.redis.url = 'http://redis:6379';
     expect(validate(wrong)).toBe(false);

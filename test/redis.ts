@@ -59,7 +59,12 @@ export function netOutputBytes(port: number): number {
 }
 
 /** CONFIG SET on the running server (maxmemory and its policy, to make it full). */
+/** One redis-cli command's reply, trimmed. */
+export function redisCli(port: number, ...args: string[]): string {
+  return spawnSync('redis-cli', ['-p', String(port), ...args], { encoding: 'utf8' }).stdout.trim();
+}
+
 export function configSet(port: number, name: string, value: string): void {
-  const reply = spawnSync('redis-cli', ['-p', String(port), 'config', 'set', name, value], { encoding: 'utf8' }).stdout.trim();
+  const reply = redisCli(port, 'config', 'set', name, value);
   if (reply !== 'OK') throw new Error(`CONFIG SET ${name} ${value}: ${reply}`);
 }

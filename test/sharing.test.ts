@@ -5,18 +5,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UNGATED } from '../src/core/gate.js';
 import { StepService } from '../src/core/step-service.js';
-import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
+import { type RedisSharingConfig, RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
-import { commandCalls, configSet, netOutputBytes, REDIS_SERVER, RedisServer } from './redis.js';
+import { commandCalls, configSet, netOutputBytes, REDIS_SERVER, RedisServer, redisCli } from './redis.js';
 
 if (REDIS_SERVER === null) console.warn('sharing tests skipped: no redis-server (apt-get install redis-server)');
 
 const limits = { maxK: 8, requestTtlMs: Number.POSITIVE_INFINITY, maxTokens: Number.MAX_SAFE_INTEGER, stepCacheSize: 4 };
 
 /** One engine's sidecar core with its own Redis connections, as a sidecar per engine pod. */
-async function engine(url: string, keyPrefix: string, log: SharingLog | null = null) {
+async function engine(url: string, keyPrefix: string, log: SharingLog | null = null, settings: Partial<RedisSharingConfig> = {}) {
   const service = new StepService(limits, UNGATED, { shareText: true });
-  const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix }, log);
+  const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix, ...settings }, log);
   service.sharedText = sharing;
   expect(await sharing.ready()).toBe(true);
   let stepId = 0n;
@@ -133,6 +133,50 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     expect(restarted.sharing.counters.historyHits).toBe(1);
     expect(restarted.step([{ id: 'new', start: 5, tokens: [8] }])).toEqual([[9, 10, 11]]);
     await restarted.sharing.close();
+  });
+
+  it('keeps the job\'s history in Redis within historyMaxTokens: the least recently written prompts\' history goes first', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key, null, { historyMaxTokens: 100 });
+    const prompts = [0, 1, 2, 3, 4].map((p) => [20 + p, 30 + p, 40 + p, 50 + p]);
+    const output = Array.from({ length: 30 }, (_, i) => 100 + i);
+    for (const [i, prompt] of prompts.entries()) {
+      a.step([{ id: `r${i}`, tokens: [...prompt, ...output], prompt: 4 }]);
+      a.step([], [`r${i}`]);
+      await a.exchange(); // one flush per prompt: each later than the one before
+    }
+    // Five outputs of 30 tokens against 100: the two written first are gone, the last three held.
+    const lists = redisCli(redis.port, '--scan', '--pattern', `${key}:hist:*`).split('\n').filter(Boolean);
+    expect(lists).toHaveLength(3);
+    expect(redisCli(redis.port, 'hget', `${key}:hist-tokens`, 'total')).toBe('90');
+    expect(a.sharing.counters.historyEvicted).toBe(2);
+    await a.sharing.close();
+    const fresh = await engine(redis.url, key);
+    fresh.step([{ id: 'old', tokens: [...prompts[0], 100], prompt: 4 }]);
+    fresh.step([{ id: 'new', tokens: [...prompts[4], 100], prompt: 4 }]);
+    await fresh.exchange();
+    expect([fresh.sharing.counters.historyHits, fresh.sharing.counters.historyMisses]).toEqual([1, 1]);
+    expect(fresh.step([{ id: 'new', start: 5, tokens: [101] }])).toEqual([[102, 103, 104]]);
+    await fresh.sharing.close();
+  });
+
+  it('a history list that expired on its own leaves the budget\'s accounts at a later flush', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    const finish = async (i: number) => {
+      a.step([{ id: `r${i}`, tokens: [60 + i, 70 + i, 80 + i, 90 + i, ...Array.from({ length: 30 }, (_, t) => 100 + t)], prompt: 4 }]);
+      a.step([], [`r${i}`]);
+      await a.exchange();
+    };
+    await finish(0);
+    await finish(1);
+    const [first] = redisCli(redis.port, 'zrange', `${key}:hist-index`, '0', '0').split('\n');
+    redisCli(redis.port, 'del', first); // as its TTL would
+    await finish(2);
+    expect(redisCli(redis.port, 'hget', `${key}:hist-tokens`, 'total')).toBe('60');
+    expect(redisCli(redis.port, 'zcard', `${key}:hist-index`)).toBe('2');
+    expect(a.sharing.counters.historyEvicted).toBe(0); // nothing held was removed
+    await a.sharing.close();
   });
 
   it('every rank of an engine gets the same answer for a step, whatever arrives between their calls', async () => {

@@ -135,6 +135,7 @@ export const ConfigSchema = z
             keyPrefix: z.string().min(1).max(200).regex(/^[\w.:-]+$/, 'letters, digits and _ . : -').default(REDIS_SHARING_DEFAULTS.keyPrefix),
             historyOutputsPerPrompt: positiveInt.max(100_000).default(REDIS_SHARING_DEFAULTS.historyOutputsPerPrompt),
             historyTtlSeconds: positiveInt.default(REDIS_SHARING_DEFAULTS.historyTtlSeconds),
+            historyMaxTokens: positiveInt.max(2 ** 40).default(REDIS_SHARING_DEFAULTS.historyMaxTokens),
             liveMaxEntries: positiveInt.default(REDIS_SHARING_DEFAULTS.liveMaxEntries),
             liveTtlSeconds: positiveInt.default(REDIS_SHARING_DEFAULTS.liveTtlSeconds),
             liveWindowSeconds: nonNegativeInt.default(REDIS_SHARING_DEFAULTS.liveWindowSeconds),

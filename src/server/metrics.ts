@@ -207,6 +207,7 @@ export class SidecarMetrics {
       counter('sam_sidecar_sharing_inbox_dropped_total', 'Deltas read but dropped: the inbox held sharing.redis.maxInboxTokens.', () => shared.inboxDropped);
       counter('sam_sidecar_sharing_history_hits_total', 'Prompts opened here whose history Redis held.', () => shared.historyHits);
       counter('sam_sidecar_sharing_history_misses_total', 'Prompts opened here with no history in Redis.', () => shared.historyMisses);
+      counter('sam_sidecar_sharing_history_evicted_total', 'Prompts\' history lists this sidecar removed from Redis to keep the job within sharing.redis.historyMaxTokens.', () => shared.historyEvicted);
       counter('sam_sidecar_sharing_errors_total', 'Redis commands that failed.', () => shared.errors);
       gauge('sam_sidecar_sharing_lag_seconds', 'Age of the newest entry read from another engine, when read.', () => shared.lagMs / 1000);
       counter('sam_sidecar_sharing_remote_ignored_total', 'Deltas for groups this engine no longer holds, or beyond a group\'s bound of remote sequences.', () => service.draftEngine.remoteDeltasIgnored);

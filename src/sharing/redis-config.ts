@@ -12,6 +12,11 @@ export interface RedisSharingConfig {
   /** Finished outputs kept per prompt for later steps, and how long. */
   historyOutputsPerPrompt: number;
   historyTtlSeconds: number;
+  /**
+   * Tokens of history the whole job keeps in Redis (every prompt's list together, one budget per
+   * key prefix): past it, the least recently written prompts' history goes first.
+   */
+  historyMaxTokens: number;
   /** A group's live stream: entries kept (approximately) and how long after its last write. */
   liveMaxEntries: number;
   liveTtlSeconds: number;
@@ -36,6 +41,7 @@ export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.fr
   keyPrefix: 'sam',
   historyOutputsPerPrompt: 64,
   historyTtlSeconds: 24 * 3600,
+  historyMaxTokens: 64 * 1024 * 1024,
   liveMaxEntries: 20_000,
   liveTtlSeconds: 3600,
   liveWindowSeconds: 600,

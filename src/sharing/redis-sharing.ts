@@ -31,6 +31,8 @@ export class SharingCounters {
   inboxDropped = 0;
   historyHits = 0;
   historyMisses = 0;
+  /** Prompts' history lists this sidecar's flushes removed to keep the job within historyMaxTokens. */
+  historyEvicted = 0;
   errors = 0;
   /** Age of the newest live entry read, when read (ms). */
   lagMs = 0;
@@ -40,29 +42,73 @@ export class SharingCounters {
 const STREAMS_PER_READ = 256;
 /** Live entries scanned per stream per call (the script runs inside Redis: a bound on its time too). */
 const ENTRIES_PER_STREAM = 256;
+/** History lists one flush may evict for the job's token budget (a bound on the script's time). */
+const EVICTIONS_PER_FLUSH = 64;
 /** Groups whose history this process fetched (LRU-bounded; fetched once per process lifetime). */
 const HISTORY_FETCHED_MAX = 65_536;
 
 /**
  * One flush's writes (sent by EVALSHA; ioredis loads the script again after a Redis restart).
  * Each stream entry names its writer ('i'), so the read script leaves a sidecar's own entries in
- * Redis. KEYS: the groups' live streams, then one history list per finished output. ARGV: the writer,
- * the streams' approximate length cap and TTL, the history's cap and TTL, the number of streams;
- * then each stream's entry, then each history entry.
+ * Redis. Finished outputs go to their prompt's capped history list, and the job's history is kept
+ * within a token budget: a hash holds the tokens of each prompt's list and their total, a sorted
+ * set orders the lists by last write, and the least recently written prompts' lists go first
+ * (at most EVICTIONS_PER_FLUSH per call, so the script's time stays bounded; lists that expired on
+ * their own leave the accounts as they reach its oldest end). Evicted lists are named by the index,
+ * not in KEYS: one Redis (with or without replicas), not Redis Cluster, as every flush already
+ * writes many groups' keys in one call.
+ * KEYS: the groups' live streams, one history list per finished output, the history index and the
+ * history token accounts. ARGV: the writer, the streams' approximate length cap and TTL, the
+ * history's cap per prompt and TTL, the number of streams, the job's history budget in tokens;
+ * then each stream's entry, then each history entry. Returns the lists evicted for the budget.
  */
 const PUBLISH_SCRIPT = `
 local streams = tonumber(ARGV[6])
+local budget = tonumber(ARGV[7])
+local index, accounts = KEYS[#KEYS - 1], KEYS[#KEYS]
 for i = 1, streams do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'i', ARGV[1], 'd', ARGV[6 + i])
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'i', ARGV[1], 'd', ARGV[7 + i])
   redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
-local keep = -tonumber(ARGV[4])
-for i = streams + 1, #KEYS do
-  redis.call('RPUSH', KEYS[i], ARGV[6 + i])
-  redis.call('LTRIM', KEYS[i], keep, -1)
-  redis.call('EXPIRE', KEYS[i], ARGV[5])
+local function tokens(entry)
+  local low, high = string.byte(entry, 1, 2)
+  return math.floor((#entry - 2 - low - high * 256) / 4)
 end
-return streams
+local keep = tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local histories = #KEYS - 2 - streams
+for i = streams + 1, streams + histories do
+  local key, entry = KEYS[i], ARGV[7 + i]
+  local added = tokens(entry)
+  redis.call('RPUSH', key, entry)
+  while redis.call('LLEN', key) > keep do added = added - tokens(redis.call('LPOP', key)) end
+  redis.call('HINCRBY', accounts, key, added)
+  redis.call('HINCRBY', accounts, 'total', added)
+  redis.call('ZADD', index, now, key)
+  redis.call('EXPIRE', key, ARGV[5])
+end
+local evicted = 0
+if histories > 0 then
+  redis.call('EXPIRE', index, ARGV[5])
+  redis.call('EXPIRE', accounts, ARGV[5])
+  local total = tonumber(redis.call('HGET', accounts, 'total') or '0')
+  for step = 1, ${EVICTIONS_PER_FLUSH} do
+    local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+    if oldest == nil then break end
+    local expired = redis.call('EXISTS', oldest) == 0
+    if total <= budget and not expired then break end
+    total = total - tonumber(redis.call('HGET', accounts, oldest) or '0')
+    if not expired then
+      redis.call('DEL', oldest)
+      evicted = evicted + 1
+    end
+    redis.call('ZREM', index, oldest)
+    redis.call('HDEL', accounts, oldest)
+  end
+  redis.call('HSET', accounts, 'total', total)
+end
+return evicted
 `;
 
 /**
@@ -247,10 +293,12 @@ export class RedisSharing implements SharedTextSource {
         historyEntries.push(encodeHistoryEntry(`${this.instance}/${delta.source}`, delta.output));
       }
     }
-    const { liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds } = this.config;
-    const settings = [this.instance, liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, keys.length];
+    const { liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, historyMaxTokens } = this.config;
+    const settings = [this.instance, liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, keys.length, historyMaxTokens];
+    const accounts = [`${this.config.keyPrefix}:hist-index`, `${this.config.keyPrefix}:hist-tokens`];
     this.counters.publishedBytes += bytes;
-    this.track(this.client.samPublish(keys.length + historyKeys.length, ...keys, ...historyKeys, ...settings, ...payloads, ...historyEntries));
+    const written = this.client.samPublish(keys.length + historyKeys.length + 2, ...keys, ...historyKeys, ...accounts, ...settings, ...payloads, ...historyEntries);
+    this.track(written.then((evicted) => (this.counters.historyEvicted += evicted)));
   }
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
