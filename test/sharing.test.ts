@@ -160,7 +160,7 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await fresh.sharing.close();
   });
 
-  it('a history list that expired on its own leaves the budget\'s accounts at a later flush', async () => {
+  it('a history list that expired on its own leaves the budget\'s accounts: at a later flush, or when its prompt writes again', async () => {
     const key = nextPrefix();
     const a = await engine(redis.url, key);
     const finish = async (i: number) => {
@@ -175,6 +175,11 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await finish(2);
     expect(redisCli(redis.port, 'hget', `${key}:hist-tokens`, 'total')).toBe('60');
     expect(redisCli(redis.port, 'zcard', `${key}:hist-index`)).toBe('2');
+    // A prompt whose list expired writes again: its new list counts, the old one no more.
+    const [second] = redisCli(redis.port, 'zrange', `${key}:hist-index`, '0', '0').split('\n');
+    redisCli(redis.port, 'del', second);
+    await finish(1);
+    expect(redisCli(redis.port, 'hget', `${key}:hist-tokens`, 'total')).toBe('60');
     expect(a.sharing.counters.historyEvicted).toBe(0); // nothing held was removed
     await a.sharing.close();
   });

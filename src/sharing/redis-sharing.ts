@@ -53,8 +53,8 @@ const HISTORY_FETCHED_MAX = 65_536;
  * Redis. Finished outputs go to their prompt's capped history list, and the job's history is kept
  * within a token budget: a hash holds the tokens of each prompt's list and their total, a sorted
  * set orders the lists by last write, and the least recently written prompts' lists go first
- * (at most EVICTIONS_PER_FLUSH per call, so the script's time stays bounded; lists that expired on
- * their own leave the accounts as they reach its oldest end). Evicted lists are named by the index,
+ * (at most EVICTIONS_PER_FLUSH per call, so the script's time stays bounded; a list that expired on
+ * its own leaves the accounts when it reaches the index's oldest end, or when its prompt writes again). Evicted lists are named by the index,
  * not in KEYS: one Redis (with or without replicas), not Redis Cluster, as every flush already
  * writes many groups' keys in one call.
  * KEYS: the groups' live streams, one history list per finished output, the history index and the
@@ -81,7 +81,11 @@ local histories = #KEYS - 2 - streams
 for i = streams + 1, streams + histories do
   local key, entry = KEYS[i], ARGV[7 + i]
   local added = tokens(entry)
-  redis.call('RPUSH', key, entry)
+  if redis.call('RPUSH', key, entry) == 1 then
+    -- A new list (the prompt's earlier one expired): what it held has left Redis.
+    added = added - tonumber(redis.call('HGET', accounts, key) or '0')
+    redis.call('HDEL', accounts, key)
+  end
   while redis.call('LLEN', key) > keep do added = added - tokens(redis.call('LPOP', key)) end
   redis.call('HINCRBY', accounts, key, added)
   redis.call('HINCRBY', accounts, 'total', added)
