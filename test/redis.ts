@@ -32,6 +32,15 @@ export class RedisServer {
     throw new Error(`redis-server did not come up on port ${this.port}`);
   }
 
+  /** SIGSTOP: connections stay open and nothing answers, as a Redis swapping or stuck in a long command. */
+  pause(): void {
+    this.process?.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.process?.kill('SIGCONT');
+  }
+
   /** SIGKILL: gone at once, as a crashed or evicted Redis pod is. */
   async kill(): Promise<void> {
     const process = this.process;

@@ -199,6 +199,37 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await Promise.all([a.sharing.close(), b.sharing.close()]);
   });
 
+  it('Redis slow (stopped with its connections open): two flushes wait for it at most, later text is dropped and counted, one log line says so; sharing resumes when it answers', async () => {
+    const key = nextPrefix();
+    const lines: string[] = [];
+    const a = await engine(redis.url, key, { info: (_fields, message) => lines.push(`info ${message}`), warn: (_fields, message) => lines.push(`warn ${message}`) });
+    const b = await engine(redis.url, key);
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2], prompt: 4 }]);
+    await a.exchange();
+    redis.pause();
+    try {
+      for (let i = 0; i < 5; i++) {
+        const started = process.hrtime.bigint();
+        expect(a.step([{ id: 'a', start: 6 + i, tokens: [10 + i] }])).toHaveLength(1);
+        a.sharing.publish(a.service.draftEngine.takeOutbound()); // what the server's timer does
+        expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(1000);
+      }
+      expect(a.sharing.counters.publishDropped).toBe(3); // two flushes of one delta wait; three are dropped
+      expect(lines.filter((line) => line.includes('slow'))).toHaveLength(1);
+    } finally {
+      redis.resume();
+    }
+    await a.sharing.settle();
+    b.step([{ id: 'b', tokens: [...PROMPT, 1], prompt: 4 }]);
+    await b.exchange(); // b reads the group from now on
+    a.step([{ id: 'a', start: 11, tokens: [20, 21] }]);
+    await a.exchange();
+    await b.exchange();
+    expect(b.sharing.counters.receivedTokens).toBeGreaterThanOrEqual(2);
+    expect(lines.some((line) => line.startsWith('info') && line.includes('answers again'))).toBe(true);
+    await Promise.all([a.sharing.close(), b.sharing.close()]);
+  });
+
   it('Redis killed mid-run: steps go on from local state without waiting, one log line says so, and sharing resumes once it is back', async () => {
     const key = nextPrefix();
     const lines: string[] = [];

@@ -42,6 +42,14 @@ export class SharingCounters {
 const STREAMS_PER_READ = 256;
 /** Live entries scanned per stream per call (the script runs inside Redis: a bound on its time too). */
 const ENTRIES_PER_STREAM = 256;
+/**
+ * Flushes written and not yet answered: past this, Redis is slow (stopped, swapping, a long
+ * command) and a flush's text is dropped instead of queued behind the others, so memory held for
+ * a stalled Redis stays within this many times maxPublishBytes.
+ */
+const FLUSHES_IN_FLIGHT_MAX = 2;
+/** History fetches not yet answered; past this, a newly opened group is read without its history. */
+const HISTORY_FETCHES_IN_FLIGHT_MAX = 1024;
 /** History lists one flush may evict for the job's token budget (a bound on the script's time). */
 const EVICTIONS_PER_FLUSH = 64;
 /** Groups whose history this process fetched (LRU-bounded; fetched once per process lifetime). */
@@ -175,6 +183,9 @@ export class RedisSharing implements SharedTextSource {
   private closed = false;
   private loop: Promise<void> | null = null;
   private unavailableLogged = false;
+  private slowLogged = false;
+  private flushesInFlight = 0;
+  private historyFetchesInFlight = 0;
   private commandErrorLogged = false;
   private publisher: NodeJS.Timeout | null = null;
 
@@ -265,6 +276,12 @@ export class RedisSharing implements SharedTextSource {
       if (outbound.deltas.length > 0) this.counters.publishDropped += outbound.deltas.length;
       return;
     }
+    if (this.flushesInFlight >= FLUSHES_IN_FLIGHT_MAX) {
+      this.counters.publishDropped += outbound.deltas.length;
+      if (!this.slowLogged) this.log?.warn({ url: redactedUrl(this.config.url), flushesInFlight: this.flushesInFlight }, 'shared text: Redis is slow to answer; this engine\'s text is dropped until it catches up, drafting goes on');
+      this.slowLogged = true;
+      return;
+    }
     // One stream entry per group per flush, holding every delta of that group: a few large
     // writes, not one per request.
     const byGroup = new Map<string, TextDelta[]>();
@@ -302,7 +319,16 @@ export class RedisSharing implements SharedTextSource {
     const accounts = [`${this.config.keyPrefix}:hist-index`, `${this.config.keyPrefix}:hist-tokens`];
     this.counters.publishedBytes += bytes;
     const written = this.client.samPublish(keys.length + historyKeys.length + 2, ...keys, ...historyKeys, ...accounts, ...settings, ...payloads, ...historyEntries);
-    this.track(written.then((evicted) => (this.counters.historyEvicted += evicted)));
+    this.flushesInFlight++;
+    this.track(
+      written
+        .then((evicted) => {
+          this.counters.historyEvicted += evicted;
+          if (this.slowLogged) this.log?.info({ url: redactedUrl(this.config.url) }, 'shared text: Redis answers again; sharing resumes');
+          this.slowLogged = false;
+        })
+        .finally(() => this.flushesInFlight--),
+    );
   }
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
@@ -403,12 +429,14 @@ export class RedisSharing implements SharedTextSource {
     }
     this.historyFetched.add(group);
     if (this.historyFetched.size > HISTORY_FETCHED_MAX) this.historyFetched.delete(this.historyFetched.values().next().value!);
-    if (!this.counters.connected) {
+    if (!this.counters.connected || this.historyFetchesInFlight >= HISTORY_FETCHES_IN_FLIGHT_MAX) {
       this.watch(group, since);
       return;
     }
+    this.historyFetchesInFlight++;
+    const fetched = this.client.lrangeBuffer(this.historyKey(group), 0, -1).finally(() => this.historyFetchesInFlight--);
     this.track(
-      this.client.lrangeBuffer(this.historyKey(group), 0, -1).then(
+      fetched.then(
         (entries) => {
           if (entries.length === 0) this.counters.historyMisses++;
           else this.counters.historyHits++;
