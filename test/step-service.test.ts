@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SidecarError } from '../src/core/errors.js';
 import { BatchGate, GateReason, type GateConfig, verifyCostAt } from '../src/core/gate.js';
-import { DELTA_COST_TOKENS, type SharedTextSource, type TextDelta } from '../src/core/shared-text.js';
+import type { SharedTextSource, TextDelta } from '../src/core/shared-text.js';
 import { ItemStatus, MemoryCost, type StepBatch, StepService } from '../src/core/step-service.js';
 import { draftLists, PROMPT, recordingGrowthMemory, reserveStepIds, stepBatch, type TestItem } from './helpers.js';
 
@@ -467,12 +467,8 @@ class QueuedText implements SharedTextSource {
   get inboundWaiting(): boolean {
     return this.deltas.length > 0;
   }
-  drain(apply: (delta: TextDelta) => void, maxTokens = Number.POSITIVE_INFINITY): void {
-    for (let taken = 0; this.deltas.length > 0 && taken < maxTokens; ) {
-      const delta = this.deltas.shift()!;
-      taken += delta.tokens.length + DELTA_COST_TOKENS;
-      apply(delta);
-    }
+  drain(take: (delta: TextDelta) => boolean): void {
+    while (this.deltas.length > 0 && take(this.deltas.shift()!));
   }
 }
 

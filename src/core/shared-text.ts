@@ -36,11 +36,8 @@ export interface SharedTextSource {
   /** Deltas are waiting to be drained. */
   readonly inboundWaiting: boolean;
   /**
-   * Hands deltas over in arrival order until at least `maxTokens` went, each delta counting as its
-   * tokens plus DELTA_COST_TOKENS (a delta is never split).
+   * Hands deltas over in arrival order, each whole, while `take` returns true (the Step service's
+   * budget decides how many a slice takes).
    */
-  drain(apply: (delta: TextDelta) => void, maxTokens?: number): void;
+  drain(take: (delta: TextDelta) => boolean): void;
 }
-
-/** What applying a delta costs beyond its tokens, in tokens' worth (most deltas hold one to a few tokens). */
-export const DELTA_COST_TOKENS = 16;

@@ -115,6 +115,8 @@ export const MemoryCost = Object.freeze({ requestBytes: 2200, groupBytes: 2300, 
 const MAINTAIN_EVERY_NEW_REQUESTS = 4096;
 /** Deltas this short (a decode step's new tokens) are indexed in the step that brings them, whatever the budget. */
 const ALWAYS_INDEXED = 64;
+/** What applying another engine's delta costs an idle slice beyond its tokens, in tokens' worth (most hold a few). */
+const REMOTE_DELTA_COST_TOKENS = 16;
 
 /** Counters read by the metrics layer at scrape time (the hot path only adds to numbers). */
 export class StepCounters {
@@ -261,13 +263,24 @@ export class StepService {
   private ingestLeft = Number.POSITIVE_INFINITY;
   /** Text from other engines (shared text), when a sharing adapter is attached. */
   sharedText: SharedTextSource | null = null;
-  private readonly applyRemote = (delta: TextDelta): void => {
+  private applyRemote(delta: TextDelta): void {
     try {
       this.draftEngine.applyRemote(delta);
     } catch (error) {
       if (!(error instanceof SidecarError)) throw error;
       this.counters.remoteRejected++;
     }
+  }
+  /** Every delta waiting (a step's start). */
+  private readonly takeEveryRemote = (delta: TextDelta): boolean => {
+    this.applyRemote(delta);
+    return true;
+  };
+  /** Deltas while the slice's budget (ingestLeft) lasts, each costing its tokens and REMOTE_DELTA_COST_TOKENS. */
+  private readonly takeRemoteInSlice = (delta: TextDelta): boolean => {
+    this.applyRemote(delta);
+    this.ingestLeft -= delta.tokens.length + REMOTE_DELTA_COST_TOKENS;
+    return this.ingestLeft > 0;
   };
 
   constructor(
@@ -338,10 +351,9 @@ export class StepService {
   /** One slice of idle work; call again while idleWorkPending (each slice indexes a bounded part of the backlog). */
   doIdleWork(): void {
     // Slices of a quarter of a step's budget: a step that arrives meanwhile waits for one at most.
-    const slice = Math.max(256, (this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY) / 4);
-    // Other engines' text between steps, so a step applies only what arrived just before it.
-    this.sharedText?.drain(this.applyRemote, slice);
-    this.ingestLeft = slice;
+    this.ingestLeft = Math.max(256, (this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY) / 4);
+    // Other engines' text first, from the same budget, so a step applies only what arrived just before it.
+    this.sharedText?.drain(this.takeRemoteInSlice);
     this.drainBacklog();
     // After the backlog slice, so what it indexed reaches the corpus in the same slice, not in the next step.
     this.draftEngine.flushCorpus();
@@ -444,7 +456,7 @@ export class StepService {
     this.draftEngine.flushCorpus();
     // Other engines' text not yet applied by idle work: all of it, so a step sees whatever arrived
     // before it. Ranks of an engine share this step's answer (the step cache), whatever lands after.
-    this.sharedText?.drain(this.applyRemote);
+    this.sharedText?.drain(this.takeEveryRemote);
     // A step indexes its own requests' tokens within the budget; the backlog as a whole is idle
     // work (doIdleWork), so a step's time does not grow with it.
     this.ingestLeft = this.limits.ingestTokensPerStep ?? Number.POSITIVE_INFINITY;

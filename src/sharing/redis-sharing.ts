@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, ReplyError } from 'ioredis';
-import { DELTA_COST_TOKENS, type OutboundText, type SharedTextSource, type TextDelta } from '../core/shared-text.js';
+import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
 import { redactedUrl, type RedisSharingConfig } from './redis-config.js';
 
 export { REDIS_SHARING_DEFAULTS, redactedUrl, type RedisSharingConfig } from './redis-config.js';
@@ -231,6 +231,11 @@ export class RedisSharing implements SharedTextSource {
     return `${this.config.keyPrefix}:hist:${group}`;
   }
 
+  /** The job's history budget: the index of prompts' lists by last write, and their token accounts. */
+  private get historyBudgetKeys(): [string, string] {
+    return [`${this.config.keyPrefix}:hist-index`, `${this.config.keyPrefix}:hist-tokens`];
+  }
+
   /** Resolves when connected, or after `timeoutMs` (false then): a replay waits for it, a server does not. */
   ready(timeoutMs = 5000): Promise<boolean> {
     if (this.counters.connected) return Promise.resolve(true);
@@ -248,16 +253,15 @@ export class RedisSharing implements SharedTextSource {
   }
 
   /** Hands over what arrived, oldest first (idle slices take part of it, a step the rest). */
-  drain(apply: (delta: TextDelta) => void, maxTokens = Number.POSITIVE_INFINITY): void {
+  drain(take: (delta: TextDelta) => boolean): void {
     const inbox = this.inbox;
-    let taken = 0;
     let next = this.inboxHead;
-    while (next < inbox.length && taken < maxTokens) {
+    let more = true;
+    while (more && next < inbox.length) {
       const delta = inbox[next];
       inbox[next++] = EMPTY_DELTA; // not held past its hand-over
-      taken += delta.tokens.length + DELTA_COST_TOKENS;
       this.inboxTokens -= delta.tokens.length;
-      apply(delta);
+      more = take(delta);
     }
     if (next === inbox.length) {
       this.inbox = [];
@@ -316,9 +320,8 @@ export class RedisSharing implements SharedTextSource {
     }
     const { liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, historyMaxTokens } = this.config;
     const settings = [this.instance, liveMaxEntries, liveTtlSeconds, historyOutputsPerPrompt, historyTtlSeconds, keys.length, historyMaxTokens];
-    const accounts = [`${this.config.keyPrefix}:hist-index`, `${this.config.keyPrefix}:hist-tokens`];
     this.counters.publishedBytes += bytes;
-    const written = this.client.samPublish(keys.length + historyKeys.length + 2, ...keys, ...historyKeys, ...accounts, ...settings, ...payloads, ...historyEntries);
+    const written = this.client.samPublish(keys.length + historyKeys.length + 2, ...keys, ...historyKeys, ...this.historyBudgetKeys, ...settings, ...payloads, ...historyEntries);
     this.flushesInFlight++;
     this.track(
       written
