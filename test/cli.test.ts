@@ -48,7 +48,7 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
     expect(run.stderr).toContain('--siblings');
     expect(run.stderr).toContain('--k-by-batch: batch sizes must increase');
     // Flags that only mean something together are checked once each flag is valid on its own.
-    const alone = spawnSync('node', [CLI, 'replay', '--exchange-every', '2', '--restart-between-steps'], { encoding: 'utf8' });
+    const alone = spawnSync('node', [CLI, 'replay', '--exchange-every', '2'], { encoding: 'utf8' });
     expect(alone.status).toBe(2);
     expect(alone.stderr).toContain('--exchange-every: engines exchange text only through --redis');
   });
