@@ -111,8 +111,8 @@ async function main(): Promise<void> {
 /**
  * Sharing through Redis on vs off, side by side: one sidecar without sharing, one with it (and a
  * peer sidecar of the same job stepping the same prompts every 20 ms, so the measured one also
- * reads another engine's text), stepped flat out by the Node fast-lane client in alternated
- * blocks; then Redis is killed and the sharing sidecar stepped on. Needs redis-server (skipped
+ * reads another engine's text), stepped flat out by the Node fast-lane client, one step each in
+ * turn; then Redis is killed and the sharing sidecar stepped on. Needs redis-server (skipped
  * without).
  */
 async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string, number | string>> {
@@ -127,12 +127,24 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
   const peer = await startSidecarProcess(join(dir, 'peer.sock'), shared);
   try {
     const [offClient, onClient, peerClient] = await Promise.all([off, on, peer].map((server) => FastLaneClient.connect(server.socket)));
-    // Many short blocks, so the box's drift (2 cores shared with Redis, a peer and the client)
-    // falls on both sides alike.
-    const blocks = 20;
-    const per = Math.max(50, Math.floor(STEPS / blocks));
+    // The two sidecars are stepped in turn, one step each, the first of the pair swapped every
+    // step, so the box's drift (2 cores shared with Redis, a peer and the client) falls on both
+    // sides alike. Blocks of consecutive steps on one side let a slow spell of the box land on
+    // one side only: their p50 ratio wandered from 0.96 to 1.27 with nothing changed.
+    const offWork = new RollingBatch(rows, BATCH, 'node-req-');
+    const onWork = new RollingBatch(rows, BATCH, 'node-req-');
     const offSamples: number[] = [];
     const onSamples: number[] = [];
+    // Each step is preceded by the wake PING the shim sends as it starts building a step: a
+    // sidecar idle while the other is stepped would otherwise be timed waking from sleep.
+    const timedStep = async (client: FastLaneClient, work: RollingBatch, engineId: string, step: number, samples: number[]) => {
+      const woken = client.ping();
+      const batch = work.next(engineId, step, 3);
+      const started = process.hrtime.bigint();
+      await client.step(batch);
+      if (step > 1) samples.push(Number(process.hrtime.bigint() - started) / 1000);
+      await woken;
+    };
     let peerStepping = true;
     const peerLoop = (async () => {
       const work = new RollingBatch(rows, BATCH, 'peer-req-');
@@ -142,20 +154,32 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     })();
-    // Each block's slowest step: what the slowest of as many steps after Redis is killed compares with.
-    const offBlockMax: number[] = [];
-    const onBlockMax: number[] = [];
-    for (let block = 0; block < blocks; block++) {
-      const offBlock = await nodeLatency(offClient, rows, per, `bench-off-${block}`);
-      const onBlock = await nodeLatency(onClient, rows, per, `bench-on-${block}`);
-      offSamples.push(...offBlock);
-      onSamples.push(...onBlock);
-      offBlockMax.push(Math.max(...offBlock));
-      onBlockMax.push(Math.max(...onBlock));
-    }
+    const alternate = async (from: number, to: number, offOut: number[], onOut: number[]) => {
+      for (let step = from; step <= to; step++) {
+        if (step % 2 === 0) {
+          await timedStep(offClient, offWork, 'bench-off', step, offOut);
+          await timedStep(onClient, onWork, 'bench-on', step, onOut);
+        } else {
+          await timedStep(onClient, onWork, 'bench-on', step, onOut);
+          await timedStep(offClient, offWork, 'bench-off', step, offOut);
+        }
+      }
+    };
+    await alternate(1, STEPS + 1, offSamples, onSamples);
+    // Each window's slowest step, over windows of as many steps as are taken after Redis is killed.
+    const per = Math.max(50, Math.floor(STEPS / 20));
+    const windowMax = (samples: number[]) => {
+      const maxima: number[] = [];
+      for (let from = 0; from + per <= samples.length; from += per) maxima.push(Math.max(...samples.slice(from, from + per)));
+      return maxima.sort((a, b) => a - b);
+    };
+    const offBlockMax = windowMax(offSamples);
+    const onBlockMax = windowMax(onSamples);
     redis.kill('SIGKILL');
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const afterKill = await nodeLatency(onClient, rows, per, 'bench-on-killed');
+    // The same requests go on, in the same alternation, with Redis gone.
+    const afterKill: number[] = [];
+    await alternate(STEPS + 2, STEPS + 1 + per, [], afterKill);
     peerStepping = false;
     await peerLoop;
     await Promise.all([offClient, onClient, peerClient].map((client) => client.close()));
@@ -171,8 +195,8 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
       sharingOnRedisKilledUsP50: round1(percentile(afterKill, 0.5)),
       sharingOnRedisKilledUsMax: round1(Math.max(...afterKill)),
       // Median over the blocks of a block's slowest step (as many steps as after the kill), each side.
-      sharingOffBlockMaxUsP50: round1(percentile(offBlockMax.sort((a, b) => a - b), 0.5)),
-      sharingOnBlockMaxUsP50: round1(percentile(onBlockMax.sort((a, b) => a - b), 0.5)),
+      sharingOffBlockMaxUsP50: round1(percentile(offBlockMax, 0.5)),
+      sharingOnBlockMaxUsP50: round1(percentile(onBlockMax, 0.5)),
     };
   } finally {
     redis.kill('SIGKILL');
