@@ -135,6 +135,32 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await restarted.sharing.close();
   });
 
+  it('a sidecar whose Redis was unreachable when it met a prompt fetches that prompt\'s history once Redis is there', async () => {
+    const key = nextPrefix();
+    await redis.kill();
+    const service = new StepService(limits, UNGATED, { shareText: true });
+    const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url: redis.url, keyPrefix: key }, null);
+    service.sharedText = sharing;
+    try {
+      const step = (stepId: bigint, items: Parameters<typeof stepBatch>[0]) => draftLists(service.step(stepBatch(items, { engineId: 'e', stepId }), 0));
+      step(1n, [{ id: 'new', tokens: [...PROMPT, 7], prompt: 4 }]); // the prompt is met while Redis is away
+      sharing.publish(service.draftEngine.takeOutbound());
+      await redis.restart();
+      const earlier = await engine(redis.url, key); // another engine finished an output of that prompt
+      earlier.step([{ id: 'old', tokens: [...PROMPT, 7, 8, 9, 10, 11], prompt: 4 }]);
+      earlier.step([], ['old']);
+      await earlier.exchange();
+      await earlier.sharing.close();
+      expect(await sharing.ready(10_000)).toBe(true);
+      sharing.publish(service.draftEngine.takeOutbound());
+      await sharing.settle();
+      expect(sharing.counters.historyHits).toBe(1);
+      expect(step(2n, [{ id: 'new', start: 5, tokens: [8] }])).toEqual([[9, 10, 11]]);
+    } finally {
+      await sharing.close();
+    }
+  }, 30_000);
+
   it('keeps the job\'s history in Redis within historyMaxTokens: the least recently written prompts\' history goes first', async () => {
     const key = nextPrefix();
     const a = await engine(redis.url, key, null, { historyMaxTokens: 100 });

@@ -48,7 +48,7 @@ const ENTRIES_PER_STREAM = 256;
  * a stalled Redis stays within this many times maxPublishBytes.
  */
 const FLUSHES_IN_FLIGHT_MAX = 2;
-/** History fetches not yet answered; past this, a newly opened group is read without its history. */
+/** History fetches not yet answered; past this, newly opened groups wait their turn (historyOwed). */
 const HISTORY_FETCHES_IN_FLIGHT_MAX = 1024;
 /** History lists one flush may evict for the job's token budget (a bound on the script's time). */
 const EVICTIONS_PER_FLUSH = 64;
@@ -176,6 +176,12 @@ export class RedisSharing implements SharedTextSource {
   /** Groups read: the last stream id seen, LRU by last opening. */
   private readonly watched = new Map<string, string>();
   private readonly historyFetched = new Set<string>();
+  /**
+   * Groups opened whose history is still to be fetched (Redis away, or too many fetches waiting),
+   * oldest first, each with where its live read starts; read live only once their history is in,
+   * as every group is. At most maxWatchedGroups: past that the oldest is read without history.
+   */
+  private readonly historyOwed = new Map<string, string>();
   /** Sources a group's history already gave (their live entries would repeat it). */
   private readonly fromHistory = new Map<string, Set<string>>();
   /** Writes and history fetches in flight (each leaves the set when it settles). */
@@ -276,6 +282,7 @@ export class RedisSharing implements SharedTextSource {
    */
   publish(outbound: OutboundText): void {
     for (const group of outbound.opened) this.open(group);
+    this.fetchOwedHistory();
     if (outbound.deltas.length === 0 || !this.counters.connected) {
       if (outbound.deltas.length > 0) this.counters.publishDropped += outbound.deltas.length;
       return;
@@ -423,19 +430,47 @@ export class RedisSharing implements SharedTextSource {
     this.pending.add(tracked);
   }
 
-  /** A group became active here: fetch its history once, then read its live stream from liveWindowSeconds back. */
+  /**
+   * A group became active here: fetch its history once, then read its live stream from
+   * liveWindowSeconds back. With Redis away or too many fetches waiting, the fetch waits its turn
+   * (historyOwed): a sidecar started before its Redis, or during an outage, still gets the
+   * history of the prompts it met meanwhile.
+   */
   private open(group: string): void {
-    const since = `${Date.now() - this.config.liveWindowSeconds * 1000}-0`;
     if (this.historyFetched.has(group)) {
-      this.watch(group, this.watched.get(group) ?? since);
+      this.watch(group, this.watched.get(group) ?? this.liveReadStart());
       return;
     }
+    if (this.historyOwed.has(group)) return;
+    this.historyOwed.set(group, this.liveReadStart());
+    if (this.historyOwed.size > this.config.maxWatchedGroups) {
+      const [oldest, from] = this.historyOwed.entries().next().value!;
+      this.historyOwed.delete(oldest);
+      this.markHistoryFetched(oldest); // given up: a later fetch would repeat the live text read meanwhile
+      this.watch(oldest, from);
+    }
+  }
+
+  private liveReadStart(): string {
+    return `${Date.now() - this.config.liveWindowSeconds * 1000}-0`;
+  }
+
+  /** Starts the owed history fetches that Redis and the in-flight bound allow, oldest first. */
+  private fetchOwedHistory(): void {
+    for (const [group, from] of this.historyOwed) {
+      if (!this.counters.connected || this.historyFetchesInFlight >= HISTORY_FETCHES_IN_FLIGHT_MAX) return;
+      this.historyOwed.delete(group);
+      this.fetchHistory(group, from);
+    }
+  }
+
+  private markHistoryFetched(group: string): void {
     this.historyFetched.add(group);
     if (this.historyFetched.size > HISTORY_FETCHED_MAX) this.historyFetched.delete(this.historyFetched.values().next().value!);
-    if (!this.counters.connected || this.historyFetchesInFlight >= HISTORY_FETCHES_IN_FLIGHT_MAX) {
-      this.watch(group, since);
-      return;
-    }
+  }
+
+  private fetchHistory(group: string, from: string): void {
+    this.markHistoryFetched(group);
     this.historyFetchesInFlight++;
     const fetched = this.client.lrangeBuffer(this.historyKey(group), 0, -1).finally(() => this.historyFetchesInFlight--);
     this.track(
@@ -451,10 +486,10 @@ export class RedisSharing implements SharedTextSource {
             this.deliver({ group, source, at: 0, tokens, finished: true }, entry.length);
           }
           if (sources.size > 0) this.fromHistory.set(group, sources);
-          this.watch(group, since);
+          this.watch(group, from);
         },
         (error: unknown) => {
-          this.watch(group, since);
+          this.watch(group, from);
           throw error; // counted by track()
         },
       ),
