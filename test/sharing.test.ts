@@ -161,6 +161,34 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     }
   }, 30_000);
 
+  it('a prompt met while 1024 history fetches wait on a slow Redis gets its history when they are answered', async () => {
+    const key = nextPrefix();
+    const last = [9000, 2, 3, 4];
+    const earlier = await engine(redis.url, key); // another engine finished an output of the last prompt
+    earlier.step([{ id: 'old', tokens: [...last, 7, 8, 9, 10, 11], prompt: 4 }]);
+    earlier.step([], ['old']);
+    await earlier.exchange();
+    await earlier.sharing.close();
+    const a = await engine(redis.url, key);
+    redis.pause();
+    try {
+      for (let from = 0; from < 1024; from += 256) {
+        a.step(Array.from({ length: 256 }, (_, i) => ({ id: `r${from + i}`, tokens: [1000 + from + i, 2, 3, 4], prompt: 4 })));
+      }
+      a.step([{ id: 'last', tokens: [...last, 7], prompt: 4 }]);
+      a.sharing.publish(a.service.draftEngine.takeOutbound()); // 1024 fetches wait for Redis; the last prompt's waits its turn
+    } finally {
+      redis.resume();
+    }
+    await a.sharing.settle();
+    expect(a.sharing.counters.historyMisses).toBe(1024);
+    a.sharing.publish(a.service.draftEngine.takeOutbound());
+    await a.sharing.settle();
+    expect(a.sharing.counters.historyHits).toBe(1);
+    expect(a.step([{ id: 'last', start: 5, tokens: [8] }])).toEqual([[9, 10, 11]]);
+    await a.sharing.close();
+  }, 30_000);
+
   it('keeps the job\'s history in Redis within historyMaxTokens: the least recently written prompts\' history goes first', async () => {
     const key = nextPrefix();
     const a = await engine(redis.url, key, null, { historyMaxTokens: 100 });
