@@ -111,9 +111,9 @@ async function main(): Promise<void> {
 /**
  * Sharing through Redis on vs off, side by side: one sidecar without sharing, one with it (and a
  * peer sidecar of the same job stepping the same prompts every 20 ms, so the measured one also
- * reads another engine's text), stepped flat out by the Node fast-lane client, one step each in
- * turn; then Redis is killed and the sharing sidecar stepped on. Needs redis-server (skipped
- * without).
+ * reads another engine's text) and a second one without (the control), stepped flat out by the
+ * Node fast-lane client, one step each in turn; then Redis is killed and the sharing sidecar
+ * stepped on. Needs redis-server (skipped without).
  */
 async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string, number | string>> {
   if (spawnSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' }).status !== 0) return { sharing: 'skipped: no redis-server' };
@@ -123,25 +123,30 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
   const env = { VLLM_SPECULATIVE_BATCH_SIZE_THRE: '0' };
   const shared = { ...env, SAM_SIDECAR_REDIS_URL: `redis://127.0.0.1:${port}`, SAM_SIDECAR_REDIS_KEY_PREFIX: `bench-${process.pid}` };
   const off = await startSidecarProcess(join(dir, 'off.sock'), env);
+  const control = await startSidecarProcess(join(dir, 'control.sock'), env);
   const on = await startSidecarProcess(join(dir, 'on.sock'), shared);
   const peer = await startSidecarProcess(join(dir, 'peer.sock'), shared);
+  const servers = [off, control, on, peer];
   try {
-    const [offClient, onClient, peerClient] = await Promise.all([off, on, peer].map((server) => FastLaneClient.connect(server.socket)));
-    // The two sidecars are stepped in turn, one step each, the first of the pair swapped every
-    // step, so the box's drift (2 cores shared with Redis, a peer and the client) falls on both
-    // sides alike. Blocks of consecutive steps on one side let a slow spell of the box land on
-    // one side only: their p50 ratio wandered from 0.96 to 1.27 with nothing changed.
-    const offWork = new RollingBatch(rows, BATCH, 'node-req-');
-    const onWork = new RollingBatch(rows, BATCH, 'node-req-');
-    const offSamples: number[] = [];
-    const onSamples: number[] = [];
+    const [offClient, controlClient, onClient, peerClient] = await Promise.all(servers.map((server) => FastLaneClient.connect(server.socket)));
+    // The measured sidecars are stepped in turn, one step each, in an order that rotates every
+    // step, so the box's drift (2 cores shared with Redis, a peer and the client) falls on all
+    // alike. Blocks of consecutive steps on one side let a slow spell of the box land on one side
+    // only: their p50 ratio wandered from 0.96 to 1.27 with nothing changed. A second sidecar
+    // without sharing (the control) shows what the method reads when nothing differs.
+    const sides = [
+      { name: 'off', client: offClient, work: new RollingBatch(rows, BATCH, 'node-req-'), samples: [] as number[] },
+      { name: 'control', client: controlClient, work: new RollingBatch(rows, BATCH, 'node-req-'), samples: [] as number[] },
+      { name: 'on', client: onClient, work: new RollingBatch(rows, BATCH, 'node-req-'), samples: [] as number[] },
+    ];
+    const [offSide, controlSide, onSide] = sides;
     // Each step is preceded by the wake PING the shim sends as it starts building a step: a
-    // sidecar idle while the other is stepped would otherwise be timed waking from sleep.
-    const timedStep = async (client: FastLaneClient, work: RollingBatch, engineId: string, step: number, samples: number[]) => {
-      const woken = client.ping();
-      const batch = work.next(engineId, step, 3);
+    // sidecar idle while the others are stepped would otherwise be timed waking from sleep.
+    const timedStep = async (side: (typeof sides)[number], step: number, samples: number[]) => {
+      const woken = side.client.ping();
+      const batch = side.work.next(`bench-${side.name}`, step, 3);
       const started = process.hrtime.bigint();
-      await client.step(batch);
+      await side.client.step(batch);
       if (step > 1) samples.push(Number(process.hrtime.bigint() - started) / 1000);
       await woken;
     };
@@ -154,18 +159,15 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
     })();
-    const alternate = async (from: number, to: number, offOut: number[], onOut: number[]) => {
+    const rotate = async (from: number, to: number, into: (side: (typeof sides)[number]) => number[]) => {
       for (let step = from; step <= to; step++) {
-        if (step % 2 === 0) {
-          await timedStep(offClient, offWork, 'bench-off', step, offOut);
-          await timedStep(onClient, onWork, 'bench-on', step, onOut);
-        } else {
-          await timedStep(onClient, onWork, 'bench-on', step, onOut);
-          await timedStep(offClient, offWork, 'bench-off', step, offOut);
+        for (let i = 0; i < sides.length; i++) {
+          const side = sides[(step + i) % sides.length];
+          await timedStep(side, step, into(side));
         }
       }
     };
-    await alternate(1, STEPS + 1, offSamples, onSamples);
+    await rotate(1, STEPS + 1, (side) => side.samples);
     // Each window's slowest step, over windows of as many steps as are taken after Redis is killed.
     const per = Math.max(50, Math.floor(STEPS / 20));
     const windowMax = (samples: number[]) => {
@@ -173,34 +175,36 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
       for (let from = 0; from + per <= samples.length; from += per) maxima.push(Math.max(...samples.slice(from, from + per)));
       return maxima.sort((a, b) => a - b);
     };
-    const offBlockMax = windowMax(offSamples);
-    const onBlockMax = windowMax(onSamples);
+    const offBlockMax = windowMax(offSide.samples);
+    const onBlockMax = windowMax(onSide.samples);
     redis.kill('SIGKILL');
     await new Promise((resolve) => setTimeout(resolve, 100));
-    // The same requests go on, in the same alternation, with Redis gone.
+    // The same requests go on, in the same rotation, with Redis gone.
     const afterKill: number[] = [];
-    await alternate(STEPS + 2, STEPS + 1 + per, [], afterKill);
+    const discarded: number[] = [];
+    await rotate(STEPS + 2, STEPS + 1 + per, (side) => (side === onSide ? afterKill : discarded));
     peerStepping = false;
     await peerLoop;
-    await Promise.all([offClient, onClient, peerClient].map((client) => client.close()));
-    offSamples.sort((a, b) => a - b);
-    onSamples.sort((a, b) => a - b);
-    const p50Off = percentile(offSamples, 0.5);
-    const p50On = percentile(onSamples, 0.5);
+    await Promise.all([offClient, controlClient, onClient, peerClient].map((client) => client.close()));
+    const p50 = (samples: number[]) => percentile([...samples].sort((a, b) => a - b), 0.5);
+    const [p50Off, p50Control, p50On] = [p50(offSide.samples), p50(controlSide.samples), p50(onSide.samples)];
     const round1 = (x: number) => Math.round(x * 10) / 10;
+    const ratio = (x: number) => Math.round((x / p50Off) * 1000) / 1000;
     return {
       sharingOffUsP50: round1(p50Off),
       sharingOnUsP50: round1(p50On),
-      sharingOnToOffP50: Math.round((p50On / p50Off) * 1000) / 1000,
-      sharingOnRedisKilledUsP50: round1(percentile(afterKill, 0.5)),
+      sharingOnToOffP50: ratio(p50On),
+      // Two sidecars without sharing, measured the same way: the method's own spread.
+      sharingControlToOffP50: ratio(p50Control),
+      sharingOnRedisKilledUsP50: round1(percentile([...afterKill].sort((a, b) => a - b), 0.5)),
       sharingOnRedisKilledUsMax: round1(Math.max(...afterKill)),
-      // Median over the blocks of a block's slowest step (as many steps as after the kill), each side.
+      // Median over the windows of a window's slowest step (as many steps as after the kill), each side.
       sharingOffBlockMaxUsP50: round1(percentile(offBlockMax, 0.5)),
       sharingOnBlockMaxUsP50: round1(percentile(onBlockMax, 0.5)),
     };
   } finally {
     redis.kill('SIGKILL');
-    await Promise.all([off.stop(), on.stop(), peer.stop()]);
+    await Promise.all(servers.map((server) => server.stop()));
   }
 }
 
