@@ -3,7 +3,8 @@
 # the chart tests, the npm dependencies, and the build. Safe to run again.
 #   Debian packages: python3 + numpy + torch + pytest + grpcio + packaging + prometheus-client
 #   (the shim and its tests), Go with
-#   sprig and yaml.v3 (renders the Helm chart in its tests: there is no helm binary), git.
+#   sprig and yaml.v3 (renders the Helm chart in its tests: there is no helm binary), git,
+#   redis-server and openssl (the sharing tests: a Redis on loopback, one serving TLS with a test CA).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -12,7 +13,7 @@ if [ "$(id -u)" != "0" ]; then
   if command -v sudo >/dev/null; then SUDO="sudo"; else echo "setup: run as root or install sudo" >&2; exit 1; fi
 fi
 PACKAGES=(python3 python3-pytest python3-numpy python3-grpcio python3-torch python3-packaging python3-prometheus-client
-          golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev git redis-server)
+          golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev git redis-server openssl)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -61,6 +61,27 @@ describe('configuration', () => {
     for (const fragment of ['busyPollUs', 'SAM_SIDECAR_HTTP_PORT', 'gate.mode', 'gate.kByBatch', 'limits.maxK', 'memory.historyTokens', 'typo']) expect(message).toContain(fragment);
   });
 
+  it('checks a Redis CA file at start: it must hold a PEM certificate and go with a rediss:// url', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-config-'));
+    const ca = join(dir, 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
+    const notPem = join(dir, 'ca.txt');
+    writeFileSync(notPem, 'not a certificate');
+    const problem = (redis: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) => {
+      try {
+        loadConfig({ env, file: null, overrides: { sharing: { redis } } });
+        return null;
+      } catch (error) {
+        return (error as SidecarError).message;
+      }
+    };
+    expect(problem({ url: 'rediss://redis:6380', tlsCaFile: ca })).toBeNull();
+    expect(problem({ url: 'rediss://redis:6380' }, { SAM_SIDECAR_REDIS_TLS_CA_FILE: ca })).toBeNull();
+    expect(problem({ url: 'redis://redis:6379', tlsCaFile: ca })).toMatch(/sharing\.redis\.tlsCaFile: needs a rediss:\/\/ url/);
+    expect(problem({ url: 'rediss://redis:6380', tlsCaFile: join(dir, 'missing.pem') })).toMatch(/sharing\.redis\.tlsCaFile: cannot be read/);
+    expect(problem({ url: 'rediss://redis:6380', tlsCaFile: notPem })).toMatch(/sharing\.redis\.tlsCaFile: .* holds no PEM certificate/);
+  });
+
   it('rejects a misspelt setting at any depth, naming its path, with the other problems', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sam-config-')), 'c.json');
     writeFileSync(file, JSON.stringify({ gate: { treshold: 4 }, http: { prot: 1 }, log: { levle: 'debug' }, memory: { maxTokens: 0 } }));

@@ -115,7 +115,7 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(config.wakePollUs).toBe(300);
   });
 
-  it('points the sidecar at an existing Redis when asked: URL, key prefix, and the password from a Secret', () => {
+  it('points the sidecar at an existing Redis when asked: URL, key prefix, the password and a private CA from Secrets', () => {
     const env = (extra: string[]) => {
       const deployment = render(['example: {enabled: true}', ...extra]).manifests.find((m) => m.object.kind === 'Deployment')!.object;
       const containers = [...(deployment.spec.template.spec.initContainers ?? []), ...deployment.spec.template.spec.containers];
@@ -126,6 +126,16 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_URL')?.value).toBe('rediss://redis.rl:6380/0');
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_KEY_PREFIX')?.value).toBe('grpo-qwen-7b');
     expect(shared.find((e) => e.name === 'SAM_SIDECAR_REDIS_PASSWORD')?.valueFrom).toEqual({ secretKeyRef: { name: 'redis-auth', key: 'pw' } });
+    // A private CA from a Secret: mounted read-only, its file named to the sidecar.
+    const withCa = render(['example: {enabled: true}', 'sharing: {redis: {url: "rediss://redis.rl:6380/0", tlsCaSecret: {name: redis-ca}}}']).manifests.find((m) => m.object.kind === 'Deployment')!.object.spec.template.spec;
+    const sidecar = [...(withCa.initContainers ?? []), ...withCa.containers].find((c: { name: string }) => c.name === 'sam-sidecar');
+    const caFile = sidecar.env.find((e: { name: string }) => e.name === 'SAM_SIDECAR_REDIS_TLS_CA_FILE')?.value as string;
+    const caMount = sidecar.volumeMounts.find((m: { name: string }) => m.name === 'sam-sidecar-redis-ca');
+    expect(caFile.startsWith(`${caMount.mountPath}/`)).toBe(true);
+    expect(caMount.readOnly).toBe(true);
+    expect(withCa.volumes.find((v: { name: string }) => v.name === 'sam-sidecar-redis-ca').secret).toEqual({ secretName: 'redis-ca', items: [{ key: 'ca.crt', path: caFile.slice(caMount.mountPath.length + 1) }] });
+    expect(env([]).map((e) => e.name)).not.toContain('SAM_SIDECAR_REDIS_TLS_CA_FILE');
+    expect(() => render(['example: {enabled: true}', 'sharing: {redis: {url: "redis://redis:6379/0", tlsCaSecret: {name: redis-ca}}}'])).toThrow(/tlsCaSecret needs a rediss:\/\/ sharing.redis.url/);
     // Its bounds reach the sidecar's config file; a bound it does not know is refused by the schema.
     const bounded = render(['sharing: {redis: {url: "redis://redis:6379/0"}}', 'config: {sharing: {redis: {historyMaxTokens: 1000000, publishIntervalMs: 20}}}']);
     const file = join(mkdtempSync(join(tmpdir(), 'sam-helm-sharing-')), 'config.json');

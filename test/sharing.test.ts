@@ -7,7 +7,7 @@ import { UNGATED } from '../src/core/gate.js';
 import { StepService } from '../src/core/step-service.js';
 import { type RedisSharingConfig, RedisSharing, REDIS_SHARING_DEFAULTS, type SharingLog } from '../src/sharing/redis-sharing.js';
 import { draftLists, PROMPT, stepBatch } from './helpers.js';
-import { commandCalls, configSet, netOutputBytes, REDIS_SERVER, RedisServer, redisCli } from './redis.js';
+import { commandCalls, configSet, netOutputBytes, OPENSSL, privateCa, REDIS_SERVER, RedisServer, redisCli } from './redis.js';
 
 if (REDIS_SERVER === null) console.warn('sharing tests skipped: no redis-server (apt-get install redis-server)');
 
@@ -335,6 +335,38 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
       await a.sharing.close();
     }
   });
+});
+
+if (REDIS_SERVER !== null && OPENSSL === null) console.warn('TLS sharing test skipped: no openssl (apt-get install openssl)');
+
+describe.skipIf(REDIS_SERVER === null || OPENSSL === null)('shared text through a Redis that serves TLS only (rediss://)', () => {
+  it('with the private CA its certificate chains to (tlsCaFile), engines share; without it, nothing connects and one line says why', async () => {
+    const tls = privateCa();
+    const redis = await RedisServer.start(tls);
+    try {
+      const key = `tls-${process.pid}`;
+      const a = await engine(redis.url, key, null, { tlsCaFile: tls.ca });
+      const lines: string[] = [];
+      const log: SharingLog = { info: (_fields, message) => lines.push(`info ${message}`), warn: (fields, message) => lines.push(`warn ${message} ${String(fields.err)}`) };
+      const b = await engine(redis.url, key, log, { tlsCaFile: tls.ca });
+      a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3, 4, 5, 6], prompt: 4 }]);
+      await a.exchange();
+      b.step([{ id: 'b', tokens: [...PROMPT, 1, 2], prompt: 4 }]);
+      await b.exchange();
+      await b.exchange();
+      expect(b.step([{ id: 'b', start: 6, tokens: [3] }])).toEqual([[4, 5, 6]]);
+      await Promise.all([a.sharing.close(), b.sharing.close()]);
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the connections' close events
+      expect(lines).toEqual([]); // a deliberate close is no outage
+      // The system's CAs do not know this one: the certificate is refused, drafting stays local.
+      const untrusting = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url: redis.url, keyPrefix: key }, log);
+      expect(await untrusting.ready(1500)).toBe(false);
+      await untrusting.close();
+      expect(lines).toEqual([expect.stringMatching(/^warn shared text: Redis unavailable.*certificate/)]);
+    } finally {
+      await redis.kill();
+    }
+  }, 30_000);
 });
 
 describe.skipIf(REDIS_SERVER === null)('sidecars sharing through Redis (sharing.redis.url)', () => {

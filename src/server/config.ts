@@ -131,6 +131,15 @@ export const ConfigSchema = z
             url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL (rediss: TLS)').nullable().default(null),
             /** Better from SAM_SIDECAR_REDIS_PASSWORD (a Secret) than in the file. */
             password: z.string().optional(),
+            /** PEM file of the CA(s) a rediss:// server's certificate is checked against, instead of the system's (a private CA). */
+            tlsCaFile: z
+              .string()
+              .min(1)
+              .superRefine((path, ctx) => {
+                const problem = certificateFileProblem(path);
+                if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+              })
+              .optional(),
             /** One per training job: jobs never read each other's text. */
             keyPrefix: z.string().min(1).max(200).regex(/^[\w.:-]+$/, 'letters, digits and _ . : -').default(REDIS_SHARING_DEFAULTS.keyPrefix),
             historyOutputsPerPrompt: positiveInt.max(100_000).default(REDIS_SHARING_DEFAULTS.historyOutputsPerPrompt),
@@ -167,18 +176,33 @@ export const ConfigSchema = z
   .superRefine(
     (config, ctx) => {
       // Runs even when other settings failed, so every problem is reported in one go.
-      const { drafting, memory } = config ?? {};
+      const { drafting, memory, sharing } = config ?? {};
       if (typeof drafting?.ngramMin === 'number' && typeof drafting?.ngramMax === 'number' && drafting.ngramMin > drafting.ngramMax) {
         ctx.addIssue({ code: 'custom', path: ['drafting', 'ngramMin'], message: 'must not exceed ngramMax' });
       }
       if (typeof memory?.historyTokens === 'number' && typeof memory?.maxTokens === 'number' && memory.historyTokens > memory.maxTokens) {
         ctx.addIssue({ code: 'custom', path: ['memory', 'historyTokens'], message: 'must not exceed maxTokens' });
       }
+      const redis = sharing?.redis;
+      if (redis?.tlsCaFile !== undefined && !(typeof redis.url === 'string' && redis.url.startsWith('rediss://'))) {
+        ctx.addIssue({ code: 'custom', path: ['sharing', 'redis', 'tlsCaFile'], message: 'needs a rediss:// url (TLS)' });
+      }
     },
     { when: () => true },
   );
 
 export type SidecarConfig = z.infer<typeof ConfigSchema>;
+
+/** Why a CA file cannot serve (unreadable, or no PEM certificate in it), or null. */
+function certificateFileProblem(path: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    return `cannot be read: ${(error as Error).message}`;
+  }
+  return text.includes('-----BEGIN CERTIFICATE-----') ? null : `${path} holds no PEM certificate`;
+}
 
 /** Environment variables and the config path they override. */
 const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string' | 'int' | 'bool']> = [
@@ -205,6 +229,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['SAM_SIDECAR_REDIS_URL', ['sharing', 'redis', 'url'], 'string'],
   ['SAM_SIDECAR_REDIS_PASSWORD', ['sharing', 'redis', 'password'], 'string'],
   ['SAM_SIDECAR_REDIS_KEY_PREFIX', ['sharing', 'redis', 'keyPrefix'], 'string'],
+  ['SAM_SIDECAR_REDIS_TLS_CA_FILE', ['sharing', 'redis', 'tlsCaFile'], 'string'],
 ];
 
 /** config/sam-sidecar.json of the installed package. */

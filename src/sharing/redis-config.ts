@@ -9,6 +9,8 @@ export interface RedisSharingConfig {
   keyPrefix: string;
   /** Password (else from the URL); a Secret in the chart. */
   password?: string;
+  /** PEM file of the CA(s) a rediss:// server's certificate must chain to (else the system's). */
+  tlsCaFile?: string;
   /** Finished outputs kept per prompt for later steps, and how long. */
   historyOutputsPerPrompt: number;
   historyTtlSeconds: number;

@@ -10,6 +10,7 @@
  * backoff. Every buffer is bounded: bytes published per flush, watched groups, inbox tokens.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Redis, ReplyError } from 'ioredis';
 import type { OutboundText, SharedTextSource, TextDelta } from '../core/shared-text.js';
 import { redactedUrl, type RedisSharingConfig } from './redis-config.js';
@@ -205,6 +206,8 @@ export class RedisSharing implements SharedTextSource {
       maxRetriesPerRequest: 1,
       retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
       ...(config.password === undefined ? {} : { password: config.password }),
+      // Read once here: the config check has read it already; a rotated CA takes a restart.
+      ...(config.tlsCaFile === undefined ? {} : { tls: { ca: readFileSync(config.tlsCaFile) } }),
     };
     this.client = new Redis(config.url, options) as PublishingRedis;
     this.client.defineCommand('samPublish', { lua: PUBLISH_SCRIPT });
@@ -224,7 +227,7 @@ export class RedisSharing implements SharedTextSource {
     this.client.on('error', down);
     this.reader.on('error', () => {}); // the command connection reports; a reader error retries with it
     this.client.on('close', () => {
-      if (this.counters.connected) down(new Error('connection closed'));
+      if (this.counters.connected && !this.closed) down(new Error('connection closed'));
     });
     this.client.on('end', () => (this.counters.connected = false));
   }

@@ -80,6 +80,13 @@ env:
         name: {{ .passwordSecret.name | quote }}
         key: {{ .passwordSecret.key | default "password" | quote }}
   {{- end }}
+  {{- if (.tlsCaSecret).name }}
+  {{- if not (hasPrefix "rediss://" .url) }}
+  {{- fail "sharing.redis.tlsCaSecret needs a rediss:// sharing.redis.url (TLS)" }}
+  {{- end }}
+  - name: SAM_SIDECAR_REDIS_TLS_CA_FILE
+    value: /etc/sam-sidecar-redis-ca/ca.pem
+  {{- end }}
   {{- end }}
   {{- end }}
 ports:
@@ -109,9 +116,14 @@ volumeMounts:
   - name: sam-sidecar-config
     mountPath: /etc/sam-sidecar
     readOnly: true
+  {{- if and .Values.sharing.redis.url (.Values.sharing.redis.tlsCaSecret).name }}
+  - name: sam-sidecar-redis-ca
+    mountPath: /etc/sam-sidecar-redis-ca
+    readOnly: true
+  {{- end }}
 {{- end -}}
 
-{{/* Pod volumes: the in-memory socket directory and the config file. */}}
+{{/* Pod volumes: the in-memory socket directory, the config file, and the Redis CA when there is one. */}}
 {{- define "sam-sidecar.volumes" -}}
 - name: sam-sidecar-socket
   emptyDir:
@@ -120,6 +132,16 @@ volumeMounts:
 - name: sam-sidecar-config
   configMap:
     name: {{ include "sam-sidecar.fullname" . }}
+{{- with .Values.sharing.redis }}
+{{- if and .url (.tlsCaSecret).name }}
+- name: sam-sidecar-redis-ca
+  secret:
+    secretName: {{ .tlsCaSecret.name | quote }}
+    items:
+      - key: {{ .tlsCaSecret.key | default "ca.crt" | quote }}
+        path: ca.pem
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* For the vLLM container: the socket directory. */}}
