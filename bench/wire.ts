@@ -32,12 +32,17 @@ async function nodeLatency(client: StepClient, rows: TraceRow[], steps: number, 
   const work = new RollingBatch(rows, BATCH, 'node-req-'); // the workload of bench/wire_client.py
   const samples: number[] = [];
   for (let step = 1; step <= steps + 1; step++) {
-    const batch = work.next(engineId, step, 3);
-    const started = process.hrtime.bigint();
-    await client.step(batch);
-    if (step > 1) samples.push(Number(process.hrtime.bigint() - started) / 1000);
+    const took = await timedStep(client, work.next(engineId, step, 3));
+    if (step > 1) samples.push(took);
   }
   return samples.sort((a, b) => a - b);
+}
+
+/** One step call's time, microseconds. */
+async function timedStep(client: StepClient, batch: ReturnType<RollingBatch['next']>): Promise<number> {
+  const started = process.hrtime.bigint();
+  await client.step(batch);
+  return Number(process.hrtime.bigint() - started) / 1000;
 }
 
 function runPython(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Record<string, number>> {
@@ -142,12 +147,10 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
     const [offSide, controlSide, onSide] = sides;
     // Each step is preceded by the wake PING the shim sends as it starts building a step: a
     // sidecar idle while the others are stepped would otherwise be timed waking from sleep.
-    const timedStep = async (side: (typeof sides)[number], step: number, samples: number[]) => {
+    const wokenStep = async (side: (typeof sides)[number], step: number, samples: number[]) => {
       const woken = side.client.ping();
-      const batch = side.work.next(`bench-${side.name}`, step, 3);
-      const started = process.hrtime.bigint();
-      await side.client.step(batch);
-      if (step > 1) samples.push(Number(process.hrtime.bigint() - started) / 1000);
+      const took = await timedStep(side.client, side.work.next(`bench-${side.name}`, step, 3));
+      if (step > 1) samples.push(took);
       await woken;
     };
     let peerStepping = true;
@@ -163,7 +166,7 @@ async function sharingCost(rows: TraceRow[], dir: string): Promise<Record<string
       for (let step = from; step <= to; step++) {
         for (let i = 0; i < sides.length; i++) {
           const side = sides[(step + i) % sides.length];
-          await timedStep(side, step, into(side));
+          await wokenStep(side, step, into(side));
         }
       }
     };

@@ -5,15 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freeLoopbackPort } from '../src/client/sidecar-process.js';
 
-export const REDIS_SERVER = (() => {
-  const found = spawnSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' });
+/** Where a program is on PATH, or null. */
+function commandPath(name: string): string | null {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   return found.status === 0 ? found.stdout.trim() : null;
-})();
+}
 
-export const OPENSSL = (() => {
-  const found = spawnSync('sh', ['-c', 'command -v openssl'], { encoding: 'utf8' });
-  return found.status === 0 ? found.stdout.trim() : null;
-})();
+export const REDIS_SERVER = commandPath('redis-server');
+export const OPENSSL = commandPath('openssl');
 
 /** A private CA (as a cluster's cert-manager issues) and a certificate for 127.0.0.1 it signed, in a new directory. */
 export interface PrivateCa {

@@ -80,7 +80,7 @@ env:
         name: {{ .passwordSecret.name | quote }}
         key: {{ .passwordSecret.key | default "password" | quote }}
   {{- end }}
-  {{- if (.tlsCaSecret).name }}
+  {{- if include "sam-sidecar.redisCaSecret" $ }}
   {{- if not (hasPrefix "rediss://" .url) }}
   {{- fail "sharing.redis.tlsCaSecret needs a rediss:// sharing.redis.url (TLS)" }}
   {{- end }}
@@ -116,7 +116,7 @@ volumeMounts:
   - name: sam-sidecar-config
     mountPath: /etc/sam-sidecar
     readOnly: true
-  {{- if and .Values.sharing.redis.url (.Values.sharing.redis.tlsCaSecret).name }}
+  {{- if include "sam-sidecar.redisCaSecret" . }}
   - name: sam-sidecar-redis-ca
     mountPath: /etc/sam-sidecar-redis-ca
     readOnly: true
@@ -132,16 +132,19 @@ volumeMounts:
 - name: sam-sidecar-config
   configMap:
     name: {{ include "sam-sidecar.fullname" . }}
-{{- with .Values.sharing.redis }}
-{{- if and .url (.tlsCaSecret).name }}
+{{- with include "sam-sidecar.redisCaSecret" . }}
 - name: sam-sidecar-redis-ca
   secret:
-    secretName: {{ .tlsCaSecret.name | quote }}
+    secretName: {{ . | quote }}
     items:
-      - key: {{ .tlsCaSecret.key | default "ca.crt" | quote }}
+      - key: {{ $.Values.sharing.redis.tlsCaSecret.key | default "ca.crt" | quote }}
         path: ca.pem
 {{- end }}
-{{- end }}
+{{- end -}}
+
+{{/* The Secret holding the Redis CA when sharing is on and one is named; empty otherwise. */}}
+{{- define "sam-sidecar.redisCaSecret" -}}
+{{- with .Values.sharing.redis }}{{ if .url }}{{ (.tlsCaSecret).name }}{{ end }}{{ end }}
 {{- end -}}
 
 {{/* For the vLLM container: the socket directory. */}}
