@@ -161,6 +161,35 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     }
   }, 30_000);
 
+  it('text a sidecar produced before its Redis answered reaches the other engines once it does; beyond maxPublishBytes it is dropped and counted', async () => {
+    const key = nextPrefix();
+    await redis.kill();
+    const service = new StepService(limits, UNGATED, { shareText: true });
+    // Room for the first request's delta (6 tokens: 24 bytes and 64 of framing), not for the second's.
+    const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url: redis.url, keyPrefix: key, maxPublishBytes: 100 }, null);
+    service.sharedText = sharing;
+    try {
+      service.step(stepBatch([{ id: 'early', tokens: [...PROMPT, 1, 2, 3, 4, 5, 6], prompt: 4 }], { engineId: 'e', stepId: 1n }), 0);
+      sharing.publish(service.draftEngine.takeOutbound()); // Redis not there yet: held
+      service.step(stepBatch([{ id: 'other', tokens: [...PROMPT, 9, 9, 9], prompt: 4 }], { engineId: 'e', stepId: 2n }), 0);
+      sharing.publish(service.draftEngine.takeOutbound()); // past the bound: dropped
+      expect(sharing.counters.publishDropped).toBe(1);
+      await redis.restart();
+      expect(await sharing.ready(10_000)).toBe(true);
+      sharing.publish(service.draftEngine.takeOutbound());
+      await sharing.settle();
+      expect(sharing.counters.publishedTokens).toBe(6);
+      const later = await engine(redis.url, key);
+      later.step([{ id: 'late', tokens: [...PROMPT, 1, 2], prompt: 4 }]);
+      await later.exchange(); // opens the group: reads its live stream from the window's start
+      await later.sharing.poll();
+      expect(later.step([{ id: 'late', start: 6, tokens: [] }])).toEqual([[3, 4, 5]]);
+      await later.sharing.close();
+    } finally {
+      await sharing.close();
+    }
+  }, 30_000);
+
   it('a prompt met while 1024 history fetches wait on a slow Redis gets its history when they are answered', async () => {
     const key = nextPrefix();
     const last = [9000, 2, 3, 4];

@@ -201,7 +201,7 @@ export class SidecarMetrics {
       gauge('sam_sidecar_sharing_connected', '1 while the Redis of shared text answers, else 0 (drafting goes on from local state).', () => (shared.connected ? 1 : 0));
       counter('sam_sidecar_sharing_published_tokens_total', 'Tokens of this engine\'s requests written to Redis.', () => shared.publishedTokens);
       counter('sam_sidecar_sharing_published_bytes_total', 'Bytes written to Redis.', () => shared.publishedBytes);
-      counter('sam_sidecar_sharing_publish_dropped_total', 'Deltas not written: Redis away, or beyond sharing.redis.maxPublishBytes per flush.', () => shared.publishDropped);
+      counter('sam_sidecar_sharing_publish_dropped_total', 'Deltas not written: beyond sharing.redis.maxPublishBytes (per flush, or held while Redis does not answer), or while Redis is slow to answer.', () => shared.publishDropped);
       counter('sam_sidecar_sharing_received_tokens_total', 'Tokens of other engines\' requests read from Redis.', () => shared.receivedTokens);
       counter('sam_sidecar_sharing_received_bytes_total', 'Bytes read from Redis.', () => shared.receivedBytes);
       counter('sam_sidecar_sharing_inbox_dropped_total', 'Deltas read but dropped: the inbox held sharing.redis.maxInboxTokens.', () => shared.inboxDropped);

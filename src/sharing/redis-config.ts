@@ -24,7 +24,7 @@ export interface RedisSharingConfig {
   liveTtlSeconds: number;
   /** A group opened here reads its live stream from this far back. */
   liveWindowSeconds: number;
-  /** Bounds: bytes written per flush, groups read, tokens waiting for the next step. */
+  /** Bounds: bytes written per flush (and held while Redis does not answer), groups read, tokens waiting for the next step. */
   maxPublishBytes: number;
   maxWatchedGroups: number;
   maxInboxTokens: number;

@@ -187,6 +187,14 @@ export class RedisSharing implements SharedTextSource {
   private readonly fromHistory = new Map<string, Set<string>>();
   /** Writes and history fetches in flight (each leaves the set when it settles). */
   private readonly pending = new Set<Promise<void>>();
+  /**
+   * This engine's text produced while Redis did not answer (not connected yet, or away), oldest
+   * first, at most maxPublishBytes (publishedSize): written at the first flush once it answers,
+   * so text from a sidecar's first steps or from a short outage still reaches the others, and
+   * what finished meanwhile reaches history. Past the bound, deltas are dropped and counted.
+   */
+  private held: TextDelta[] = [];
+  private heldBytes = 0;
   private closed = false;
   private loop: Promise<void> | null = null;
   private unavailableLogged = false;
@@ -286,8 +294,8 @@ export class RedisSharing implements SharedTextSource {
   publish(outbound: OutboundText): void {
     for (const group of outbound.opened) this.open(group);
     this.fetchOwedHistory();
-    if (outbound.deltas.length === 0 || !this.counters.connected) {
-      if (outbound.deltas.length > 0) this.counters.publishDropped += outbound.deltas.length;
+    if (!this.counters.connected) {
+      this.hold(outbound.deltas);
       return;
     }
     if (this.flushesInFlight >= FLUSHES_IN_FLIGHT_MAX) {
@@ -296,12 +304,19 @@ export class RedisSharing implements SharedTextSource {
       this.slowLogged = true;
       return;
     }
+    let deltas = outbound.deltas;
+    if (this.held.length > 0) {
+      deltas = [...this.held, ...deltas];
+      this.held = [];
+      this.heldBytes = 0;
+    }
+    if (deltas.length === 0) return;
     // One stream entry per group per flush, holding every delta of that group: a few large
     // writes, not one per request.
     const byGroup = new Map<string, TextDelta[]>();
     let bytes = 0;
-    for (const delta of outbound.deltas) {
-      const size = delta.tokens.byteLength + (delta.output?.byteLength ?? 0) + 64;
+    for (const delta of deltas) {
+      const size = publishedSize(delta);
       if (bytes + size > this.config.maxPublishBytes) {
         this.counters.publishDropped++;
         continue;
@@ -342,6 +357,19 @@ export class RedisSharing implements SharedTextSource {
         })
         .finally(() => this.flushesInFlight--),
     );
+  }
+
+  /** Keeps text for when Redis answers, within maxPublishBytes; the rest is dropped and counted. */
+  private hold(deltas: readonly TextDelta[]): void {
+    for (const delta of deltas) {
+      const size = publishedSize(delta);
+      if (this.heldBytes + size > this.config.maxPublishBytes) {
+        this.counters.publishDropped++;
+        continue;
+      }
+      this.held.push(delta);
+      this.heldBytes += size;
+    }
   }
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
@@ -539,6 +567,11 @@ export class RedisSharing implements SharedTextSource {
     this.counters.receivedTokens += delta.tokens.length;
     this.counters.receivedBytes += bytes;
   }
+}
+
+/** What a delta counts toward maxPublishBytes: its tokens, a finished one's whole output, and its framing. */
+function publishedSize(delta: TextDelta): number {
+  return delta.tokens.byteLength + (delta.output?.byteLength ?? 0) + 64;
 }
 
 /**
