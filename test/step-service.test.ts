@@ -495,6 +495,18 @@ describe('text from other engines (shared text)', () => {
     expect(inbound.deltas).toHaveLength(0);
   });
 
+  it('refuses a delta with a token outside its vocabulary and counts it; the other deltas and the step go on', () => {
+    const service = new StepService(limits, { ...gate, threshold: 0 }, { shareText: true, vocabSize: 1000 });
+    const inbound = new QueuedText();
+    service.sharedText = inbound;
+    service.step(batch([{ id: 'a', tokens: [...prompt, 1], prompt: 4 }], { stepId: 1n }), 0);
+    const [group] = service.draftEngine.takeOutbound().opened;
+    inbound.deltas.push({ group, source: 'other/0', at: 0, tokens: Int32Array.of(1, 2, 5000), finished: false });
+    inbound.deltas.push({ group, source: 'other/1', at: 0, tokens: Int32Array.of(1, 2, 3), finished: false });
+    expect(draftsOf(service.step(batch([next], { stepId: 2n }), 0))).toEqual([[3]]);
+    expect(service.counters.remoteRejected).toBe(1);
+  });
+
   it('drafts the same whether idle work applied it or the step did', () => {
     const idle = sharing();
     while (idle.service.idleWorkPending) idle.service.doIdleWork();

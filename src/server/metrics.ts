@@ -210,6 +210,7 @@ export class SidecarMetrics {
       counter('sam_sidecar_sharing_history_evicted_total', 'Prompts\' history lists this sidecar removed from Redis to keep the job within sharing.redis.historyMaxTokens.', () => shared.historyEvicted);
       counter('sam_sidecar_sharing_errors_total', 'Redis commands that failed.', () => shared.errors);
       gauge('sam_sidecar_sharing_lag_seconds', 'Age of the newest entry read from another engine, when read.', () => shared.lagMs / 1000);
+      counter('sam_sidecar_sharing_remote_rejected_total', 'Deltas from other engines refused: a token outside this sidecar\'s vocabulary (the job\'s sidecars differ in drafting.vocabSize, or the entry was damaged).', () => service.counters.remoteRejected);
       counter('sam_sidecar_sharing_remote_ignored_total', 'Deltas for groups this engine no longer holds, or beyond a group\'s bound of remote sequences.', () => service.draftEngine.remoteDeltasIgnored);
     }
   }
