@@ -38,7 +38,9 @@ def in_process_replay(traces):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_sim(socket, traces, deadline_ms=50.0, on_step=None, preempt_every=0):
+def run_sim(socket, traces, deadline_ms=2000.0, on_step=None, preempt_every=0):
+    # A deadline no loaded machine reaches: a missed one gives its step no drafts, which keeps the
+    # tokens but changes AL, and these runs compare AL with the in-process replay exactly.
     rows = load_rows(traces)
     client = FastLaneClient(socket, deadline_s=deadline_ms / 1000.0, backoff_initial_s=0.01, backoff_max_s=0.1)
     proposer = SamProposerCore(3, session=DraftSession(3, client, engine_id=f"e2e-{time.monotonic_ns()}"))
@@ -108,7 +110,7 @@ def test_sidecar_killed_halfway_and_restarted(sidecar, synthetic_traces):
 def test_two_tensor_parallel_ranks_in_a_gloo_group_agree_and_step_the_sidecar_once(sidecar, synthetic_traces):
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO, "python", "src"))
     out = subprocess.run(
-        [sys.executable, "-m", "sam_sidecar.sim", "--traces", synthetic_traces, "--socket", sidecar.socket, "--tp", "2", "--json"],
+        [sys.executable, "-m", "sam_sidecar.sim", "--traces", synthetic_traces, "--socket", sidecar.socket, "--tp", "2", "--deadline-ms", "2000", "--json"],
         check=True, capture_output=True, text=True, env=env, timeout=300,
     )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
