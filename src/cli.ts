@@ -16,6 +16,7 @@ import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
 import { configFileOf, loadConfig } from './server/config.js';
+import { certificateFileProblem } from './sharing/redis-config.js';
 import { WireBackend } from './replay/wire.js';
 import { packageVersion } from './package-root.js';
 import { InProcessBackend } from './replay/in-process.js';
@@ -63,6 +64,14 @@ const ReplayArgs = z
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
     redis: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
+    'redis-tls-ca': z
+      .string()
+      .min(1)
+      .superRefine((path, ctx) => {
+        const problem = certificateFileProblem(path);
+        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     'restart-between-steps': z.boolean().default(false),
     'exchange-every': positiveInt.max(1000).optional(),
     plot: z.string().optional(),
@@ -71,6 +80,7 @@ const ReplayArgs = z
   })
   .superRefine((args, ctx) => {
     if (args.redis !== undefined && (args.via !== undefined || args.siblings !== 'live')) ctx.addIssue({ code: 'custom', path: ['redis'], message: '--redis shares between in-process engines (siblings live, no --via)' });
+    if (args['redis-tls-ca'] !== undefined && !(args.redis?.startsWith('rediss://') ?? false)) ctx.addIssue({ code: 'custom', path: ['redis-tls-ca'], message: 'needs --redis with a rediss:// URL (TLS)' });
     if (args['exchange-every'] !== undefined && args.redis === undefined) ctx.addIssue({ code: 'custom', path: ['exchange-every'], message: 'engines exchange text only through --redis' });
     if (args.traces !== undefined && args.verl !== undefined) ctx.addIssue({ code: 'custom', path: ['traces'], message: 'give --traces or --verl, not both' });
     if (args.verl !== undefined && args.tokenizer === undefined) ctx.addIssue({ code: 'custom', path: ['tokenizer'], message: '--verl needs --tokenizer' });
@@ -142,7 +152,7 @@ async function runReplay(values: Record<string, unknown>): Promise<void> {
   if (args.redis !== undefined) {
     const { replayThroughRedis } = await import('./replay/shared-engines.js');
     const onProgress = progressBar(!args.quiet && process.stderr.isTTY === true);
-    const shared = await replayThroughRedis(steps, () => inProcess({ shareText: true }), args.redis, { ...schedule, onProgress, restartBetweenSteps: args['restart-between-steps'], exchangeEvery: args['exchange-every'] });
+    const shared = await replayThroughRedis(steps, () => inProcess({ shareText: true }), { url: args.redis, tlsCaFile: args['redis-tls-ca'] }, { ...schedule, onProgress, restartBetweenSteps: args['restart-between-steps'], exchangeEvery: args['exchange-every'] });
     if (process.env.SAM_DEBUG_SHARING) process.stderr.write(`${JSON.stringify(shared.counters)}\n`);
     result = shared.result;
   } else {
@@ -324,6 +334,7 @@ function program(): Command {
     .option('--via <transport>', 'uds | grpc | http: drive a running sidecar (its config decides drafting and gating)')
     .option('--redis <url>', 'the engines share only through this Redis (one connection set per engine)')
     .option('--restart-between-steps', 'every engine\'s sidecar restarts empty between rollout steps')
+    .option('--redis-tls-ca <file.pem>', 'with a rediss:// --redis: the CA its certificate chains to (a private CA), as sharing.redis.tlsCaFile')
     .option('--exchange-every <rounds>', 'with --redis: engines publish and read every N engine steps (text up to N steps stale), default 1')
     .option('--plot <file.svg>', 'AL and acceptance by context length, with the seed and n-gram baselines')
     .option('--json', 'one JSON object on the last line of stdout')

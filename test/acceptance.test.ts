@@ -82,7 +82,7 @@ describe.skipIf(!available || REDIS_SERVER === null)('engines sharing through a 
   });
   const schedule = { k: 3, maxNumSeqs: 128, turns: false, tailBatch: 32 };
   const overEngines = async (steps: TraceRow[][], engines: number, restartBetweenSteps = false) =>
-    (await replayThroughRedis(steps, () => Array.from({ length: engines }, () => new InProcessBackend({ shareText: true })), redis.url, { ...schedule, restartBetweenSteps })).result;
+    (await replayThroughRedis(steps, () => Array.from({ length: engines }, () => new InProcessBackend({ shareText: true })), { url: redis.url }, { ...schedule, restartBetweenSteps })).result;
   const oneEngine = async (steps: TraceRow[][], maxNumSeqs = 128) => replayRolloutSteps(steps, [new InProcessBackend({})], { ...schedule, maxNumSeqs });
   const secondStepAl = (result: { perStep: { emitted: number; steps: number }[] }) => result.perStep[1].emitted / result.perStep[1].steps;
 

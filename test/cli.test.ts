@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { syntheticTraces } from '../src/replay/synthetic.js';
+import { OPENSSL, privateCa, REDIS_SERVER, RedisServer } from './redis.js';
 
 const CLI = new URL('../dist/cli.js', import.meta.url).pathname;
 
@@ -121,4 +122,31 @@ describe('command line (built dist/cli.js; `npm test` builds first)', () => {
       expect(run.stderr.trim().split('\n')).toHaveLength(1);
     }
   });
+
+  it.skipIf(REDIS_SERVER === null || OPENSSL === null)('replays engines that share through a Redis serving TLS only, with its private CA (--redis-tls-ca)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sam-cli-'));
+    const traces = join(dir, 'traces.jsonl');
+    writeFileSync(traces, syntheticTraces({ groups: 2, samplesPerGroup: 4 }).map((r) => JSON.stringify(r)).join('\n'));
+    const tls = privateCa();
+    const redis = await RedisServer.start(tls);
+    try {
+      const replay = (...extra: string[]) => spawnSync('node', [CLI, 'replay', '--traces', traces, '--engines', '2', '--redis', redis.url, '--json', '--quiet', ...extra], { encoding: 'utf8' });
+      const shared = replay('--redis-tls-ca', tls.ca);
+      expect(shared.status, shared.stderr).toBe(0);
+      expect(JSON.parse(shared.stdout.trim().split('\n').pop()!).engines).toBe(2);
+      // Without it, the system's CAs: the server's certificate chains to none of them. The error names the URL without its password.
+      const untrusted = spawnSync('node', [CLI, 'replay', '--traces', traces, '--engines', '2', '--redis', `rediss://:hunter2@127.0.0.1:${redis.port}`], { encoding: 'utf8' });
+      expect(untrusted.status).toBe(2);
+      expect(untrusted.stderr).toContain(`cannot reach Redis at rediss://***@127.0.0.1:${redis.port}`);
+      expect(untrusted.stderr).not.toContain('hunter2');
+      const notPem = replay('--redis-tls-ca', traces);
+      expect(notPem.status).toBe(2);
+      expect(notPem.stderr).toContain(`--redis-tls-ca: ${traces} holds no PEM certificate`);
+      const plain = spawnSync('node', [CLI, 'replay', '--redis', `redis://127.0.0.1:${redis.port}`, '--redis-tls-ca', tls.ca], { encoding: 'utf8' });
+      expect(plain.status).toBe(2);
+      expect(plain.stderr).toContain('--redis-tls-ca: needs --redis with a rediss:// URL (TLS)');
+    } finally {
+      await redis.kill();
+    }
+  }, 60_000);
 });

@@ -7,7 +7,7 @@
  * intervals against its decode step time).
  */
 import { randomUUID } from 'node:crypto';
-import { RedisSharing, REDIS_SHARING_DEFAULTS, type SharingCounters } from '../sharing/redis-sharing.js';
+import { redactedUrl, type RedisSharingConfig, RedisSharing, REDIS_SHARING_DEFAULTS, type SharingCounters } from '../sharing/redis-sharing.js';
 import { sidecarError } from '../core/errors.js';
 import type { InProcessBackend } from './in-process.js';
 import { replayRolloutSteps, type RolloutStepOptions } from './rollout-step.js';
@@ -23,20 +23,23 @@ export interface SharedEngines {
   close(): Promise<void>;
 }
 
+/** Where the engines' Redis is: its URL, and the CA a rediss:// server's certificate chains to. */
+export type RedisConnection = Pick<RedisSharingConfig, 'url' | 'tlsCaFile'>;
+
 /** `keyPrefix`: a fresh one per run unless given (a given one lets a later run find this one's history). */
-export async function shareThroughRedis(initial: readonly InProcessBackend[], url: string, keyPrefix = `sam-replay-${randomUUID()}`): Promise<SharedEngines> {
+export async function shareThroughRedis(initial: readonly InProcessBackend[], redis: RedisConnection, keyPrefix = `sam-replay-${randomUUID()}`): Promise<SharedEngines> {
   let backends = initial;
   let sharings: RedisSharing[] = [];
   const attach = async () => {
     sharings = backends.map((backend) => {
-      const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url, keyPrefix });
+      const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, ...redis, keyPrefix });
       backend.service.sharedText = sharing;
       return sharing;
     });
     const connected = await Promise.all(sharings.map((sharing) => sharing.ready()));
     if (!connected.every(Boolean)) {
       await Promise.all(sharings.map((sharing) => sharing.close()));
-      throw sidecarError('INVALID_ARGUMENT', `cannot reach Redis at ${url}`, 'redis');
+      throw sidecarError('INVALID_ARGUMENT', `cannot reach Redis at ${redactedUrl(redis.url)}`, 'redis');
     }
   };
   await attach();
@@ -71,10 +74,10 @@ export async function shareThroughRedis(initial: readonly InProcessBackend[], ur
 export async function replayThroughRedis(
   steps: readonly (readonly TraceRow[])[],
   engines: () => InProcessBackend[],
-  url: string,
+  redis: RedisConnection,
   options: Omit<RolloutStepOptions, 'afterRound' | 'restart'> & { restartBetweenSteps?: boolean; keyPrefix?: string; exchangeEvery?: number },
 ): Promise<{ result: ReplayResult; counters: SharingCounters[] }> {
-  const shared = await shareThroughRedis(engines(), url, options.keyPrefix);
+  const shared = await shareThroughRedis(engines(), redis, options.keyPrefix);
   const restart = async () => {
     const fresh = engines();
     await shared.restart(fresh);

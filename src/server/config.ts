@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
 import { batchSizesIncrease, CALIBRATION_DEFAULTS, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
-import { REDIS_SHARING_DEFAULTS } from '../sharing/redis-config.js';
+import { certificateFileProblem, REDIS_SHARING_DEFAULTS } from '../sharing/redis-config.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -192,17 +192,6 @@ export const ConfigSchema = z
   );
 
 export type SidecarConfig = z.infer<typeof ConfigSchema>;
-
-/** Why a CA file cannot serve (unreadable, or no PEM certificate in it), or null. */
-function certificateFileProblem(path: string): string | null {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (error) {
-    return `cannot be read: ${(error as Error).message}`;
-  }
-  return text.includes('-----BEGIN CERTIFICATE-----') ? null : `${path} holds no PEM certificate`;
-}
 
 /** Environment variables and the config path they override. */
 const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string' | 'int' | 'bool']> = [

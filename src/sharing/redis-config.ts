@@ -2,6 +2,7 @@
  * The settings of shared text through Redis and their defaults, apart from the client itself so
  * that reading the config loads no Redis client.
  */
+import { readFileSync } from 'node:fs';
 
 export interface RedisSharingConfig {
   url: string;
@@ -57,4 +58,15 @@ export const REDIS_SHARING_DEFAULTS: Omit<RedisSharingConfig, 'url'> = Object.fr
 /** A Redis URL as logged and shown: credentials replaced. */
 export function redactedUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+/** Why a CA file cannot serve (unreadable, or no PEM certificate in it), or null. */
+export function certificateFileProblem(path: string): string | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    return `cannot be read: ${(error as Error).message}`;
+  }
+  return text.includes('-----BEGIN CERTIFICATE-----') ? null : `${path} holds no PEM certificate`;
 }
