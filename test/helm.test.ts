@@ -133,6 +133,7 @@ describe.skipIf(!hasRenderer)('helm chart', () => {
     const caMount = sidecar.volumeMounts.find((m: { name: string }) => m.name === 'sam-sidecar-redis-ca');
     expect(caFile.startsWith(`${caMount.mountPath}/`)).toBe(true);
     expect(caMount.readOnly).toBe(true);
+    expect(caMount.subPath).toBeUndefined(); // a directory mount: the kubelet updates the file when the Secret changes (rotation)
     expect(withCa.volumes.find((v: { name: string }) => v.name === 'sam-sidecar-redis-ca').secret).toEqual({ secretName: 'redis-ca', items: [{ key: 'ca.crt', path: caFile.slice(caMount.mountPath.length + 1) }] });
     expect(env([]).map((e) => e.name)).not.toContain('SAM_SIDECAR_REDIS_TLS_CA_FILE');
     expect(() => render(['example: {enabled: true}', 'sharing: {redis: {url: "redis://redis:6379/0", tlsCaSecret: {name: redis-ca}}}'])).toThrow(/tlsCaSecret needs a rediss:\/\/ sharing.redis.url/);

@@ -2,6 +2,7 @@
  * Sharing siblings' text and history across engines and restarts through a real Redis
  * (redis-server on loopback; skipped, with a message, where it is not installed).
  */
+import { copyFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UNGATED } from '../src/core/gate.js';
 import { StepService } from '../src/core/step-service.js';
@@ -393,6 +394,25 @@ describe.skipIf(REDIS_SERVER === null || OPENSSL === null)('shared text through 
       await untrusting.close();
       expect(lines).toEqual([expect.stringMatching(/^warn shared text: Redis unavailable.*certificate/)]);
     } finally {
+      await redis.kill();
+    }
+  }, 30_000);
+
+  it('a CA rotated in its file while the sidecar runs (with the server\'s certificate) is used from the next reconnect on, without a restart', async () => {
+    const tls = privateCa();
+    const redis = await RedisServer.start(tls);
+    const sharing = new RedisSharing({ ...REDIS_SHARING_DEFAULTS, url: redis.url, keyPrefix: `tls-rotated-${process.pid}`, tlsCaFile: tls.ca }, null);
+    try {
+      expect(await sharing.ready(5000)).toBe(true);
+      await redis.kill();
+      // A new CA and a server certificate it signed, written over the old files, as a Secret update.
+      const rotated = privateCa();
+      for (const part of ['ca', 'cert', 'key'] as const) copyFileSync(rotated[part], tls[part]);
+      await redis.restart();
+      for (let i = 0; i < 100 && !sharing.counters.connected; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(sharing.counters.connected).toBe(true);
+    } finally {
+      await sharing.close();
       await redis.kill();
     }
   }, 30_000);

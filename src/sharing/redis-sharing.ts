@@ -214,8 +214,7 @@ export class RedisSharing implements SharedTextSource {
       maxRetriesPerRequest: 1,
       retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 6), 5000),
       ...(config.password === undefined ? {} : { password: config.password }),
-      // Read once here: the config check has read it already; a rotated CA takes a restart.
-      ...(config.tlsCaFile === undefined ? {} : { tls: { ca: readFileSync(config.tlsCaFile) } }),
+      ...(config.tlsCaFile === undefined ? {} : { tls: reloadedCa(config.tlsCaFile) }),
     };
     this.client = new Redis(config.url, options) as PublishingRedis;
     this.client.defineCommand('samPublish', { lua: PUBLISH_SCRIPT });
@@ -567,6 +566,26 @@ export class RedisSharing implements SharedTextSource {
     this.counters.receivedTokens += delta.tokens.length;
     this.counters.receivedBytes += bytes;
   }
+}
+
+/**
+ * TLS options whose CA is read from `file` at every connection, reconnects included: a CA rotated
+ * in place (a Secret or trust bundle the kubelet updates under a running pod) is used from the
+ * next reconnect on, without a restart. ioredis copies these options into each connection's with
+ * Object.assign, which reads the getter then. A file that cannot be read keeps the last good CA.
+ */
+function reloadedCa(file: string): { readonly ca: Buffer } {
+  let last = readFileSync(file); // checked at start (config): readable, a PEM certificate
+  return {
+    get ca(): Buffer {
+      try {
+        last = readFileSync(file);
+      } catch {
+        // keep the last one: a rotation half done, or the file briefly away
+      }
+      return last;
+    },
+  };
 }
 
 /** What a delta counts toward maxPublishBytes: its tokens, a finished one's whole output, and its framing. */
