@@ -16,7 +16,7 @@ import type { ClientAddresses } from './client/clients.js';
 import { SidecarError, sidecarError } from './core/errors.js';
 import { TRANSPORTS } from './protocol/transports.js';
 import { configFileOf, loadConfig } from './server/config.js';
-import { certificateFileProblem } from './sharing/redis-config.js';
+import { CaFilePath } from './sharing/redis-config.js';
 import { WireBackend } from './replay/wire.js';
 import { packageVersion } from './package-root.js';
 import { InProcessBackend } from './replay/in-process.js';
@@ -64,14 +64,7 @@ const ReplayArgs = z
     limit: positiveInt.optional(),
     via: z.enum(TRANSPORTS).optional(),
     redis: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
-    'redis-tls-ca': z
-      .string()
-      .min(1)
-      .superRefine((path, ctx) => {
-        const problem = certificateFileProblem(path);
-        if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
-      })
-      .optional(),
+    'redis-tls-ca': CaFilePath.optional(),
     'restart-between-steps': z.boolean().default(false),
     'exchange-every': positiveInt.max(1000).optional(),
     plot: z.string().optional(),

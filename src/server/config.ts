@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { DRAFTERS } from '../core/engine.js';
 import { sidecarError } from '../core/errors.js';
 import { batchSizesIncrease, CALIBRATION_DEFAULTS, DEFAULT_VERIFY_COST, GATE_MODES } from '../core/gate.js';
-import { certificateFileProblem, REDIS_SHARING_DEFAULTS } from '../sharing/redis-config.js';
+import { CaFilePath, REDIS_SHARING_DEFAULTS } from '../sharing/redis-config.js';
 import { packageRoot } from '../package-root.js';
 
 const positiveInt = z.number().int().positive();
@@ -132,14 +132,7 @@ export const ConfigSchema = z
             /** Better from SAM_SIDECAR_REDIS_PASSWORD (a Secret) than in the file. */
             password: z.string().optional(),
             /** PEM file of the CA(s) a rediss:// server's certificate is checked against, instead of the system's (a private CA). */
-            tlsCaFile: z
-              .string()
-              .min(1)
-              .superRefine((path, ctx) => {
-                const problem = certificateFileProblem(path);
-                if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
-              })
-              .optional(),
+            tlsCaFile: CaFilePath.optional(),
             /** One per training job: jobs never read each other's text. */
             keyPrefix: z.string().min(1).max(200).regex(/^[\w.:-]+$/, 'letters, digits and _ . : -').default(REDIS_SHARING_DEFAULTS.keyPrefix),
             historyOutputsPerPrompt: positiveInt.max(100_000).default(REDIS_SHARING_DEFAULTS.historyOutputsPerPrompt),

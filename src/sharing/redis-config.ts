@@ -3,6 +3,7 @@
  * that reading the config loads no Redis client.
  */
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 
 export interface RedisSharingConfig {
   url: string;
@@ -60,8 +61,17 @@ export function redactedUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/, '//***@');
 }
 
+/** A CA file's path, checked as the config is read: readable, and holding a PEM certificate. */
+export const CaFilePath = z
+  .string()
+  .min(1)
+  .superRefine((path, ctx) => {
+    const problem = certificateFileProblem(path);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 /** Why a CA file cannot serve (unreadable, or no PEM certificate in it), or null. */
-export function certificateFileProblem(path: string): string | null {
+function certificateFileProblem(path: string): string | null {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
