@@ -314,6 +314,37 @@ describe.skipIf(REDIS_SERVER === null)('shared text through Redis', () => {
     await Promise.all([a.sharing.close(), b.sharing.close()]);
   });
 
+  it('a closing sidecar writes what it had not flushed yet: an output finished just before reaches the history others fetch', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key, null, { publishIntervalMs: 60_000 }); // no flush before the close
+    a.sharing.start(() => a.service.draftEngine.takeOutbound());
+    a.step([{ id: 'old', tokens: [...PROMPT, 7, 8, 9, 10, 11], prompt: 4 }]);
+    a.step([], ['old']);
+    await a.sharing.close();
+    const b = await engine(redis.url, key);
+    b.step([{ id: 'new', tokens: [...PROMPT, 7, 8], prompt: 4 }]);
+    await b.exchange();
+    expect(b.sharing.counters.historyHits).toBe(1);
+    expect(b.step([{ id: 'new', start: 6, tokens: [] }])).toEqual([[9, 10, 11]]);
+    await b.sharing.close();
+  });
+
+  it('closes within its bound while Redis is stopped with its connections open (a write and a read unanswered)', async () => {
+    const key = nextPrefix();
+    const a = await engine(redis.url, key);
+    a.sharing.start(() => a.service.draftEngine.takeOutbound());
+    a.step([{ id: 'a', tokens: [...PROMPT, 1, 2, 3], prompt: 4 }]);
+    redis.pause();
+    try {
+      a.sharing.publish(a.service.draftEngine.takeOutbound());
+      const started = Date.now();
+      await a.sharing.close();
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      redis.resume();
+    }
+  }, 30_000);
+
   it('Redis killed mid-run: steps go on from local state without waiting, one log line says so, and sharing resumes once it is back', async () => {
     const key = nextPrefix();
     const lines: string[] = [];

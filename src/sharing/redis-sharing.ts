@@ -49,6 +49,8 @@ const ENTRIES_PER_STREAM = 256;
  * a stalled Redis stays within this many times maxPublishBytes.
  */
 const FLUSHES_IN_FLIGHT_MAX = 2;
+/** How long close() waits for writes in flight and the reader before it disconnects. */
+const CLOSE_WAIT_MS = 2000;
 /** History fetches not yet answered; past this, newly opened groups wait their turn (historyOwed). */
 const HISTORY_FETCHES_IN_FLIGHT_MAX = 1024;
 /** History lists one flush may evict for the job's token budget (a bound on the script's time). */
@@ -203,6 +205,9 @@ export class RedisSharing implements SharedTextSource {
   private historyFetchesInFlight = 0;
   private commandErrorLogged = false;
   private publisher: NodeJS.Timeout | null = null;
+  /** What the server hands over to publish (start()); flushed once more at close. */
+  private outbound: (() => OutboundText) | null = null;
+  private closing: Promise<void> | null = null;
 
   constructor(
     readonly config: Readonly<RedisSharingConfig>,
@@ -413,6 +418,7 @@ export class RedisSharing implements SharedTextSource {
    */
   start(outbound: () => OutboundText): void {
     if (this.loop !== null) return;
+    this.outbound = outbound;
     this.publisher = setInterval(() => this.publish(outbound()), this.config.publishIntervalMs);
     this.publisher.unref();
     this.loop = (async () => {
@@ -426,11 +432,24 @@ export class RedisSharing implements SharedTextSource {
     })();
   }
 
-  async close(): Promise<void> {
+  /**
+   * Writes what the server has not flushed yet (outputs that finished just before reach history),
+   * waits for the writes and the reader within CLOSE_WAIT_MS, then disconnects, which fails what
+   * a Redis that stopped answering still owes: a shutdown never waits on Redis for longer.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shutDown();
+    return this.closing;
+  }
+
+  private async shutDown(): Promise<void> {
     this.closed = true;
     if (this.publisher !== null) clearInterval(this.publisher);
-    await this.loop;
-    await this.settle();
+    if (this.outbound !== null) this.publish(this.outbound());
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_WAIT_MS)));
+    await Promise.race([Promise.all([this.loop, this.settle()]), bound]);
+    clearTimeout(timer);
     this.client.disconnect();
     this.reader.disconnect();
   }
