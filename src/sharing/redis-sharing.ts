@@ -257,15 +257,27 @@ export class RedisSharing implements SharedTextSource {
     return [`${this.config.keyPrefix}:hist-index`, `${this.config.keyPrefix}:hist-tokens`];
   }
 
-  /** Resolves when connected, or after `timeoutMs` (false then): a replay waits for it, a server does not. */
+  /**
+   * Resolves when both connections answer (writes and reads), or after `timeoutMs` (false then): a
+   * replay waits for it, a server does not. The reader is a connection of its own: a read sent
+   * before it is ready fails at once (no offline queue).
+   */
   ready(timeoutMs = 5000): Promise<boolean> {
-    if (this.counters.connected) return Promise.resolve(true);
+    const both = () => this.counters.connected && this.reader.status === 'ready';
+    if (both()) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      this.client.once('ready', () => {
+      const settle = (value: boolean) => {
         clearTimeout(timer);
-        resolve(true);
-      });
+        this.client.off('ready', check);
+        this.reader.off('ready', check);
+        resolve(value);
+      };
+      const check = () => {
+        if (both()) settle(true);
+      };
+      const timer = setTimeout(() => settle(false), timeoutMs);
+      this.client.on('ready', check);
+      this.reader.on('ready', check);
     });
   }
 
