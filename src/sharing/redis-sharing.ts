@@ -330,18 +330,11 @@ export class RedisSharing implements SharedTextSource {
     // One stream entry per group per flush, holding every delta of that group: a few large
     // writes, not one per request.
     const byGroup = new Map<string, TextDelta[]>();
-    let bytes = 0;
-    for (const delta of deltas) {
-      const size = publishedSize(delta);
-      if (bytes + size > this.config.maxPublishBytes) {
-        this.counters.publishDropped++;
-        continue;
-      }
-      bytes += size;
+    const bytes = this.withinPublishBytes(deltas, 0, (delta) => {
       const list = byGroup.get(delta.group);
       if (list === undefined) byGroup.set(delta.group, [delta]);
       else list.push(delta);
-    }
+    });
     // One script call per flush, whatever the number of groups: each group's stream entry and its
     // TTL, and each finished output appended to its prompt's capped history. A command per
     // stream and list cost the event loop more than the text it carried (docs/results.md).
@@ -377,15 +370,25 @@ export class RedisSharing implements SharedTextSource {
 
   /** Keeps text for when Redis answers, within maxPublishBytes; the rest is dropped and counted. */
   private hold(deltas: readonly TextDelta[]): void {
+    this.heldBytes = this.withinPublishBytes(deltas, this.heldBytes, (delta) => this.held.push(delta));
+  }
+
+  /**
+   * Hands `keep` each delta that still fits within maxPublishBytes after `used` bytes (publishedSize),
+   * in order; the others are dropped and counted. Returns the bytes used then.
+   */
+  private withinPublishBytes(deltas: readonly TextDelta[], used: number, keep: (delta: TextDelta) => void): number {
+    let bytes = used;
     for (const delta of deltas) {
       const size = publishedSize(delta);
-      if (this.heldBytes + size > this.config.maxPublishBytes) {
+      if (bytes + size > this.config.maxPublishBytes) {
         this.counters.publishDropped++;
         continue;
       }
-      this.held.push(delta);
-      this.heldBytes += size;
+      bytes += size;
+      keep(delta);
     }
+    return bytes;
   }
 
   /** Every write and history fetch started so far has finished (the replay's step boundary). */
